@@ -1,0 +1,264 @@
+"""Batched extraction of the residual stream at chosen layers x token positions.
+
+Extraction reads ``blocks.{l}.hook_resid_post`` (the residual stream after block ``l``,
+which equals Hugging Face's ``hidden_states[l + 1]``). Prompts are batched by token
+length with left padding and an attention mask, so rows of a batch need little padding
+and positions counted from the end land on real tokens. Only the requested positions
+are kept and the forward pass stops after the deepest requested layer, so memory grows
+with prompts x layers x positions, never with sequence length.
+
+An optional on-disk cache stores each finished batch under a key made of everything
+that produced it (model id, weights fingerprint, token ids, layers, positions, hook,
+dtype, batching): an interrupted run resumes from its finished batches and a changed
+input never reuses a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data import PromptSet
+from .models import cache_dir, encode_chat, model_id, position_offset, weights_fingerprint
+
+__all__ = ["ActivationSet", "extract", "left_pad", "length_batches", "resolve_layers"]
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ActivationSet:
+    """Residual-stream activations ``[prompt, layer, position, d_model]`` (float32) with metadata."""
+
+    acts: Float[Tensor, "prompt layer position d_model"]
+    prompts: PromptSet
+    layers: tuple[int, ...]
+    positions: tuple[str, ...]
+    hook: str = "hook_resid_post"
+    model: str = ""
+
+    def __post_init__(self):
+        n, n_layers, n_pos, _ = self.acts.shape
+        if (n, n_layers, n_pos) != (len(self.prompts), len(self.layers), len(self.positions)):
+            raise ValueError(
+                f"acts shape {tuple(self.acts.shape)} does not match {len(self.prompts)} prompts, "
+                f"{len(self.layers)} layers, {len(self.positions)} positions"
+            )
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def d_model(self) -> int:
+        return self.acts.shape[-1]
+
+    @property
+    def labels(self) -> Int[Tensor, " prompt"]:
+        return torch.from_numpy(self.prompts.labels)
+
+    def where(self, **filters) -> ActivationSet:
+        """Prompts matching column filters, e.g. ``where(language="sw", subset="harmful")``."""
+        keep = self.prompts.mask(**filters)
+        idx = torch.from_numpy(np.flatnonzero(keep))
+        return ActivationSet(self.acts[idx], self.prompts.where(**filters), self.layers, self.positions,
+                             self.hook, self.model)
+
+    def layer_index(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise ValueError(f"layer {layer} was not extracted; this set has layers {list(self.layers)}")
+        return self.layers.index(layer)
+
+    def position_index(self, position: str) -> int:
+        if str(position) not in self.positions:
+            raise ValueError(f"position {position!r} was not extracted; this set has {list(self.positions)}")
+        return self.positions.index(str(position))
+
+    def at(self, layer: int, position: str) -> Float[Tensor, "prompt d_model"]:
+        """Activations of every prompt at one layer and position."""
+        return self.acts[:, self.layer_index(layer), self.position_index(position)]
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file; metadata (prompts, layers, positions) in its header. Atomic."""
+        meta = {
+            "format": _FORMAT,
+            "layers": list(self.layers),
+            "positions": list(self.positions),
+            "hook": self.hook,
+            "model": self.model,
+            "origin": self.prompts.origin,
+            "prompts": self.prompts.frame.to_dict(orient="list"),
+        }
+        path = Path(path)
+        _atomic_save({"acts": self.acts.contiguous()}, path, {"lowres_safety": json.dumps(meta)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ActivationSet:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["lowres_safety"])
+            acts = fh.get_tensor("acts")
+        prompts = PromptSet(pd.DataFrame(meta["prompts"]), meta["origin"])
+        return cls(acts, prompts, tuple(meta["layers"]), tuple(meta["positions"]), meta["hook"], meta["model"])
+
+
+def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def resolve_layers(model, layers) -> tuple[int, ...]:
+    """``"all"``, an int or a list of ints -> validated sorted layer tuple."""
+    n_layers = model.cfg.n_layers
+    if isinstance(layers, str):
+        if layers != "all":
+            raise ValueError(f"layers must be 'all', an int or a list of ints, got {layers!r}")
+        return tuple(range(n_layers))
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    bad = [layer for layer in layers if not isinstance(layer, int) or not 0 <= layer < n_layers]
+    if bad or not layers:
+        raise ValueError(f"layer(s) {bad or '[]'} out of range: this model has layers 0..{n_layers - 1}")
+    return tuple(sorted(set(layers)))
+
+
+def length_batches(lengths: list[int], batch_size: int, group_by_length: bool = True) -> list[np.ndarray]:
+    """Row indices of each batch: consecutive in length order (little padding) or arrival order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = np.argsort(lengths, kind="stable") if group_by_length else np.arange(len(lengths))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def left_pad(rows: list[tuple[int, ...]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Left-padded token ids and the 0/1 attention mask that must go with them."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+class _Stop(Exception):
+    """Raised by the deepest capture hook: nothing past it is needed."""
+
+
+@torch.no_grad()
+def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers, hook) -> Float[Tensor, "batch layer n_pos d_model"]:
+    width = ids.shape[1]
+    rows = torch.arange(ids.shape[0])[:, None]
+    cols = (width + offsets).to(model.cfg.device)
+    out: dict[int, Tensor] = {}
+
+    def capture(layer):
+        def fn(act: Float[Tensor, "batch pos d_model"], hook):
+            out[layer] = act[rows.to(act.device), cols].float().cpu()
+            if layer == layers[-1]:
+                raise _Stop
+            return act
+
+        return fn
+
+    fwd = [(f"blocks.{layer}.{hook}", capture(layer)) for layer in layers]
+    device = model.cfg.device
+    try:
+        with model.hooks(fwd_hooks=fwd):
+            model(ids.to(device), attention_mask=mask.to(device))
+    except _Stop:
+        pass
+    return torch.stack([out[layer] for layer in layers], dim=1)
+
+
+def _cache_key(model, prompts_ids, offsets, layers, positions, hook, batch_size, group_by_length) -> str:
+    h = hashlib.sha256()
+    param = next(model.parameters())
+    head = {"format": _FORMAT, "model": model_id(model), "weights": weights_fingerprint(model),
+            "dtype": str(param.dtype), "layers": list(layers), "positions": list(positions), "hook": hook,
+            "batch_size": batch_size, "group_by_length": group_by_length}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for ids in prompts_ids:
+        h.update(np.asarray(ids, dtype=np.int64).tobytes())
+        h.update(b"|")
+    h.update(offsets.numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def extract(
+    model,
+    prompts: PromptSet,
+    layers="all",
+    positions=("t_inst", "t_post_inst"),
+    *,
+    system: str | None = None,
+    hook: str = "hook_resid_post",
+    batch_size: int = 16,
+    group_by_length: bool = True,
+    cache: bool | str | Path = False,
+    progress: bool = True,
+) -> ActivationSet:
+    """Residual stream of every prompt at ``layers`` x ``positions``, as float32.
+
+    ``cache=True`` stores finished batches under :func:`~lowres_safety.models.cache_dir`,
+    a path stores them there; a rerun, or a run resumed after an interruption, reads them.
+    """
+    if len(prompts) == 0:
+        raise ValueError("the prompt set is empty: nothing to extract")
+    layers = resolve_layers(model, layers)
+    positions = tuple(str(p) for p in ([positions] if isinstance(positions, (str, int)) else positions))
+    if not positions:
+        raise ValueError("positions is empty; name at least one, e.g. ('t_inst', 't_post_inst')")
+    tokenizer = model.tokenizer
+    encoded = [encode_chat(tokenizer, text, system) for text in prompts.texts]
+    n_ctx = model.cfg.n_ctx
+    too_long = [(i, len(e)) for i, e in enumerate(encoded) if len(e) > n_ctx]
+    if too_long:
+        i, n = too_long[0]
+        raise ValueError(
+            f"{len(too_long)} prompt(s) exceed the model's context of {n_ctx} tokens "
+            f"(e.g. {prompts.frame['id'].iloc[i]!r}: {n} tokens); drop or shorten them"
+        )
+    spec = [int(p) if p.lstrip("-").isdigit() else p for p in positions]
+    offsets = torch.tensor([[position_offset(e, s) for s in spec] for e in encoded], dtype=torch.long)
+    batches = length_batches([len(e) for e in encoded], batch_size, group_by_length)
+
+    folder = None
+    if cache:
+        root = cache_dir() / "activations" if cache is True else Path(cache)
+        key = _cache_key(model, [e.ids for e in encoded], offsets, layers, positions, hook, batch_size,
+                         group_by_length)
+        folder = root / key
+    acts = torch.empty(len(prompts), len(layers), len(positions), model.cfg.d_model, dtype=torch.float32)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    bar = tqdm(total=sum(len(e) for e in encoded), unit="tok", desc="extract", disable=not progress)
+    for b, idx in enumerate(batches):
+        path = folder / f"batch-{b:05d}.safetensors" if folder else None
+        if path is not None and path.exists():
+            chunk = load_file(str(path))["acts"]
+        else:
+            ids, mask = left_pad([encoded[i].ids for i in idx], pad_id)
+            chunk = _forward_batch(model, ids, mask, offsets[idx], layers, hook)
+            if path is not None:
+                _atomic_save({"acts": chunk}, path)
+        acts[torch.from_numpy(idx)] = chunk
+        bar.update(sum(len(encoded[i]) for i in idx))
+    bar.close()
+    return ActivationSet(acts, prompts, layers, positions, hook, model_id(model))

@@ -1,0 +1,88 @@
+"""Self-contained HTML reports and JSON results, written atomically.
+
+Plotly's JavaScript is embedded once, so a report opens without internet.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+__all__ = ["Section", "atomic_write_text", "records", "write_html", "write_json"]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One report section: a heading, a sentence of context, figures, and how to read them."""
+
+    title: str
+    intro: str = ""
+    figures: tuple[tuple[go.Figure, str], ...] = ()  # (figure, one sentence on how to read it)
+    table: pd.DataFrame | None = None
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write via a temporary file and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as JSON-safe dicts (NaN becomes null, numpy scalars become Python)."""
+    out = []
+    for row in frame.to_dict(orient="records"):
+        clean = {}
+        for k, v in row.items():
+            v = v.item() if hasattr(v, "item") else v
+            clean[k] = None if isinstance(v, float) and math.isnan(v) else v
+        out.append(clean)
+    return out
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    return atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False))
+
+
+def write_html(path: str | Path, title: str, sections: list[Section], header: str = "") -> Path:
+    """One HTML file: plotly.js inline once, each figure with its reading note underneath."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+        "color:#222}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-top:1em}"
+        ".how{color:#555;font-style:italic;margin:0 0 2em}table{border-collapse:collapse;font-size:.85em}"
+        "td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        header,
+    ]
+    first = True
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.intro:
+            parts.append(f"<p>{html.escape(section.intro)}</p>")
+        for fig, how in section.figures:
+            parts.append(pio.to_html(fig, full_html=False, include_plotlyjs="inline" if first else False))
+            parts.append(f"<p class='how'>{html.escape(how)}</p>")
+            first = False
+        if section.table is not None:
+            parts.append(section.table.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="–"))
+    parts.append("</body></html>")
+    return atomic_write_text(path, "\n".join(parts))
