@@ -119,6 +119,7 @@ def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,32 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+POLYREFUSE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Multilingual-Refusal"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from lowres_safety import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def polyrefuse_root():
+    if not POLYREFUSE.is_dir():
+        pytest.skip(f"PolyRefuse not found at {POLYREFUSE}")
+    return POLYREFUSE
