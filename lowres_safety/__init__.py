@@ -4,23 +4,33 @@ Load a chat model as a TransformerLens bridge, extract multilingual activations,
 harmfulness direction, and measure where it separates and where the model acts on it.
 """
 
-from . import activations, data, directions, models, plots, probing, report
+from . import (activations, baselines, data, directions, evaluation, generation, hooks, models, plots, probing, report,
+               steering)
 from .activations import ActivationSet, extract
 from .data import PromptSet
+from .gate import Gate
+from .generation import generate
 from .models import load_model, show_tokens
 
 __all__ = [
     "ActivationSet",
+    "Gate",
     "PromptSet",
     "activations",
+    "baselines",
     "data",
     "directions",
+    "evaluation",
     "extract",
+    "generate",
+    "generation",
+    "hooks",
     "load_model",
     "models",
     "plots",
     "probing",
     "report",
     "show_tokens",
+    "steering",
 ]
 __version__ = "0.1.0"

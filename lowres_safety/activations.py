@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import PromptSet
+from .files import atomic_save
 from .models import cache_dir, encode_chat, model_id, position_offset, weights_fingerprint
 
 __all__ = ["ActivationSet", "extract", "left_pad", "length_batches", "resolve_layers"]
@@ -101,7 +100,7 @@ class ActivationSet:
             "prompts": self.prompts.frame.to_dict(orient="list"),
         }
         path = Path(path)
-        _atomic_save({"acts": self.acts.contiguous()}, path, {"lowres_safety": json.dumps(meta)})
+        atomic_save({"acts": self.acts.contiguous()}, path, {"lowres_safety": json.dumps(meta)})
         return path
 
     @classmethod
@@ -111,19 +110,6 @@ class ActivationSet:
             acts = fh.get_tensor("acts")
         prompts = PromptSet(pd.DataFrame(meta["prompts"]), meta["origin"])
         return cls(acts, prompts, tuple(meta["layers"]), tuple(meta["positions"]), meta["hook"], meta["model"])
-
-
-def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def resolve_layers(model, layers) -> tuple[int, ...]:
@@ -258,7 +244,7 @@ def extract(
             ids, mask = left_pad([encoded[i].ids for i in idx], pad_id)
             chunk = _forward_batch(model, ids, mask, offsets[idx], layers, hook)
             if path is not None:
-                _atomic_save({"acts": chunk}, path)
+                atomic_save({"acts": chunk}, path)
         acts[torch.from_numpy(idx)] = chunk
         bar.update(sum(len(encoded[i]) for i in idx))
     bar.close()

@@ -10,7 +10,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-__all__ = ["TIER_COLOURS", "cosine_heatmap", "language_colours", "projection_distributions", "separability"]
+__all__ = ["TIER_COLOURS", "cosine_heatmap", "language_colours", "projection_distributions", "refusal_tradeoff",
+           "selectivity_bars", "separability"]
 
 #: One colour family per resource tier; languages within a tier get shades of it.
 TIER_COLOURS = {
@@ -82,4 +83,31 @@ def cosine_heatmap(cos: pd.DataFrame, *, layer: int | None = None, position: str
     fig = px.imshow(grid, zmin=-1, zmax=1, color_continuous_scale="RdBu_r", text_auto=".2f")
     fig.update_layout(title=f"Cosine similarity of per-language harmfulness directions (layer {layer}, {position})",
                       xaxis_title="language", yaxis_title="language", coloraxis_colorbar_title="cosine")
+    return fig
+
+
+def _method_label(table: pd.DataFrame) -> pd.Series:
+    return table["method"].where(table["method"] != "gate", "gate k=" + table["k"].astype(str))
+
+
+def selectivity_bars(table: pd.DataFrame) -> go.Figure:
+    """Selectivity Δ per language and method (from ``steering.evaluate``)."""
+    frame = table.assign(method_k=_method_label(table))
+    fig = px.bar(frame, x="language", y="selectivity", color="method_k", barmode="group",
+                 hover_data=["tier", "harmful_refusal", "harmless_refusal", "kl"])
+    fig.update_layout(title="Refusal selectivity by language and method",
+                      xaxis_title="language", yaxis_title="selectivity Δ = harmful − harmless refusal (pp)",
+                      legend_title="method")
+    return fig
+
+
+def refusal_tradeoff(table: pd.DataFrame) -> go.Figure:
+    """Harmful against harmless refusal, one point per language × method (from ``steering.evaluate``)."""
+    frame = table.assign(method_k=_method_label(table))
+    fig = px.scatter(frame, x="harmless_refusal", y="harmful_refusal", color="method_k", symbol="tier",
+                     hover_data=["language", "selectivity", "kl"], text="language")
+    fig.update_traces(textposition="top center")
+    fig.update_layout(title="Harmful vs harmless refusal under each method",
+                      xaxis_title="harmless prompts refused (%)", yaxis_title="harmful prompts refused (%)",
+                      xaxis_range=[-5, 105], yaxis_range=[-5, 105], legend_title="method, tier")
     return fig

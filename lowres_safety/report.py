@@ -8,8 +8,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-__all__ = ["Section", "atomic_write_text", "records", "write_html", "write_json"]
+from .files import atomic_write_text
+
+__all__ = ["Section", "records", "write_html", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -28,22 +28,6 @@ class Section:
     intro: str = ""
     figures: tuple[tuple[go.Figure, str], ...] = ()  # (figure, one sentence on how to read it)
     table: pd.DataFrame | None = None
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write via a temporary file and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def records(frame: pd.DataFrame) -> list[dict]:

@@ -33,3 +33,43 @@ def test_english_direction_separates_polyrefuse_english(default_model, polyrefus
     acts = extract(default_model, prompts, "all", "t_post_inst", progress=False)
     sep = probing.separability(acts, directions.pooled(acts, ["en"]), probe=False)
     assert sep["auroc"].max() >= 0.95
+
+
+def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
+    out = tmp_path / "steer"
+    args = ["steer", "--languages", "en,sw", "--source-languages", "en,de", "--k", "0,1", "--n-per-class", "2",
+            "--max-new-tokens", "3", "--layer", "12", "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads((out / "steer.json").read_text())
+    rows = results["rows"]
+    keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl",
+            "gate_balanced_accuracy"}
+    assert all(set(r) == keys for r in rows)
+    assert {(r["method"], r["k"]) for r in rows} == {("none", 0), ("ablation", 0), ("addition", 0), ("adasteer", 0),
+                                                     ("cast", 0), ("gate", 0), ("gate", 1)}
+    for r in rows:
+        assert r["selectivity"] == r["harmful_refusal"] - r["harmless_refusal"]
+        assert (r["gate_balanced_accuracy"] is None) == (r["method"] != "gate")
+        if r["method"] == "none":
+            assert r["kl"] == 0
+        if r["method"] == "ablation":
+            assert r["kl"] > 0
+    assert "Plotly.newPlot" in (out / "report.html").read_text()
+
+    # a rerun reads every finished part instead of generating again
+    import lowres_safety.steering as steering
+
+    def no_generation(*a, **k):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(steering, "generate", no_generation)
+    assert main(args) == 0
+    assert json.loads((out / "steer.json").read_text())["rows"] == rows
+
+
+def test_steer_bad_input_exits_2(tmp_path, capsys):
+    assert main(["steer", "--k", "0,-1", "--out", str(tmp_path)]) == 2
+    assert "k must be" in capsys.readouterr().err
+    assert main(["steer", "--k", "a", "--out", str(tmp_path)]) == 2
+    assert main(["steer", "--n-per-class", "50", "--out", str(tmp_path)]) == 2
+    assert "at most" in capsys.readouterr().err

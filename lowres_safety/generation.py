@@ -1,0 +1,162 @@
+"""Generation and next-token distributions under any list of hooks.
+
+Prompts are chat-formatted, grouped by length and left-padded with an attention mask.
+Generation is a KV-cached loop on the bridge: one prefill pass over the prompt, then one
+pass per new token inside :func:`hooks.decoding`, so token-scoped and conditional hooks
+know which pass they are in. Greedy decoding of a batch equals decoding each prompt
+alone, token for token (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .activations import left_pad, length_batches
+from .data import PromptSet
+from .hooks import Hook, decoding, steers_in
+from .models import encode_chat
+
+__all__ = ["as_prompt_set", "generate", "next_token_logprobs", "stop_token_ids"]
+
+
+def as_prompt_set(prompts: PromptSet | Sequence[str], language: str = "en") -> PromptSet:
+    """A PromptSet as is, or plain strings wrapped as harmless prompts of ``language``."""
+    if isinstance(prompts, PromptSet):
+        return prompts
+    texts = [prompts] if isinstance(prompts, str) else list(prompts)
+    frame = pd.DataFrame({"id": [f"p{i}" for i in range(len(texts))], "text": texts, "language": language,
+                          "subset": "harmless", "split": "adhoc", "source_id": [f"p{i}" for i in range(len(texts))]})
+    return PromptSet(frame, "ad-hoc prompts")
+
+
+def stop_token_ids(model) -> list[int]:
+    """End-of-turn ids: the tokenizer's EOS plus the generation config's."""
+    ids = {model.tokenizer.eos_token_id}
+    config = getattr(getattr(model, "original_model", None), "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    ids |= set(extra if isinstance(extra, (list, tuple)) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+def _batches(model, prompts: PromptSet, batch_size: int, system: str | None
+             ) -> Iterator[tuple[np.ndarray, Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]]:
+    if len(prompts) == 0:
+        raise ValueError("the prompt set is empty")
+    tok = model.tokenizer
+    encoded = [encode_chat(tok, text, system).ids for text in prompts.texts]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    device = model.cfg.device
+    for idx in length_batches([len(e) for e in encoded], batch_size):
+        ids, mask = left_pad([encoded[i] for i in idx], pad)
+        yield idx, ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, generator,
+                    temperature: float | None) -> tuple[list[list[int]], list[bool], list[dict]]:
+    tok = model.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    rows = ids.shape[0]
+    tokens, done = [], torch.zeros(rows, dtype=torch.bool, device=ids.device)
+    with model.hooks(fwd_hooks=list(hooks)):
+        logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache")
+        steers = [{"score": s.score, "alpha": s.alpha, "ablate": s.ablate} for s in steers_in(hooks)]
+        with decoding():
+            for step in range(max_new_tokens):
+                last = logits[:, -1].float()
+                if temperature is None:
+                    nxt = last.argmax(-1)
+                else:
+                    probs = torch.softmax(last / temperature, -1).cpu()
+                    nxt = torch.multinomial(probs, 1, generator=generator)[:, 0].to(ids.device)
+                nxt = torch.where(done, pad, nxt)
+                tokens.append(nxt)
+                done |= torch.isin(nxt, stop)
+                if bool(done.all()) or step == max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                logits, cache = model(nxt[:, None], attention_mask=mask, past_key_values=cache,
+                                      return_type="logits_and_cache")
+    out = torch.stack(tokens, 1).cpu().tolist() if tokens else [[] for _ in range(rows)]
+    stops = set(stop.tolist())
+    trimmed, finished = [], []
+    for row in out:
+        cut = next((i for i, t in enumerate(row) if t in stops), None)
+        trimmed.append(row if cut is None else row[:cut])
+        finished.append(cut is not None)
+    return trimmed, finished, steers
+
+
+def generate(
+    model,
+    prompts: PromptSet | Sequence[str],
+    hooks: Sequence[Hook] = (),
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    temperature: float | None = None,
+    seed: int = 0,
+    system: str | None = None,
+    stop_at_eos: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Completions of every prompt under ``hooks``, as a tidy table with the prompts' metadata.
+
+    Greedy by default; ``temperature`` samples (seeded per batch: the same seed and batch
+    size give the same text). Under conditional hooks (:func:`hooks.route`, the AdaSteer-
+    and CAST-style baselines) each row also gets ``gate_score``, ``alpha`` and
+    ``ablated``: which prompts were steered and which ablated.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"temperature must be positive (or None for greedy), got {temperature}")
+    prompts = as_prompt_set(prompts)
+    stop = torch.tensor(stop_token_ids(model) if stop_at_eos else [-1], device=model.cfg.device)
+    n = len(prompts)
+    completions, n_tokens, finished = [""] * n, [0] * n, [False] * n
+    decisions: dict[str, list] = {}
+    bar = tqdm(total=n, unit="prompt", desc="generate", disable=not progress)
+    for b, (idx, ids, mask) in enumerate(_batches(model, prompts, batch_size, system)):
+        generator = torch.Generator().manual_seed(seed * 100_003 + b)
+        rows, done, steers = _generate_batch(model, ids, mask, hooks, max_new_tokens, stop, generator, temperature)
+        for j, i in enumerate(idx):
+            completions[i] = model.tokenizer.decode(rows[j], skip_special_tokens=True)
+            n_tokens[i], finished[i] = len(rows[j]), done[j]
+        for s, steer in enumerate(steers):
+            suffix = "" if len(steers) == 1 else f"_{s}"
+            for key, col in (("score", "gate_score"), ("alpha", "alpha"), ("ablate", "ablated")):
+                values = decisions.setdefault(col + suffix, [None] * n)
+                for j, i in enumerate(idx):
+                    values[i] = steer[key][j].item()
+        bar.update(len(idx))
+    bar.close()
+    frame = prompts.frame.copy()
+    frame["completion"], frame["n_new_tokens"], frame["finished"] = completions, n_tokens, finished
+    for col, values in decisions.items():
+        frame[col] = values
+    return frame
+
+
+@torch.no_grad()
+def next_token_logprobs(model, prompts: PromptSet | Sequence[str], hooks: Sequence[Hook] = (), *,
+                        batch_size: int = 16, system: str | None = None,
+                        progress: bool = False) -> Float[Tensor, "prompt vocab"]:
+    """Log-probabilities of the first response token of every prompt (one prefill pass each)."""
+    prompts = as_prompt_set(prompts)
+    out = None
+    with model.hooks(fwd_hooks=list(hooks)):
+        for idx, ids, mask in tqdm(list(_batches(model, prompts, batch_size, system)), desc="score",
+                                   disable=not progress):
+            logits = model(ids, attention_mask=mask)[:, -1].float()
+            if out is None:
+                out = torch.empty(len(prompts), logits.shape[-1])
+            out[torch.from_numpy(idx)] = torch.log_softmax(logits, -1).cpu()
+    return out
