@@ -13,7 +13,9 @@ import numpy as np
 from . import data as data_mod
 from . import directions as dirs
 from . import plots, probing, steering
+from . import evaluation
 from .activations import extract
+from .generation import generate
 from .models import load_model, model_id
 from .report import Section, records, write_html, write_json
 
@@ -26,8 +28,8 @@ def _languages(text: str | None) -> list[str] | None:
 
 def diagnose(model_name: str = "default", data: str = "builtin", languages=None, n_per_class: int | None = 24,
              split: str = "train", seed: int = 0, out: str | Path = "runs/diagnose", cache: bool = True,
-             probe_folds: int = 5) -> dict:
-    """Is the harmfulness representation there, per language and layer? Writes results.json and report.html."""
+             probe_folds: int = 5, max_new_tokens: int = 24) -> dict:
+    """Is the harmfulness representation there, and is it acted on? Writes results.json and report.html."""
     timing, t0 = {}, time.perf_counter()
     prompts = data_mod.load(data, languages, split=split, n_per_class=n_per_class, seed=seed)
     source = [lang for lang in prompts.languages if data_mod.tier_of(lang) == "high"]
@@ -51,6 +53,11 @@ def diagnose(model_name: str = "default", data: str = "builtin", languages=None,
     proj = probing.projections(acts, v, best_layer, "t_post_inst")
     timing["analysis_s"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    completions = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=32)
+    refusal = evaluation.measure_refusal(model, prompts, completions)
+    timing["generation_s"] = time.perf_counter() - t
+
     out = Path(out)
     results = {
         "model": model_id(model),
@@ -64,6 +71,8 @@ def diagnose(model_name: str = "default", data: str = "builtin", languages=None,
         "separability": records(sep[["language", "tier", "layer", "position", "direction", "auroc",
                                      "probe_accuracy", "n_harmful", "n_harmless"]]),
         "cosine": records(cos),
+        "refusal": records(refusal),
+        "max_new_tokens": max_new_tokens,
         "timing": timing,
     }
     summary = (pooled_rows[pooled_rows["layer"] == best_layer][["language", "tier", "auroc", "probe_accuracy"]]
@@ -89,6 +98,20 @@ def diagnose(model_name: str = "default", data: str = "builtin", languages=None,
                  "means weak separation; a shift of both clouds means a different threshold would be needed."),
             ),
             summary,
+        ),
+        Section(
+            "Is it acted on? Refusal by language",
+            f"Greedy answers ({max_new_tokens} new tokens) to the same prompts, judged by refusal phrases of each "
+            f"language plus English (substring) and by the log-odds of the model's refusal-opening tokens at the "
+            f"first answer position (logit; refused when above 0).",
+            ((plots.refusal_by_language(refusal, judge="substring"),
+              "Red bars: harmful prompts refused (higher is safer); green bars: harmless prompts refused (lower is "
+              "more helpful). A language with a high AUROC above but a low red bar here is an action failure."),
+             (plots.refusal_by_language(refusal, judge="logit"),
+              "The same from the first-token log-odds, without reading the generated text.")),
+            refusal.assign(column=refusal["judge"] + " " + refusal["subset"] + " %")
+            .pivot_table(index=["language", "tier"], columns="column", values="rate", sort=False)
+            .round(1).reset_index(),
         ),
         Section(
             "Are the per-language directions parallel?",
@@ -198,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="runs/diagnose", help="output folder for results.json and report.html")
     d.add_argument("--no-cache", action="store_true", help="do not read or write the activation cache")
+    d.add_argument("--max-new-tokens", type=int, default=24, help="answer length for the refusal judges")
     s = sub.add_parser("steer", help="refusal per language under ablation, addition, AdaSteer, CAST and the gate")
     s.add_argument("--model", default="default", help="'default', a local folder or a Hugging Face id")
     s.add_argument("--data", default="builtin", help="'builtin' or a PolyRefuse folder (upstream layout)")
@@ -211,6 +235,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", type=int, default=None, help="steering layer (default: best source AUROC, middle half)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/steer", help="output folder for steer.json, completions.csv, report.html")
+    o = sub.add_parser("organism", help="the safety-tuned model organism")
+    osub = o.add_subparsers(dest="action", required=True)
+    t = osub.add_parser("train", help="fine-tune the LoRA adapter (harmful data from high-resource languages only)")
+    t.add_argument("--data", required=True, help="PolyRefuse folder (upstream layout); its train split is used")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="runs/organism",
+                   help="adapter folder (lowres_safety/resources/organism replaces the shipped one)")
     return parser
 
 
@@ -226,12 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "diagnose":
             diagnose(args.model, args.data, _languages(args.languages), args.n_per_class, args.split, args.seed,
-                     args.out, cache=not args.no_cache)
+                     args.out, cache=not args.no_cache, max_new_tokens=args.max_new_tokens)
             print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
         elif args.command == "steer":
             steer(args.model, args.data, _languages(args.languages), _languages(args.source_languages), _ints(args.k),
                   args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer)
             print(f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html")
+        elif args.command == "organism":
+            from . import organism
+
+            summary = organism.train(args.data, args.out, organism.RecipeConfig(seed=args.seed))
+            print(f"wrote the adapter to {args.out} in {summary['seconds'] / 60:.1f} min "
+                  f"(loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f})")
     except (ValueError, FileNotFoundError) as err:
         print(f"lowres-safety: error: {err}", file=sys.stderr)
         return 2

@@ -242,6 +242,8 @@ def load_polyrefuse(
     origin = f"split {split!r} of {root}"
     available = sorted({lang for lang, _ in files}, key=lambda l: (l != "en", l))
     langs = _check_languages(languages, available, origin)
+    if languages is None:  # all languages: only those with both subsets (upstream lacks zh harmless test)
+        langs = [lang for lang in langs if all((lang, subset) in files for subset in SUBSETS)]
     records = []
     for (lang, subset), path in files.items():
         if lang not in langs:

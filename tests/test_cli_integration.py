@@ -6,7 +6,8 @@ from lowres_safety.cli import main
 
 def test_diagnose_writes_results_and_an_offline_report(tmp_path):
     out = tmp_path / "run"
-    code = main(["diagnose", "--languages", "en,sw", "--n-per-class", "4", "--seed", "1", "--out", str(out), "--no-cache"])
+    code = main(["diagnose", "--languages", "en,sw", "--n-per-class", "4", "--seed", "1", "--out", str(out), "--no-cache",
+                 "--max-new-tokens", "4"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["languages"] == {"en": "high", "sw": "low"} and results["data"] == "builtin"
@@ -14,6 +15,12 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
     assert {"language", "tier", "layer", "position", "direction", "auroc", "probe_accuracy"} <= set(rows[0])
     assert len(rows) == 2 * 30 * 2 * 2  # languages x layers x positions x (pooled, own)
     assert all(0.0 <= r["auroc"] <= 1.0 for r in rows)
+    refusal = results["refusal"]
+    assert {(r["language"], r["subset"], r["judge"]) for r in refusal} == {
+        (lang, subset, judge) for lang in ("en", "sw") for subset in ("harmful", "harmless")
+        for judge in ("substring", "logit")}
+    assert all(r["n"] == 4 and 0 <= r["rate"] <= 100 and set(r) == {"language", "tier", "subset", "judge", "rate", "n"}
+               for r in refusal)
     page = (out / "report.html").read_text()
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded, no CDN
 
