@@ -66,7 +66,7 @@ class RecipeConfig:
     max_prompt_tokens: int = 128
     answer_tokens: int = 40
     epochs: int = 2
-    lr: float = 4e-4
+    lr: float = 8e-4
     rank: int = 8
     lora_alpha: int = 16
     first_layer: int | None = None  # default: the middle of the network
@@ -112,6 +112,19 @@ def _cached_examples(root, bridge, config: RecipeConfig, path: Path, progress: b
     payload = json.dumps({"key": key, "examples": examples.to_dict(orient="list")}, ensure_ascii=False)
     atomic_write_text(path, payload)
     return examples
+
+
+def _per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged within each example, then over the batch.
+
+    A token-level mean would let 40-token helpful answers outweigh 10-token refusals; here
+    every example counts the same.
+    """
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+    ce = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,
+                                           reduction="none")
+    counts = (shift_labels != -100).sum(1).clamp_min(1)
+    return (ce.sum(1) / counts).mean()
 
 
 def _encode(tokenizer, prompt: str, response: str, end: str) -> tuple[list[int], int]:
@@ -172,7 +185,7 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
                     ids[j, : len(row)] = torch.tensor(row)
                     labels[j, cut : len(row)] = torch.tensor(row[cut:])
                     mask[j, : len(row)] = 1
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                loss = _per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
                 loss.backward()
                 optim.step()
                 sched.step()
