@@ -12,8 +12,7 @@ import numpy as np
 
 from . import data as data_mod
 from . import directions as dirs
-from . import plots, probing, steering
-from . import evaluation
+from . import evaluation, plots, probing, steering
 from .activations import extract
 from .generation import generate
 from .models import load_model, model_id
@@ -148,10 +147,10 @@ def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, spli
             raise ValueError(f"the built-in set leaves {n_have} evaluation prompts per class; ask for at most that")
         keep = evaluation.frame.groupby(["language", "subset"], sort=False).head(n_per_class)
         return fit, data_mod.PromptSet(keep.reset_index(drop=True), evaluation.origin)
-    fit = data_mod.load_polyrefuse(data, list(dict.fromkeys(source + languages)), split="train", n_per_class=n_fit,
-                                   seed=seed)
     if split == "train":
         raise ValueError("evaluate on 'val' or 'test': the train split fits the methods")
+    fit = data_mod.load_polyrefuse(data, list(dict.fromkeys(source + languages)), split="train", n_per_class=n_fit,
+                                   seed=seed)
     return fit, data_mod.load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)
 
 
@@ -171,7 +170,7 @@ def steer(model_name: str = "default", data: str = "builtin", languages=None, so
     fit_prompts, eval_prompts = _steer_data(data, list(languages), list(source), n_per_class, n_fit, split, seed)
     model = load_model(model_name)
     n_layers = model.cfg.n_layers
-    candidates = [layer] if layer is not None else list(range(n_layers // 4, (3 * n_layers) // 4))
+    candidates = [layer] if layer is not None else steering.middle_layers(n_layers)
     fit_acts = extract(model, fit_prompts, candidates, ("t_post_inst",), cache=True)
     fitted = steering.fit_methods(fit_acts, source, n_layers, layer=layer, seed=seed)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)

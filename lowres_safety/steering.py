@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import balanced_accuracy_score
 from tqdm.auto import tqdm
 
 from . import baselines
@@ -30,11 +29,16 @@ from .evaluation import Judge, kl_divergence, refusal_rates, selectivity
 from .files import atomic_write
 from .gate import Gate
 from .generation import generate, next_token_logprobs
-from .probing import auroc
+from .probing import auroc, project
 
-__all__ = ["METHODS", "FittedMethods", "choose_layer", "evaluate", "fit_methods", "method_hooks"]
+__all__ = ["METHODS", "FittedMethods", "choose_layer", "evaluate", "fit_methods", "method_hooks", "middle_layers"]
 
 METHODS = ("none", "ablation", "addition", "adasteer", "cast", "gate")
+
+
+def middle_layers(n_layers: int) -> list[int]:
+    """The middle half of the network, where the steering layer is searched."""
+    return list(range(n_layers // 4, (3 * n_layers) // 4))
 
 
 def choose_layer(acts: ActivationSet, source_languages, position: str = "t_post_inst") -> int:
@@ -43,20 +47,13 @@ def choose_layer(acts: ActivationSet, source_languages, position: str = "t_post_
     Only the middle half of the network is searched: the earliest layers carry little
     meaning and the last ones leave no room for steering to act.
     """
-    n = max(acts.layers) + 1
-    middle = [l for l in acts.layers if n // 4 <= l < (3 * n) // 4] or list(acts.layers)
+    middle = [l for l in acts.layers if l in middle_layers(max(acts.layers) + 1)] or list(acts.layers)
     v = dirs.pooled(acts, source_languages)
     pi = acts.position_index(position)
-    scores = []
-    for layer in middle:
-        li = acts.layer_index(layer)
-        per_lang = []
-        for lang in source_languages:
-            sub = acts.where(language=lang)
-            proj = (sub.acts[:, li, pi] @ dirs.unit(v[li, pi])).numpy()
-            per_lang.append(auroc(proj, sub.prompts.labels))
-        scores.append(np.mean(per_lang))
-    return int(middle[int(np.argmax(scores))])
+    per_lang = [auroc(project(sub, v)[:, :, pi].numpy(), sub.prompts.labels)
+                for sub in (acts.where(language=lang) for lang in source_languages)]
+    scores = np.mean(per_lang, axis=0)  # [layer]
+    return int(max(middle, key=lambda l: scores[acts.layer_index(l)]))
 
 
 @dataclass(frozen=True)
@@ -148,7 +145,7 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
             base_cache[lang] = next_token_logprobs(model, harmless, batch_size=batch_size)
         kl = float(kl_divergence(model, harmless, hooks, base=base_cache[lang], batch_size=batch_size).mean())
         sel = selectivity(refusal_rates(out, judge)).iloc[0]
-        bacc = float(balanced_accuracy_score(acts.prompts.labels, gate.predict(acts).numpy())) if gate else None
+        bacc = gate.balanced_accuracy(acts) if gate else None
         row = {"language": lang, "tier": tier_of(lang), "method": method, "k": k,
                "harmful_refusal": float(sel["harmful_refusal"]), "harmless_refusal": float(sel["harmless_refusal"]),
                "selectivity": float(sel["selectivity"]), "kl": kl, "gate_balanced_accuracy": bacc}
