@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
-from . import directions as dirs
-from . import evaluation, plots, probing, steering
+from . import diagnosis, plots, steering
 from .activations import extract
 from .generation import generate
 from .models import load_model, model_id
@@ -25,38 +24,20 @@ def _languages(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
-def diagnose(model_name: str = "default", data: str = "builtin", languages=None, n_per_class: int | None = 24,
+def diagnose(model_name: str = "organism", data: str = "builtin", languages=None, n_per_class: int | None = 24,
              split: str = "train", seed: int = 0, out: str | Path = "runs/diagnose", cache: bool = True,
-             probe_folds: int = 5, max_new_tokens: int = 24) -> dict:
-    """Is the harmfulness representation there, and is it acted on? Writes results.json and report.html."""
-    timing, t0 = {}, time.perf_counter()
+             probe_folds: int = 5, max_new_tokens: int = 24, analysis_per_class: int = 8) -> dict:
+    """The full diagnosis (see :mod:`diagnosis`): writes results.json and report.html."""
+    t0 = time.perf_counter()
     prompts = data_mod.load(data, languages, split=split, n_per_class=n_per_class, seed=seed)
-    source = [lang for lang in prompts.languages if data_mod.tier_of(lang) == "high"]
-    if not source:
+    if not any(data_mod.tier_of(lang) == "high" for lang in prompts.languages):
         raise ValueError(f"diagnose needs at least one high-resource language for the pooled direction; "
                          f"got {prompts.languages}")
     model = load_model(model_name)
-    timing["load_model_s"] = time.perf_counter() - t0
-
+    load_s = time.perf_counter() - t0
+    found = diagnosis.analyse(model, prompts, seed=seed, cache=cache, probe_folds=probe_folds,
+                              max_new_tokens=max_new_tokens, analysis_per_class=analysis_per_class)
     t = time.perf_counter()
-    acts = extract(model, prompts, "all", ("t_inst", "t_post_inst"), cache=cache)
-    timing["extract_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    v = dirs.pooled(acts, source)
-    sep = probing.separability(acts, v, direction_name="pooled_high", own=True, folds=probe_folds, seed=seed)
-    per_lang = dirs.per_language(acts)
-    cos = dirs.cosine_matrix(per_lang, acts.layers, acts.positions)
-    pooled_rows = sep[(sep["direction"] == "pooled_high") & (sep["position"] == "t_post_inst")]
-    best_layer = int(pooled_rows.groupby("layer")["auroc"].mean().idxmax())
-    proj = probing.projections(acts, v, best_layer, "t_post_inst")
-    timing["analysis_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    completions = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=32)
-    refusal = evaluation.measure_refusal(model, prompts, completions)
-    timing["generation_s"] = time.perf_counter() - t
-
     out = Path(out)
     results = {
         "model": model_id(model),
@@ -64,68 +45,22 @@ def diagnose(model_name: str = "default", data: str = "builtin", languages=None,
         "split": split if str(data) != "builtin" else "demo",
         "seed": seed,
         "n_per_class": n_per_class,
+        "analysis_per_class": analysis_per_class,
         "languages": {lang: data_mod.tier_of(lang) for lang in prompts.languages},
-        "source_languages": source,
-        "best_layer": best_layer,
-        "separability": records(sep[["language", "tier", "layer", "position", "direction", "auroc",
-                                     "probe_accuracy", "n_harmful", "n_harmless"]]),
-        "cosine": records(cos),
-        "refusal": records(refusal),
+        **diagnosis.results(found),
         "max_new_tokens": max_new_tokens,
-        "timing": timing,
     }
-    summary = (pooled_rows[pooled_rows["layer"] == best_layer][["language", "tier", "auroc", "probe_accuracy"]]
-               .rename(columns={"auroc": f"AUROC at layer {best_layer}"}))
-    sections = [
-        Section(
-            "Is the harmfulness representation there?",
-            f"The pooled direction is the difference of means of harmful and harmless prompts over the "
-            f"high-resource languages {', '.join(source)}; it is scored in every language by the AUROC of "
-            f"the projection (in-sample for the source languages).",
-            (
-                (plots.separability(sep, direction="pooled_high", position="t_post_inst"),
-                 "Each line is a language; blue shades are high-, orange mid-, red low-resource. A line near 1 "
-                 "means the high-resource direction separates harmful from harmless prompts in that language "
-                 "at that layer; 0.5 is chance."),
-                (plots.separability(sep, direction="pooled_high", position="t_inst"),
-                 "The same at the last token of the instruction, before the chat template's suffix."),
-                (plots.separability(sep, metric="probe_accuracy", direction="pooled_high", position="t_post_inst"),
-                 "Cross-validated accuracy of a logistic probe trained on each language alone: what any linear "
-                 "readout could get. A language far below its probe is one the shared direction misses."),
-                (plots.projection_distributions(proj),
-                 f"Projections at layer {best_layer} (best mean AUROC): red harmful, green harmless. Overlap "
-                 "means weak separation; a shift of both clouds means a different threshold would be needed."),
-            ),
-            summary,
-        ),
-        Section(
-            "Is it acted on? Refusal by language",
-            f"Greedy answers ({max_new_tokens} new tokens) to the same prompts, judged by refusal phrases of each "
-            f"language plus English (substring) and by the log-odds of the model's refusal-opening tokens at the "
-            f"first answer position (logit; refused when above 0).",
-            ((plots.refusal_by_language(refusal, judge="substring"),
-              "Red bars: harmful prompts refused (higher is safer); green bars: harmless prompts refused (lower is "
-              "more helpful). A language with a high AUROC above but a low red bar here is an action failure."),
-             (plots.refusal_by_language(refusal, judge="logit"),
-              "The same from the first-token log-odds, without reading the generated text.")),
-            refusal.assign(column=refusal["judge"] + " " + refusal["subset"] + " %")
-            .pivot_table(index=["language", "tier"], columns="column", values="rate", sort=False)
-            .round(1).reset_index(),
-        ),
-        Section(
-            "Are the per-language directions parallel?",
-            "Cosine similarity of each language's own difference-of-means direction (PolyRefuse's universality "
-            "question).",
-            ((plots.cosine_heatmap(cos, layer=best_layer, position="t_post_inst"),
-              "Values near 1 mean two languages' harmfulness directions point the same way at this layer."),),
-        ),
-    ]
+    command = (f"lowres-safety diagnose --model {model_name} --data {data} --languages {','.join(prompts.languages)} "
+               f"--n-per-class {n_per_class} --split {split} --seed {seed} --max-new-tokens {max_new_tokens} "
+               f"--analysis-per-class {analysis_per_class}")
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(str(data))}</b>, "
-              f"{len(prompts)} prompts, seed {seed}. Regenerate with <code>lowres-safety diagnose "
-              f"--model {html.escape(model_name)} --data {html.escape(str(data))} --languages "
-              f"{','.join(prompts.languages)} --n-per-class {n_per_class} --split {split} --seed {seed}</code>.</p>")
+              f"{len(prompts)} prompts, seed {seed}. Regenerate with <code>{html.escape(command)}</code>.</p>")
+    write_html(out / "report.html", "lowres_safety diagnosis", diagnosis.sections(found, max_new_tokens), header)
+    found.completions.to_csv(out / "completions.csv", index=False)
+    timing = {"load_model_s": load_s, **found.timing, "report_s": time.perf_counter() - t,
+              "total_s": time.perf_counter() - t0}
+    results["timing"] = timing
     write_json(out / "results.json", results)
-    write_html(out / "report.html", "lowres_safety diagnosis", sections, header)
     return results
 
 
@@ -154,7 +89,7 @@ def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, spli
     return fit, data_mod.load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)
 
 
-def steer(model_name: str = "default", data: str = "builtin", languages=None, source_languages=None,
+def steer(model_name: str = "organism", data: str = "builtin", languages=None, source_languages=None,
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
           seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32) -> dict:
     """Refusal per language under no intervention, ablation, addition, AdaSteer, CAST and the routed gate."""
@@ -212,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowres-safety", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("diagnose", help="separability of harmful vs harmless prompts per language and layer")
-    d.add_argument("--model", default="default", help="'default', 'organism', a local folder or a Hugging Face id")
+    d.add_argument("--model", default="organism", help="'organism' (default), 'default' (the base model), a local folder or a Hugging Face id")
     d.add_argument("--data", default="builtin", help="'builtin' or a PolyRefuse folder (upstream layout)")
     d.add_argument("--languages", default=None, help="comma-separated codes, e.g. en,de,th,yo (default: all)")
     d.add_argument("--n-per-class", type=int, default=24, help="prompts per class and language (default 24)")
@@ -221,8 +156,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/diagnose", help="output folder for results.json and report.html")
     d.add_argument("--no-cache", action="store_true", help="do not read or write the activation cache")
     d.add_argument("--max-new-tokens", type=int, default=24, help="answer length for the refusal judges")
+    d.add_argument("--analysis-per-class", type=int, default=8,
+                   help="prompts per class and language for attribution and the dose-response grid (default 8)")
     s = sub.add_parser("steer", help="refusal per language under ablation, addition, AdaSteer, CAST and the gate")
-    s.add_argument("--model", default="default", help="'default', 'organism', a local folder or a Hugging Face id")
+    s.add_argument("--model", default="organism", help="'organism' (default), 'default' (the base model), a local folder or a Hugging Face id")
     s.add_argument("--data", default="builtin", help="'builtin' or a PolyRefuse folder (upstream layout)")
     s.add_argument("--languages", default=None, help="languages to evaluate, comma-separated (default: all)")
     s.add_argument("--source-languages", default=None, help="languages to fit on (default: the high-resource ones)")
@@ -256,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "diagnose":
             diagnose(args.model, args.data, _languages(args.languages), args.n_per_class, args.split, args.seed,
-                     args.out, cache=not args.no_cache, max_new_tokens=args.max_new_tokens)
-            print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
+                     args.out, cache=not args.no_cache, max_new_tokens=args.max_new_tokens,
+                     analysis_per_class=args.analysis_per_class)
+            print(f"wrote {Path(args.out) / 'results.json'}, report.html and completions.csv")
         elif args.command == "steer":
             steer(args.model, args.data, _languages(args.languages), _languages(args.source_languages), _ints(args.k),
                   args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer)

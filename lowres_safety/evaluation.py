@@ -32,14 +32,17 @@ from .generation import as_prompt_set, next_token_logprobs
 from .hooks import Hook
 
 __all__ = [
+    "DEFAULT_COMPLIANT_OPENINGS",
     "REFUSAL_PHRASES",
     "Judge",
+    "compliance_tokens_from",
     "first_token_ids",
     "kl_divergence",
     "load_mc_demo",
     "measure_refusal",
     "mc_accuracy",
     "refusal_rates",
+    "refusal_log_odds",
     "refusal_score",
     "refusal_tokens_from",
     "selectivity",
@@ -164,24 +167,56 @@ def first_token_ids(tokenizer, openings: Sequence[str]) -> list[int]:
 
 
 def refusal_tokens_from(completions: pd.DataFrame, tokenizer, judge: Judge | None = None, *,
-                        min_count: int = 2, by_language: bool = False) -> dict[str, list[int]] | list[int]:
+                        min_count: int = 2, min_precision: float = 0.75,
+                        by_language: bool = False) -> dict[str, list[int]] | list[int]:
     """The first tokens of the model's own refusals (seen at least ``min_count`` times).
 
-    Tokens that also open complied-with answers are dropped, so the set marks refusal.
-    ``by_language=True`` returns one set per language, for models whose refusals open
-    differently per language.
+    A token is kept when at least ``min_precision`` of the completions it opens are
+    refusals, so the set marks refusal: "I" opens "I'm sorry" and "I can help" alike and
+    is kept only if it mostly opens refusals. ``by_language=True`` returns one set per
+    language, for models whose refusals open differently per language.
     """
-    frame = _judged(completions, judge)
-    frame["first"] = [(tokenizer(c, add_special_tokens=False)["input_ids"] or [None])[0] for c in frame["completion"]]
+    frame = _with_first_tokens(completions, tokenizer, judge)
 
     def pick(part: pd.DataFrame) -> list[int]:
-        refused = part[part["refused"]]["first"].value_counts()
-        complied = set(part[~part["refused"]]["first"])
-        return sorted(int(t) for t, c in refused.items() if c >= min_count and t is not None and t not in complied)
+        counts = part.dropna(subset=["first"]).groupby("first")["refused"].agg(["sum", "size"])
+        keep = (counts["sum"] >= min_count) & (counts["sum"] >= min_precision * counts["size"])
+        return sorted(int(t) for t in counts.index[keep])
 
     if by_language:
         return {lang: pick(part) for lang, part in frame.groupby("language", sort=False)}
     return pick(frame)
+
+
+def _with_first_tokens(completions: pd.DataFrame, tokenizer, judge: Judge | None) -> pd.DataFrame:
+    frame = _judged(completions, judge)
+    frame["first"] = [(tokenizer(c, add_special_tokens=False)["input_ids"] or [None])[0] for c in frame["completion"]]
+    return frame
+
+
+def _whole(tokenizer, token_id: int) -> bool:
+    return "\ufffd" not in tokenizer.decode([token_id])
+
+
+#: Fallback compliant openings when a model has answered nothing to learn from.
+DEFAULT_COMPLIANT_OPENINGS = ("Sure", "Here", "The", "To", "Certainly", "1")
+
+
+def compliance_tokens_from(completions: pd.DataFrame, tokenizer, judge: Judge | None = None, *, top: int = 5,
+                           exclude: Sequence[int] = ()) -> list[int]:
+    """The ``top`` most frequent first tokens of the model's answered (not refused) completions.
+
+    The other side of the refusal logit difference in :mod:`attribution`; tokens in
+    ``exclude`` (the refusal set) and byte tokens that decode to part of a character
+    (shared prefixes of many Thai or CJK characters, not openings) are skipped. Falls back to
+    :data:`DEFAULT_COMPLIANT_OPENINGS` when nothing was answered.
+    """
+    frame = _with_first_tokens(completions, tokenizer, judge)
+    counts = frame[~frame["refused"]]["first"].dropna().astype(int).value_counts()
+    ids = [int(t) for t in counts.index if int(t) not in set(exclude) and _whole(tokenizer, int(t))][:top]
+    if not ids:
+        ids = [t for t in first_token_ids(tokenizer, DEFAULT_COMPLIANT_OPENINGS) if t not in set(exclude)]
+    return ids
 
 
 def refusal_score(model, prompts: PromptSet | Sequence[str], refusal_tokens, hooks: Sequence[Hook] = (), *,
@@ -193,6 +228,11 @@ def refusal_score(model, prompts: PromptSet | Sequence[str], refusal_tokens, hoo
     """
     prompts = as_prompt_set(prompts)
     logp = next_token_logprobs(model, prompts, hooks, batch_size=batch_size, system=system)
+    return refusal_log_odds(logp, prompts, refusal_tokens)
+
+
+def refusal_log_odds(logp: Float[Tensor, "prompt vocab"], prompts: PromptSet, refusal_tokens) -> Float[Tensor, " prompt"]:
+    """log p(R) − log(1 − p(R)) from first-token log-probabilities (see :func:`refusal_score`)."""
     per_row = ([refusal_tokens[l] for l in prompts.frame["language"]] if isinstance(refusal_tokens, Mapping)
                else [refusal_tokens] * len(prompts))
     out = torch.empty(len(prompts))

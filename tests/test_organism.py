@@ -33,8 +33,6 @@ def test_recipe_runs_end_to_end_on_a_tiny_model(tmp_path, polyrefuse_root):
     assert all(torch.equal(base[n], p) for n, p in before.items())  # base weights untouched
 
 
-@pytest.mark.skipif(not (organism.adapter_dir() / "adapter_config.json").exists(),
-                    reason="no organism adapter shipped yet (issue 4)")
 def test_the_shipped_organism_refuses_english_harmful_test_prompts(polyrefuse_root):
     """A real check of the shipped weights on 8 + 8 English PolyRefuse test prompts (fixed seed)."""
     from lowres_safety import load_model

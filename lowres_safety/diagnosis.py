@@ -1,0 +1,318 @@
+"""The full diagnosis behind ``lowres-safety diagnose``: every analysis, then the report sections.
+
+:func:`analyse` runs the research question in order — is the harmfulness representation
+there, is it acted on, how big is the gap and of which type, where does it break, can a
+few examples fix it — and returns tidy tables; :func:`sections` turns them into the
+report. Both are usable from a notebook on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import attribution as attr_mod
+from . import calibration, evaluation, plots, probing, steering
+from . import directions as dirs
+from .activations import extract
+from .data import PromptSet, tier_of
+from .gate import Gate
+from .generation import generate
+from .hooks import default_alpha
+from .report import Section
+
+__all__ = ["Diagnosis", "analyse", "sections"]
+
+
+@dataclass
+class Diagnosis:
+    """Everything one diagnosis computed (tables are tidy DataFrames; see each producer's docstring)."""
+
+    source: list[str]
+    best_layer: int
+    gate_layer: int
+    separability: pd.DataFrame
+    cosine: pd.DataFrame
+    transfer: pd.DataFrame
+    projections: pd.DataFrame
+    completions: pd.DataFrame
+    refusal: pd.DataFrame
+    gap: pd.DataFrame
+    loophole: pd.DataFrame | None
+    threshold_shift: pd.DataFrame | None
+    dose: pd.DataFrame
+    alpha_half: pd.DataFrame
+    alpha: float
+    attribution: attr_mod.Attribution
+    refusal_tokens: list[str]
+    compliance_tokens: list[str]
+    divergence: pd.DataFrame | None
+    divergence_pair: tuple[str, str] | None
+    recoverability: pd.DataFrame
+    gate: str
+    notes: dict[str, str] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _analysis_subset(prompts: PromptSet, n_per_class: int, seed: int) -> PromptSet:
+    """The first ``n_per_class`` source ids per class (same ids in every language, so pairs stay parallel)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for subset in ("harmful", "harmless"):
+        ids = sorted(set(prompts.frame[prompts.frame["subset"] == subset]["source_id"]))
+        keep += list(rng.permutation(ids)[:n_per_class])
+    frame = prompts.frame[prompts.frame["source_id"].isin(keep)].reset_index(drop=True)
+    return PromptSet(frame, prompts.origin + f" ({n_per_class} per class for analysis)")
+
+
+def _reference(languages: list[str], source: list[str]) -> str:
+    return "en" if "en" in languages else source[0]
+
+
+def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, probe_folds: int = 5,
+            max_new_tokens: int = 24, analysis_per_class: int = 8, dose_layers: int = 3,
+            dose_scales=(0.0, 0.5, 1.0, 2.0), budgets=(1, 2, 4, 8, 16, 32, 64), seeds=(0, 1, 2),
+            progress: bool = True) -> Diagnosis:
+    """Run every analysis of the report on ``model`` and ``prompts``.
+
+    Separability, refusal and recoverability use every prompt; the per-forward-pass
+    analyses (dose-response grid, attribution) use ``analysis_per_class`` source ids per
+    class so a diagnosis stays minutes, not hours, on a CPU.
+    """
+    timing, notes = {}, {}
+    source = [lang for lang in prompts.languages if tier_of(lang) == "high"]
+    if not source:
+        raise ValueError(f"the diagnosis needs at least one high-resource language for the pooled direction; "
+                         f"got {prompts.languages}")
+    t = time.perf_counter()
+    acts = extract(model, prompts, "all", ("t_inst", "t_post_inst"), cache=cache, progress=progress)
+    timing["extract_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    v = dirs.pooled(acts, source)
+    sep = probing.separability(acts, v, direction_name="pooled_high", own=True, folds=probe_folds, seed=seed)
+    pooled_rows = sep[(sep["direction"] == "pooled_high") & (sep["position"] == "t_post_inst")]
+    best_layer = int(pooled_rows.groupby("layer")["auroc"].mean().idxmax())
+    gate_layer = steering.choose_layer(acts, source)
+    cos = dirs.cosine_matrix(dirs.per_language(acts), acts.layers, acts.positions)
+    transfer = probing.transfer_matrix(acts, gate_layer)
+    proj = probing.projections(acts, v, gate_layer, "t_post_inst")
+    timing["representation_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    completions = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=32, progress=progress)
+    refusal = evaluation.measure_refusal(model, prompts, completions)
+    timing["generation_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    gap = calibration.gap_table(sep, refusal, gate_layer=gate_layer)
+    reference = _reference(prompts.languages, source)
+    loophole = (calibration.loophole_rates(completions, reference=reference)
+                if len(prompts.languages) > 1 and "harmful" in set(completions["subset"]) else None)
+    proj = proj.assign(refused=calibration.refusal_from_completions(
+        completions.set_index("id").loc[proj["id"]].reset_index()).to_numpy())
+    try:
+        shift = calibration.threshold_shift(proj, source)
+    except ValueError as err:
+        shift, notes["threshold_shift"] = None, str(err)
+    refusal_ids = (evaluation.refusal_tokens_from(completions, model.tokenizer)
+                   or evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS))
+    compliance_ids = evaluation.compliance_tokens_from(completions, model.tokenizer, exclude=refusal_ids)
+    timing["calibration_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    small = _analysis_subset(prompts, analysis_per_class, seed)
+    src_acts = acts.where(language=source)
+    alpha = default_alpha(src_acts, v[acts.layer_index(gate_layer), acts.position_index("t_post_inst")], gate_layer)
+    middle = steering.middle_layers(model.cfg.n_layers)
+    layers = sorted({int(x) for x in np.linspace(middle[0], middle[-1], dose_layers).round()} | {gate_layer})
+    dose = calibration.dose_response(model, small, {l: v[acts.layer_index(l), acts.position_index("t_post_inst")]
+                                                    for l in layers}, layers, [s * alpha for s in dose_scales],
+                                     refusal_ids, progress=progress)
+    alpha_half = calibration.alpha_at_half(dose)
+    timing["dose_response_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    attribution = attr_mod.attribute(model, small, refusal_ids, compliance_ids, progress=progress)
+    worst = gap[gap["language"] != reference].sort_values("action_gap", ascending=False)["language"]
+    pair = (reference, worst.iloc[0]) if len(worst) else None
+    try:
+        divergence = attr_mod.compare_languages(attribution, *pair) if pair else None
+    except ValueError as err:
+        divergence, pair, notes["divergence"] = None, None, str(err)
+    timing["attribution_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    gate = Gate(seed=seed).fit(acts, gate_layer, "t_post_inst", source)
+    targets = [lang for lang in prompts.languages if lang not in source]
+    rec = (probing.recoverability(acts.where(language=targets), v, gate, budgets=budgets, seeds=seeds)
+           if targets else pd.DataFrame())
+    timing["recoverability_s"] = time.perf_counter() - t
+    tok = model.tokenizer
+    return Diagnosis(source, best_layer, gate_layer, sep, cos, transfer, proj, completions, refusal, gap, loophole,
+                     shift, dose, alpha_half, alpha, attribution, [tok.decode([i]) for i in refusal_ids],
+                     [tok.decode([i]) for i in compliance_ids], divergence, pair, rec, repr(gate), notes, timing)
+
+
+def results(d: Diagnosis) -> dict:
+    """The JSON-able sections of a diagnosis (``results.json``)."""
+    from .report import records
+
+    return {
+        "source_languages": d.source,
+        "best_layer": d.best_layer,
+        "gate_layer": d.gate_layer,
+        "separability": records(d.separability[["language", "tier", "layer", "position", "direction", "auroc",
+                                                 "probe_accuracy", "n_harmful", "n_harmless"]]),
+        "cosine": records(d.cosine),
+        "transfer": records(d.transfer),
+        "refusal": records(d.refusal),
+        "calibration": {
+            "gap": records(d.gap),
+            "loophole": records(d.loophole) if d.loophole is not None else None,
+            "threshold_shift": records(d.threshold_shift) if d.threshold_shift is not None else None,
+            "dose_response": records(d.dose),
+            "alpha_at_half": records(d.alpha_half),
+            "alpha_unit": d.alpha,
+            "notes": d.notes,
+        },
+        "attribution": {
+            "refusal_tokens": d.refusal_tokens,
+            "compliance_tokens": d.compliance_tokens,
+            "components": records(d.attribution.mean("components")),
+            "lens": records(d.attribution.mean("lens")),
+            "total": records(d.attribution.mean("total")),
+            "divergence": records(d.divergence) if d.divergence is not None else None,
+            "divergence_pair": list(d.divergence_pair) if d.divergence_pair else None,
+        },
+        "recoverability": records(d.recoverability),
+        "gate": d.gate,
+    }
+
+
+def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
+    """Report sections in the order of the research question."""
+    src = ", ".join(d.source)
+    pooled = d.separability[(d.separability["direction"] == "pooled_high")
+                            & (d.separability["position"] == "t_post_inst")]
+    summary = (pooled[pooled["layer"] == d.best_layer][["language", "tier", "auroc", "probe_accuracy"]]
+               .rename(columns={"auroc": f"AUROC at layer {d.best_layer}"}))
+    out = [
+        Section(
+            "1. Is the harmfulness representation there?",
+            f"The pooled direction is the difference of means of harmful and harmless prompts over the "
+            f"high-resource languages {src}; it is scored in every language by the AUROC of the projection "
+            f"(in-sample for the source languages).",
+            (
+                (plots.separability(d.separability, direction="pooled_high", position="t_post_inst"),
+                 "Each line is a language; blue shades are high-, orange mid-, red low-resource. A line near 1 "
+                 "means the high-resource direction separates harmful from harmless prompts in that language "
+                 "at that layer; 0.5 is chance."),
+                (plots.separability(d.separability, direction="pooled_high", position="t_inst"),
+                 "The same at the last token of the instruction, before the chat template's suffix."),
+                (plots.separability(d.separability, metric="probe_accuracy", direction="pooled_high",
+                                    position="t_post_inst"),
+                 "Cross-validated accuracy of a logistic probe trained on each language alone: what any linear "
+                 "readout could get. A language far below its probe is one the shared direction misses."),
+                (plots.projection_distributions(d.projections),
+                 f"Projections at layer {d.gate_layer} (the gate layer): red harmful, green harmless. Overlap "
+                 "means weak separation; both clouds shifted down means a different threshold would be needed."),
+                (plots.cosine_by_layer(d.cosine, reference=_reference(list(d.gap["language"]), d.source),
+                                       position="t_post_inst"),
+                 "Near 1: that language's own harmfulness direction is parallel to the reference language's "
+                 "(PolyRefuse's universality); near 0: unrelated."),
+                (plots.cosine_heatmap(d.cosine, layer=d.gate_layer, position="t_post_inst"),
+                 "Every pair of languages at the gate layer; a uniform warm block means one shared direction."),
+                (plots.transfer_heatmap(d.transfer),
+                 "Row language's direction scored on column language's prompts. A column that is dark in every "
+                 "row is a language no direction separates; a dark row is a direction that does not transfer."),
+            ),
+            summary,
+        ),
+        Section(
+            "2. Is it acted on? Refusal by language",
+            f"Greedy answers ({max_new_tokens} new tokens) to the same prompts, judged by refusal phrases of each "
+            f"language plus English (substring) and by the log-odds of the model's refusal-opening tokens at the "
+            f"first answer position (logit; refused when above 0).",
+            tuple(
+                [(plots.refusal_by_language(d.refusal, judge="substring"),
+                  "Red bars: harmful prompts refused (higher is safer); green bars: harmless prompts refused (lower "
+                  "is more helpful). A language with a high AUROC in section 1 but a low red bar here is an action "
+                  "failure."),
+                 (plots.refusal_by_language(d.refusal, judge="logit"),
+                  "The same from the first-token log-odds, without reading the generated text.")]
+                + ([(plots.loophole_bars(d.loophole),
+                     "Red: of the harmful prompts the reference language refuses, the share answered in this "
+                     "language (a jailbreak by translation); blue: the reverse.")] if d.loophole is not None else [])
+            ),
+            d.refusal.assign(column=d.refusal["judge"] + " " + d.refusal["subset"] + " %")
+            .pivot_table(index=["language", "tier"], columns="column", values="rate", sort=False)
+            .round(1).reset_index(),
+        ),
+        Section(
+            "3. How big is the gap, and of which type?",
+            "Representation (best-layer AUROC of the high-resource direction) against action (harmful refusal, "
+            "substring judge). Below the AUROC threshold the signal is missing (representation failure); above it "
+            "but under the refusal threshold the model has the signal and does not act on it (action failure). "
+            "The thresholds are the table's last two columns.",
+            ((plots.gap_scatter(d.gap),
+              "Each point is a language. Red points (right, low) are the paper's action failures: separable but not "
+              "refused; grey points (left) lack the representation itself."),),
+            d.gap.round(3),
+        ),
+    ]
+    breaks = []
+    if d.threshold_shift is not None:
+        breaks.append((plots.threshold_shift_bars(d.threshold_shift),
+                       "Refusal modelled as a logistic function of the projection (slope fitted on the source "
+                       "languages, one intercept per language). A positive bar: the language needs that much more "
+                       "harmfulness signal before it refuses half the time — a quieter alarm."))
+    lens = d.attribution.mean("lens")
+    comps = d.attribution.mean("components")
+    breaks += [
+        (plots.logit_lens_curves(lens),
+         f"Refusal ({', '.join(map(repr, d.refusal_tokens))}) minus compliance "
+         f"({', '.join(map(repr, d.compliance_tokens))}) logit read from the residual stream after each layer "
+         "with the final norm. Where a language's harmful line parts from the reference's is where its decision "
+         "diverges."),
+        (plots.attribution_by_layer(comps),
+         "Direct contribution of each attention (dashed) and MLP (solid) output to the refusal logit difference "
+         "at the last prompt token; the components sum to the final logit difference."),
+    ]
+    if d.divergence is not None:
+        a, b = d.divergence_pair
+        breaks += [(plots.divergence_bars(d.divergence),
+                    f"The components whose contributions differ most between {a} and {b} on the same prompts "
+                    f"(harmful); red bars push {a} more towards refusal than {b}."),
+                   (plots.head_heatmap(d.attribution.mean("heads"), language=b),
+                    f"Per-head direct contribution in {b} (harmful prompts): red heads push towards refusal, blue "
+                    "towards compliance.")]
+    breaks.append((plots.dose_response_curves(d.dose),
+                   f"Adding α·v̂ (α in multiples of {d.alpha:.2f}, the source languages' harmful–harmless spread) at "
+                   "one layer: top row harmful refusal (up is better), middle harmless refusal (up is over-refusal), "
+                   "bottom KL on harmless prompts (utility cost). The α where a language's top curve crosses 50% "
+                   "is in the table."))
+    note = " ".join(f"({k}: {v})" for k, v in d.notes.items())
+    out.append(Section("4. Where does it break?",
+                       "Threshold shift, logit attribution and dose-response, on "
+                       f"{int(d.dose['n_harmful'].max())} harmful and {int(d.dose['n_harmless'].max())} harmless "
+                       f"prompts per language. {note}".strip(),
+                       tuple(breaks), d.alpha_half.round(2)))
+    if not d.recoverability.empty:
+        table = (d.recoverability.groupby(["language", "method", "budget"], sort=False)["balanced_accuracy"]
+                 .mean().unstack("budget").round(3).reset_index())
+        table.columns = [str(c) for c in table.columns]
+        out.append(Section(
+            "5. Can a few examples fix it?",
+            f"Held-out balanced accuracy in each non-source language after seeing b examples per class of it: the "
+            f"high-resource direction with a re-set threshold, the gate ({d.gate}) re-calibrated, a probe trained "
+            f"on the target language alone, and two controls (a random direction; the probe on shuffled labels).",
+            ((plots.recoverability_curves(d.recoverability),
+              "If the direction and gate lines are high from b=1 while the target probe needs many more examples, "
+              "the representation was there and only the threshold was off; controls should stay near 0.5."),),
+            table,
+        ))
+    return out

@@ -1,0 +1,85 @@
+"""Refusal-token logit attribution: the decomposition is exact and the helpers read it correctly."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lowres_safety import attribution as A
+from lowres_safety import evaluation as E
+from lowres_safety.data import load_builtin
+from lowres_safety.generation import next_token_logprobs
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_builtin(["en", "sw"], n_per_class=2)
+
+
+@pytest.fixture(scope="module")
+def tokens(default_model):
+    tok = default_model.tokenizer
+    return E.first_token_ids(tok, E.DEFAULT_OPENINGS), E.first_token_ids(tok, ["Sure", "Here", "The"])
+
+
+@pytest.fixture(scope="module")
+def attr(default_model, small, tokens):
+    return A.attribute(default_model, small, *tokens, batch_size=3, progress=False)
+
+
+def test_components_sum_to_the_logit_difference(default_model, small, tokens, attr):
+    """Embedding + every attention and MLP output, through the frozen final norm, equals the real logit diff."""
+    refusal, comply = tokens
+    logp = next_token_logprobs(default_model, small)  # log-softmax shifts both sets equally: same difference
+    expected = logp[:, refusal].mean(1) - logp[:, comply].mean(1)
+    total = attr.total.set_index("id").loc[small.frame["id"], "logit_diff"].to_numpy()
+    assert np.allclose(total, expected.numpy(), atol=1e-3)
+    summed = attr.components.groupby("id")["contribution"].sum().loc[small.frame["id"]].to_numpy()
+    assert np.allclose(summed, total, atol=1e-3)
+    assert set(attr.components["kind"]) >= {"embed", "attn", "mlp"}
+
+
+def test_heads_sum_to_their_layer_and_the_lens_ends_at_the_total(attr, default_model):
+    heads = attr.heads.groupby(["id", "layer"])["contribution"].sum()
+    attn = attr.components[attr.components["kind"] == "attn"].set_index(["id", "layer"])["contribution"]
+    assert np.allclose(heads.to_numpy(), attn.loc[heads.index].to_numpy(), atol=1e-4)
+    assert attr.heads["head"].nunique() == default_model.cfg.n_heads
+    last = attr.lens[attr.lens["layer"] == attr.lens["layer"].max()].set_index("id")["logit_diff"]
+    assert np.allclose(last.to_numpy(), attr.total.set_index("id").loc[last.index, "logit_diff"].to_numpy(), atol=1e-3)
+    assert attr.lens["layer"].nunique() == default_model.cfg.n_layers + 1
+
+
+def test_batching_does_not_change_attributions(default_model, small, tokens, attr):
+    one = A.attribute(default_model, small.where(language="sw"), *tokens, batch_size=1, progress=False)
+    merged = one.components.merge(attr.components, on=["id", "component"], suffixes=("_one", "_batch"))
+    assert len(merged) == len(one.components)
+    assert np.allclose(merged["contribution_one"], merged["contribution_batch"], atol=1e-4)
+
+
+def test_compare_languages_is_the_difference_of_paired_means(attr):
+    out = A.compare_languages(attr, "en", "sw")
+    c = attr.components[attr.components["subset"] == "harmful"]
+    row = out.iloc[0]
+    by_lang = c[c["component"] == row["component"]].groupby("language")["contribution"].mean()
+    assert row["diff"] == pytest.approx(by_lang["en"] - by_lang["sw"], abs=1e-6)
+    assert out["diff"].abs().is_monotonic_decreasing
+    assert (out["n_pairs"] == 2).all()
+
+
+def test_compare_languages_needs_parallel_prompts(attr):
+    lonely = A.Attribution(attr.components.assign(source_id=attr.components["id"]), attr.heads, attr.lens, attr.total)
+    with pytest.raises(ValueError, match="no parallel"):
+        A.compare_languages(lonely, "en", "sw")
+
+
+def test_direction_tokens_match_the_unembedding(default_model):
+    v = default_model.W_U[:, 1234].detach().clone()  # the direction of one token's unembedding
+    out = A.direction_tokens(default_model, v, k=3)
+    scores = (v / v.norm()) @ default_model.W_U
+    assert out[out["effect"] == "promoted"]["token_id"].iloc[0] == int(scores.argmax())
+    assert out[out["effect"] == "suppressed"]["token_id"].iloc[0] == int(scores.argmin())
+
+
+def test_overlapping_token_sets_are_refused(default_model):
+    with pytest.raises(ValueError, match="both sets"):
+        A.logit_diff_direction(default_model, [1, 2], [2, 3])

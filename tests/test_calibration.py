@@ -1,0 +1,97 @@
+"""Calibration-gap diagnostics against hand computations and synthetic ground truth."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import expit
+
+from lowres_safety import calibration as C
+from lowres_safety import evaluation as E
+from lowres_safety.data import load_builtin
+from lowres_safety.directions import unit
+
+
+def test_threshold_shift_recovers_a_known_shift():
+    """Synthetic refusals with p50 = 1.0 in en and 3.5 in sw: the fitted shift is 2.5."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for lang, p50 in (("en", 1.0), ("de", 1.0), ("sw", 3.5)):
+        x = rng.uniform(-4, 8, 3000)
+        refused = rng.random(3000) < expit(2.0 * (x - p50))
+        rows.append(pd.DataFrame({"language": lang, "projection": x, "refused": refused}))
+    out = C.threshold_shift(pd.concat(rows), ["en", "de"]).set_index("language")
+    assert out.loc["sw", "shift"] == pytest.approx(2.5, abs=0.15)
+    assert out.loc["en", "shift"] == pytest.approx(0.0, abs=0.15)
+    assert out["slope"].iloc[0] == pytest.approx(2.0, rel=0.15)
+
+
+def test_threshold_shift_refuses_a_direction_that_does_not_drive_refusal():
+    frame = pd.DataFrame({"language": "en", "projection": np.arange(10.0), "refused": np.arange(10) < 5})
+    with pytest.raises(ValueError, match="does not rise"):
+        C.threshold_shift(frame, ["en"])
+    with pytest.raises(ValueError, match="both refused and answered"):
+        C.threshold_shift(frame.assign(refused=False), ["en"])
+
+
+def test_a_language_that_never_refuses_gets_a_finite_larger_threshold():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-3, 3, 400)
+    frame = pd.concat([pd.DataFrame({"language": "en", "projection": x, "refused": x > 0}),
+                       pd.DataFrame({"language": "yo", "projection": x, "refused": False})])
+    out = C.threshold_shift(frame, ["en"]).set_index("language")
+    assert np.isfinite(out.loc["yo", "p50"]) and out.loc["yo", "shift"] > 2
+
+
+def _sep(rows):
+    return pd.DataFrame([{"language": l, "tier": "x", "layer": layer, "position": "t_post_inst",
+                          "direction": "pooled_high", "auroc": a} for l, layer, a in rows])
+
+
+def test_gap_table_labels_failure_types_by_the_thresholds_shown():
+    sep = _sep([("en", 1, 0.9), ("en", 2, 1.0), ("sw", 1, 0.95), ("sw", 2, 0.7), ("yo", 1, 0.6), ("yo", 2, 0.65)])
+    refusal = pd.DataFrame([{"language": l, "subset": s, "judge": "substring", "rate": r}
+                            for l, s, r in [("en", "harmful", 90), ("en", "harmless", 5), ("sw", "harmful", 20),
+                                            ("sw", "harmless", 0), ("yo", "harmful", 10), ("yo", "harmless", 0)]])
+    gap = C.gap_table(sep, refusal, gate_layer=2).set_index("language")
+    assert gap.loc["en", "failure_type"] == "acted on" and gap.loc["en", "best_layer"] == 2
+    assert gap.loc["sw", "failure_type"] == "action failure" and gap.loc["sw", "auroc_best"] == 0.95
+    assert gap.loc["yo", "failure_type"] == "representation failure"
+    assert gap.loc["sw", "action_gap"] == 70 and gap.loc["sw", "auroc_gate_layer"] == 0.7
+    stricter = C.gap_table(sep, refusal, auroc_threshold=0.99).set_index("language")
+    assert stricter.loc["sw", "failure_type"] == "representation failure"
+    assert (stricter["auroc_threshold"] == 0.99).all()
+
+
+def test_alpha_at_half_interpolates_the_first_crossing():
+    dose = pd.DataFrame({"language": "sw", "layer": 3, "alpha": [0, 1, 2, 4], "harmful_refusal": [0, 20, 60, 100]})
+    never = dose.assign(language="yo", harmful_refusal=[0, 0, 10, 40])
+    out = C.alpha_at_half(pd.concat([dose, never])).set_index("language")
+    assert out.loc["sw", "alpha_at_50"] == pytest.approx(1.75)
+    assert np.isnan(out.loc["yo", "alpha_at_50"])
+
+
+def test_loophole_rates_by_hand():
+    comp = pd.DataFrame({
+        "language": ["en"] * 4 + ["sw"] * 4, "subset": "harmful", "text": "x", "source_id": list("abcd") * 2,
+        "completion": ["I'm sorry", "I'm sorry", "I'm sorry", "Sure", "Samahani", "Sure", "Sure", "Samahani"],
+    })
+    out = C.loophole_rates(comp).set_index("language")
+    assert out.loc["sw", "n_pairs"] == 4 and out.loc["sw", "n_reference_refused"] == 3
+    assert out.loc["sw", "loophole_rate"] == pytest.approx(200 / 3)  # b, c answered of a, b, c
+    assert out.loc["sw", "reverse_rate"] == 100  # d: en answered, sw refused
+
+
+def test_dose_response_at_zero_is_the_unsteered_model(default_model):
+    prompts = load_builtin(["en", "sw"], n_per_class=2)
+    tokens = E.first_token_ids(default_model.tokenizer, E.DEFAULT_OPENINGS)
+    v = unit(torch.randn(default_model.cfg.d_model))
+    dose = C.dose_response(default_model, prompts, v, [3], [0.0, 20.0], tokens, batch_size=4, progress=False)
+    zero, strong = dose[dose["alpha"] == 0].set_index("language"), dose[dose["alpha"] == 20].set_index("language")
+    score = E.refusal_score(default_model, prompts, tokens)
+    for lang in ("en", "sw"):
+        mask = (prompts.frame["language"] == lang) & (prompts.frame["subset"] == "harmful")
+        assert zero.loc[lang, "mean_log_odds_harmful"] == pytest.approx(float(score[np.flatnonzero(mask)].mean()), abs=1e-4)
+        assert zero.loc[lang, "kl_harmless"] == pytest.approx(0.0, abs=1e-6)
+        assert strong.loc[lang, "kl_harmless"] > 1e-3
+    assert set(dose.columns) >= {"harmful_refusal", "harmless_refusal", "kl_harmless", "n_harmful"}

@@ -1,0 +1,36 @@
+"""Every notebook runs top to bottom (small settings) and is committed without outputs."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from lowres_safety.organism import adapter_dir
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stripped(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    shipped = (adapter_dir() / "adapter_config.json").exists()
+    monkeypatch.setenv("LOWRES_NB_MODEL", "organism" if shipped else "default")
+    monkeypatch.setenv("LOWRES_NB_N", "4")
+    monkeypatch.setenv("LOWRES_NB_TOKENS", "8")
+    monkeypatch.setenv("LOWRES_NB_LANGUAGES", "en,de,sw,yo")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors

@@ -1,0 +1,197 @@
+"""Writes notebooks/*.ipynb from the cell lists below (outputs stripped). Run: python tools/make_notebooks.py
+
+The notebooks are the source of truth once written; this script exists so their cells can
+be reviewed as plain Python in one diff.
+"""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+SETTINGS = '''import os
+
+# Small settings keep every notebook to a few minutes on 2 CPU cores; the test suite
+# shrinks them further through these environment variables.
+MODEL = os.environ.get("LOWRES_NB_MODEL", "organism")   # "default", "organism", a folder or a HF id
+N_PER_CLASS = int(os.environ.get("LOWRES_NB_N", 12))    # prompts per class and language
+MAX_NEW_TOKENS = int(os.environ.get("LOWRES_NB_TOKENS", 24))
+LANGUAGES = os.environ.get("LOWRES_NB_LANGUAGES", "en,de,fr,zh,ar,hi,sw,yo").split(",")'''
+
+ELSEWHERE = '''**Pointing it elsewhere.** PolyRefuse (upstream layout) and a 7B model on a GPU work the same way:
+
+```python
+prompts = ls.data.load_polyrefuse("../shared/data/Multilingual-Refusal", ["en", "de", "ar", "th", "yo"],
+                                  split="test", n_per_class=32)
+model = ls.load_model("Qwen/Qwen2.5-7B-Instruct")   # a local folder or HF id; bf16 on GPU
+```'''
+
+NOTEBOOKS = {
+    "01_is_the_signal_there.ipynb": [
+        "# 1. Is the harmfulness signal there?\n\nThe paper's first claim: the direction that separates harmful "
+        "from harmless prompts in high-resource languages also separates them in low-resource ones. Here we "
+        "extract the residual stream at the last prompt token, build that direction, and score every language "
+        "layer by layer.",
+        SETTINGS,
+        "import lowres_safety as ls\nfrom lowres_safety import directions, plots, probing\n\n"
+        "model = ls.load_model(MODEL)\nprompts = ls.data.load_builtin(LANGUAGES, n_per_class=N_PER_CLASS)\n"
+        "print(ls.models.model_id(model), len(prompts), 'prompts')\nls.show_tokens(model, prompts.texts[0]).tail(8)",
+        "The table above shows where `t_inst` (last instruction token) and `t_post_inst` (last token of the chat "
+        "template, where the answer starts) fall. Extraction keeps only those two positions at every layer.",
+        "acts = ls.extract(model, prompts, 'all', ('t_inst', 't_post_inst'), cache=True)\n"
+        "high = [lang for lang in prompts.languages if ls.data.tier_of(lang) == 'high']\n"
+        "v = directions.pooled(acts, high)   # [layer, position, d_model], difference of means over high-resource\n"
+        "sep = probing.separability(acts, v, direction_name='pooled_high', own=True, probe=False)\n"
+        "plots.separability(sep, direction='pooled_high', position='t_post_inst')",
+        "Lines near 1 at the middle layers for every tier: the representation transfers. A low-resource line "
+        "that stays near 0.5 everywhere would be a *representation* failure.",
+        "best = int(sep[sep.direction == 'pooled_high'].groupby('layer').auroc.mean().idxmax())\n"
+        "plots.projection_distributions(probing.projections(acts, v, best, 't_post_inst'))",
+        "Both clouds sitting lower for the low-resource tier, still apart, is the picture of a *calibration* "
+        "problem: a threshold set on English would call most of them harmless.",
+        "per_lang = directions.per_language(acts)\ncos = directions.cosine_matrix(per_lang, acts.layers, acts.positions)\n"
+        "plots.cosine_by_layer(cos, reference='en', position='t_post_inst')",
+        "plots.transfer_heatmap(probing.transfer_matrix(acts, best))",
+        ELSEWHERE,
+    ],
+    "02_where_calibration_breaks.ipynb": [
+        "# 2. Where does calibration break?\n\nThe representation is there (notebook 1). Is it acted on? We "
+        "generate answers, judge refusals, put representation and action side by side, and then look for where "
+        "the decision diverges: the refusal logit attribution, the threshold shift and a dose-response sweep.",
+        SETTINGS,
+        "import lowres_safety as ls\nfrom lowres_safety import attribution, calibration, directions, evaluation, "
+        "plots, probing, steering\n\nmodel = ls.load_model(MODEL)\n"
+        "prompts = ls.data.load_builtin(LANGUAGES, n_per_class=N_PER_CLASS)\n"
+        "acts = ls.extract(model, prompts, 'all', ('t_post_inst',), cache=True)\n"
+        "high = [lang for lang in prompts.languages if ls.data.tier_of(lang) == 'high']\n"
+        "v = directions.pooled(acts, high)\nlayer = steering.choose_layer(acts, high)\nlayer",
+        "completions = ls.generate(model, prompts, max_new_tokens=MAX_NEW_TOKENS)\n"
+        "refusal = evaluation.measure_refusal(model, prompts, completions)\n"
+        "plots.refusal_by_language(refusal, judge='substring')",
+        "sep = probing.separability(acts, v, direction_name='pooled_high', probe=False)\n"
+        "gap = calibration.gap_table(sep, refusal, gate_layer=layer)\n"
+        "display(gap[['language', 'tier', 'auroc_best', 'harmful_refusal', 'harmless_refusal', 'failure_type']])\n"
+        "plots.gap_scatter(gap)",
+        "Red points are the paper's *action failures*: separable (right of the AUROC line) yet rarely refused.\n\n"
+        "**Threshold shift.** Refusal as a logistic function of the projection, slope from the high-resource "
+        "languages, one intercept per language: how much more harmfulness signal a language needs before it "
+        "refuses half the time.",
+        "proj = probing.projections(acts, v, layer, 't_post_inst')\n"
+        "proj['refused'] = calibration.refusal_from_completions(completions.set_index('id').loc[proj.id].reset_index()).to_numpy()\n"
+        "try:\n    shift = calibration.threshold_shift(proj, high)\n    display(plots.threshold_shift_bars(shift))\n"
+        "except ValueError as err:   # e.g. a model that never refuses\n    print(err)",
+        "**Refusal-token logit attribution.** The refusal logit difference (the model's refusal openings against "
+        "its usual compliant openings) at the last prompt token, split into every layer's attention and MLP and "
+        "every head, on parallel prompts of a high- and a low-resource language.",
+        "refusal_ids = evaluation.refusal_tokens_from(completions, model.tokenizer) or "
+        "evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS)\n"
+        "compliance_ids = evaluation.compliance_tokens_from(completions, model.tokenizer, exclude=refusal_ids)\n"
+        "print('refusal:', [model.tokenizer.decode([i]) for i in refusal_ids], ' compliance:', "
+        "[model.tokenizer.decode([i]) for i in compliance_ids])\n"
+        "pair = prompts.where(language=['en', 'sw'])\n"
+        "attr = attribution.attribute(model, pair, refusal_ids, compliance_ids)\n"
+        "plots.logit_lens_curves(attr.mean('lens'))",
+        "plots.divergence_bars(attribution.compare_languages(attr, 'en', 'sw'))",
+        "plots.head_heatmap(attr.mean('heads'), language='sw')",
+        "attribution.direction_tokens(model, v[layer, 0]).head(10)   # what the harmfulness direction promotes",
+        "**Dose-response.** Add α·v̂ at a few layers and read harmful refusal, harmless refusal and KL at once "
+        "(first-token refusal log-odds: one forward pass per grid point, no generation).",
+        "from lowres_safety.hooks import default_alpha\n"
+        "alpha = default_alpha(acts.where(language=high), v[acts.layer_index(layer), 0], layer)\n"
+        "layers = [layer - 4, layer, layer + 4]\n"
+        "dose = calibration.dose_response(model, prompts.where(language=['en', 'sw', 'yo']), "
+        "{l: v[acts.layer_index(l), 0] for l in layers}, layers, [0, alpha, 2 * alpha], refusal_ids)\n"
+        "display(calibration.alpha_at_half(dose))\nplots.dose_response_curves(dose)",
+        ELSEWHERE,
+    ],
+    "03_fixing_it_with_four_examples.ipynb": [
+        "# 3. Fixing it with four examples\n\nThe gate: a low-rank logistic readout on the subspace of the "
+        "high-resource directions, its threshold reset with k examples per class of the target language. It "
+        "routes each prompt: predicted harmful → add the refusal direction; predicted harmless → ablate it.",
+        SETTINGS,
+        "import pandas as pd\nimport lowres_safety as ls\nfrom lowres_safety import evaluation, hooks, plots, steering\n\n"
+        "model = ls.load_model(MODEL)\nevery = ls.data.load_builtin(LANGUAGES)\n"
+        "high = [lang for lang in every.languages if ls.data.tier_of(lang) == 'high']\n"
+        "targets = [lang for lang in every.languages if lang not in high][:2]\n"
+        "# disjoint source ids: half of them fit the methods, the other half is held out\n"
+        "ids = sorted(set(every.frame.source_id))\nfit_ids = set(ids[::2])\n"
+        "fit = ls.PromptSet(every.frame[every.frame.source_id.isin(fit_ids)].reset_index(drop=True), 'fit half')\n"
+        "held = every.frame[~every.frame.source_id.isin(fit_ids) & every.frame.language.isin(targets)]\n"
+        "held = ls.PromptSet(held.groupby(['language', 'subset']).head(N_PER_CLASS).reset_index(drop=True), 'held-out half')\n"
+        "fit_acts = ls.extract(model, fit, steering.middle_layers(model.cfg.n_layers), ('t_post_inst',), cache=True)\n"
+        "fitted = steering.fit_methods(fit_acts, high, model.cfg.n_layers)\nfitted.gate, fitted.layer, round(fitted.alpha, 2)",
+        "held_acts = ls.extract(model, held, [fitted.layer], ('t_post_inst',), cache=True)\nrows = []\n"
+        "for lang in targets:\n    pool = fit_acts.where(language=lang)\n"
+        "    for k in (0, 1, 2, 4):\n        g = fitted.gate if k == 0 else fitted.gate.recalibrate(pool, k, seed=0)\n"
+        "        rows.append({'language': lang, 'k': k, 'balanced_accuracy': g.balanced_accuracy(held_acts.where(language=lang))})\n"
+        "pd.DataFrame(rows).pivot(index='language', columns='k', values='balanced_accuracy').round(3)",
+        "With k = 0 the gate keeps the English threshold; a handful of target examples move it to where that "
+        "language's harmful and harmless prompts actually sit. Now route generation through it, next to the "
+        "baselines (ablation, fixed addition, AdaSteer, CAST):",
+        "table, completions = steering.evaluate(model, fitted, held, held_acts, fit_acts.where(language=targets),\n"
+        "                                       ks=(0, 4), max_new_tokens=MAX_NEW_TOKENS)\n"
+        "display(table.round(3))\nplots.selectivity_bars(table)",
+        "plots.refusal_tradeoff(table)",
+        "One routed generation by hand, to see the hooks compose: `route` returns plain `(hook_name, fn)` pairs.",
+        "gate4 = fitted.gate.recalibrate(fit_acts.where(language=targets[0]), 4, seed=0)\n"
+        "routed = hooks.route(gate4, fitted.direction, fitted.alpha, n_layers=model.cfg.n_layers)\n"
+        "out = ls.generate(model, held.where(language=targets[0]), routed, max_new_tokens=MAX_NEW_TOKENS)\n"
+        "out[['subset', 'gate_score', 'ablated', 'completion']].head(8)",
+        ELSEWHERE,
+    ],
+    "04_your_own_hypothesis.ipynb": [
+        "# 4. Your own hypothesis (template)\n\nA worked example of testing a new intervention: *if the low-resource "
+        "failure is a calibration offset, patching the English last-token residual into the parallel Swahili "
+        "prompt at the gate layer should restore refusal, and patching earlier or later layers less so.* Replace "
+        "the hook and the measurement with yours; everything is a `(hook_name, fn)` list and a tidy table.",
+        SETTINGS,
+        "import pandas as pd\nimport lowres_safety as ls\nfrom lowres_safety import evaluation, hooks, steering, directions\n\n"
+        "model = ls.load_model(MODEL)\nprompts = ls.data.load_builtin(['en', 'sw'], n_per_class=N_PER_CLASS)\n"
+        "harmful = prompts.where(subset='harmful')\nen, sw = harmful.where(language='en'), harmful.where(language='sw')\n"
+        "en = ls.PromptSet(en.frame.set_index('source_id').loc[sw.frame.source_id].reset_index(), 'en, parallel order')\n"
+        "layers = list(range(0, model.cfg.n_layers, 4))\n"
+        "en_acts = ls.extract(model, en, layers, ('t_post_inst',))\n"
+        "tokens = evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS)",
+        "rows = [{'layer': None, 'refusal_log_odds': float(evaluation.refusal_score(model, sw, tokens).mean())}]\n"
+        "for layer in layers:\n"
+        "    patch = hooks.patch(en_acts.at(layer, 't_post_inst'), layer, position=-1)   # the hypothesis' hook\n"
+        "    score = evaluation.refusal_score(model, sw, tokens, patch, batch_size=len(sw))\n"
+        "    rows.append({'layer': layer, 'refusal_log_odds': float(score.mean())})\n"
+        "result = pd.DataFrame(rows)\nresult",
+        "import plotly.express as px\n"
+        "fig = px.line(result.dropna(), x='layer', y='refusal_log_odds', markers=True,\n"
+        "              title='Swahili harmful prompts with the English last-token residual patched in')\n"
+        "fig.add_hline(y=rows[0]['refusal_log_odds'], line_dash='dot', annotation_text='unpatched')\n"
+        "fig.update_layout(xaxis_title='patched layer', yaxis_title='mean refusal log-odds')",
+        "**Reading it.** A rise well above the dotted line at one layer band says the decision-relevant state "
+        "differs there; compare with a control patch (e.g. a harmless English prompt) before concluding.\n\n"
+        "**Make it yours:** swap `hooks.patch` for `hooks.add`, `hooks.ablate`, `hooks.route`, or your own "
+        "`fn(activation, hook) -> activation`, and swap `refusal_score` for `ls.generate` + "
+        "`evaluation.refusal_rates` when first-token scores are not enough.",
+    ],
+}
+
+
+def _is_prose(cell: str) -> bool:
+    """Markdown cells are the ones that start with a heading or are not Python at all."""
+    if cell.startswith("# "):
+        return True
+    try:
+        compile(cell, "<cell>", "exec")
+    except SyntaxError:
+        return True
+    return False
+
+
+def main() -> None:
+    out = Path(__file__).resolve().parents[1] / "notebooks"
+    out.mkdir(exist_ok=True)
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook(cells=[new_markdown_cell(c) if _is_prose(c) else new_code_cell(c) for c in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, out / name)
+        print("wrote", out / name)
+
+
+if __name__ == "__main__":
+    main()
