@@ -93,7 +93,7 @@ NOTEBOOKS = {
         "plots.logit_lens_curves(attr.mean('lens'))",
         "plots.divergence_bars(attribution.compare_languages(attr, 'en', 'sw'))",
         "plots.head_heatmap(attr.mean('heads'), language='sw')",
-        "attribution.direction_tokens(model, v[layer, 0]).head(10)   # what the harmfulness direction promotes",
+        "attribution.direction_tokens(model, v[acts.layer_index(layer), 0]).head(10)   # what the harmfulness direction promotes",
         "**Dose-response.** Add α·v̂ at a few layers and read harmful refusal, harmless refusal and KL at once "
         "(first-token refusal log-odds: one forward pass per grid point, no generation).",
         "from lowres_safety.hooks import default_alpha\n"
@@ -154,9 +154,11 @@ NOTEBOOKS = {
         "tokens = evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS)",
         "rows = [{'layer': None, 'refusal_log_odds': float(evaluation.refusal_score(model, sw, tokens).mean())}]\n"
         "for layer in layers:\n"
-        "    patch = hooks.patch(en_acts.at(layer, 't_post_inst'), layer, position=-1)   # the hypothesis' hook\n"
-        "    score = evaluation.refusal_score(model, sw, tokens, patch, batch_size=len(sw))\n"
-        "    rows.append({'layer': layer, 'refusal_log_odds': float(score.mean())})\n"
+        "    cached = en_acts.at(layer, 't_post_inst')   # [prompt, d_model], rows in sw's order\n"
+        "    # one prompt at a time, so each Swahili prompt gets its own English twin (the hypothesis' hook)\n"
+        "    scores = [evaluation.refusal_score(model, [text], tokens, hooks.patch(cached[i], layer, position=-1))[0]\n"
+        "              for i, text in enumerate(sw.texts)]\n"
+        "    rows.append({'layer': layer, 'refusal_log_odds': float(sum(scores) / len(scores))})\n"
         "result = pd.DataFrame(rows)\nresult",
         "import plotly.express as px\n"
         "fig = px.line(result.dropna(), x='layer', y='refusal_log_odds', markers=True,\n"
