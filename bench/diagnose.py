@@ -8,6 +8,7 @@ calibration, dose-response, attribution, recoverability, report) and
 dominates; the fraction says by how much.
 
     python bench/diagnose.py                 # both runs (~25-35 min on 2 CPU cores)
+    python bench/diagnose.py --only builtin  # one of the two runs
     python bench/diagnose.py --quick         # built-in data only, 8 per class, 3 languages
 """
 
@@ -45,13 +46,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="organism")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("builtin", "polyrefuse"), default=None)
     args = parser.parse_args()
     runs = []
     if args.quick:
         runs.append(_run(args.model, "builtin", ["en", "de", "sw"], 8, "train"))
     else:
-        runs.append(_run(args.model, "builtin", None, 24, "train"))
-        runs.append(_run(args.model, str(ROOT), ["en", "de", "fr", "ar", "th", "yo"], 32, "test"))
+        if args.only in (None, "builtin"):
+            runs.append(_run(args.model, "builtin", None, 24, "train"))
+        if args.only in (None, "polyrefuse"):
+            runs.append(_run(args.model, str(ROOT), ["en", "de", "fr", "ar", "th", "yo"], 32, "test"))
     print(json.dumps({"benchmark": "diagnose", "model": args.model, "torch_threads": torch.get_num_threads(),
                       "runs": runs}, indent=1))
 
