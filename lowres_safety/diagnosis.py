@@ -18,7 +18,7 @@ from . import attribution as attr_mod
 from . import calibration, evaluation, plots, probing, steering
 from . import directions as dirs
 from .activations import extract
-from .data import PromptSet, tier_of
+from .data import PromptSet, _sample_sources, tier_of
 from .gate import Gate
 from .generation import generate
 from .hooks import default_alpha
@@ -58,13 +58,9 @@ class Diagnosis:
 
 
 def _analysis_subset(prompts: PromptSet, n_per_class: int, seed: int) -> PromptSet:
-    """The first ``n_per_class`` source ids per class (same ids in every language, so pairs stay parallel)."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    for subset in ("harmful", "harmless"):
-        ids = sorted(set(prompts.frame[prompts.frame["subset"] == subset]["source_id"]))
-        keep += list(rng.permutation(ids)[:n_per_class])
-    frame = prompts.frame[prompts.frame["source_id"].isin(keep)].reset_index(drop=True)
+    """``n_per_class`` source ids per class, the same in every language (pairs stay parallel), or all there are."""
+    have = int(prompts.frame.groupby(["language", "subset"]).size().min())
+    frame = _sample_sources(prompts.frame, min(n_per_class, have), seed, prompts.origin)
     return PromptSet(frame, prompts.origin + f" ({n_per_class} per class for analysis)")
 
 
@@ -118,8 +114,7 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
         shift = calibration.threshold_shift(proj, source)
     except ValueError as err:
         shift, notes["threshold_shift"] = None, str(err)
-    refusal_ids = (evaluation.refusal_tokens_from(completions, model.tokenizer)
-                   or evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS))
+    refusal_ids = evaluation.refusal_token_set(completions, model.tokenizer)
     compliance_ids = evaluation.compliance_tokens_from(completions, model.tokenizer, exclude=refusal_ids)
     timing["calibration_s"] = time.perf_counter() - t
 
