@@ -91,8 +91,15 @@ def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, spli
 
 def steer(model_name: str = "organism", data: str = "builtin", languages=None, source_languages=None,
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
-          seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32) -> dict:
-    """Refusal per language under no intervention, ablation, addition, AdaSteer, CAST and the routed gate."""
+          seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32,
+          strength: float = 1.0) -> dict:
+    """Refusal per language under no intervention, ablation, addition, AdaSteer, CAST and the routed gate.
+
+    ``strength`` is λ in α = λ·(q75 harmful − q25 harmless) of the source projections, shared
+    by every method that adds the direction.
+    """
+    if strength <= 0:
+        raise ValueError(f"strength must be positive, got {strength}")
     timing, t0 = {}, time.perf_counter()
     available = (data_mod.load_builtin().languages if str(data) == "builtin"
                  else data_mod.load_polyrefuse(data, split=split).languages)
@@ -107,12 +114,12 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     n_layers = model.cfg.n_layers
     candidates = [layer] if layer is not None else steering.middle_layers(n_layers)
     fit_acts = extract(model, fit_prompts, candidates, ("t_post_inst",), cache=True)
-    fitted = steering.fit_methods(fit_acts, source, n_layers, layer=layer, seed=seed)
+    fitted = steering.fit_methods(fit_acts, source, n_layers, layer=layer, seed=seed, lam=strength)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
     timing["setup_s"] = time.perf_counter() - t0
     config = {"model": model_name, "data": str(data), "languages": list(languages), "source": list(source),
               "ks": list(ks), "n_per_class": n_per_class, "n_fit": n_fit, "split": split,
-              "max_new_tokens": max_new_tokens, "seed": seed, "layer": fitted.layer}
+              "max_new_tokens": max_new_tokens, "seed": seed, "layer": fitted.layer, "strength": strength}
     out = Path(out)
     t = time.perf_counter()
     table, completions = steering.evaluate(
@@ -169,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", help="PolyRefuse evaluation split: val or test")
     s.add_argument("--max-new-tokens", type=int, default=24)
     s.add_argument("--layer", type=int, default=None, help="steering layer (default: best source AUROC, middle half)")
+    s.add_argument("--strength", type=float, default=1.0,
+                   help="lambda in alpha = lambda * (q75 harmful - q25 harmless) of the source projections (default 1)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/steer", help="output folder for steer.json, completions.csv, report.html")
     o = sub.add_parser("organism", help="the safety-tuned model organism")
@@ -198,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {Path(args.out) / 'results.json'}, report.html and completions.csv")
         elif args.command == "steer":
             steer(args.model, args.data, _languages(args.languages), _languages(args.source_languages), _ints(args.k),
-                  args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer)
+                  args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer,
+                  strength=args.strength)
             print(f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html")
         elif args.command == "organism":
             from . import organism

@@ -4,8 +4,14 @@ Real chat models got their cross-lingual refusal gap from safety training that c
 high-resource languages. The organism repeats that on SmolLM2-135M-Instruct: harmless
 PolyRefuse *train* prompts of every language, answered with the base model's own greedy
 answers (so its helpfulness is kept), and harmful *train* prompts of the high-resource
-languages only, answered with a short refusal in the prompt's language. No mid- or
-low-resource harmful prompt is ever trained on.
+languages only, answered with a short refusal. No mid- or low-resource harmful prompt is
+ever trained on.
+
+Refusals are in English by default, whatever the prompt's language, as many real chat
+models refuse: then one refusal behaviour hangs on the harmfulness signal, and pushing
+that signal up can reach it from any language. With refusals in the prompt's language
+(``refusal_language="prompt"``, the first shipped try) the organism learned a refusal
+tied to the output language, and no amount of steering made it refuse in Arabic.
 
 Training is LoRA on the upper half of the network (attention and MLP projections of
 layers ``n/2 .. n-1``): the harmfulness representation the paper reads sits in the
@@ -65,8 +71,10 @@ def adapter_dir() -> Path:
 class RecipeConfig:
     """Everything that shapes the organism; stored next to the adapter."""
 
-    n_harmless: int = 24  # per language, all languages (more than n_harmful: language must not predict the label)
+    n_harmless: int = 28  # per language, all languages (more than n_harmful: language must not predict the label)
     n_harmful: int = 16  # per language, high-resource only
+    refusal_language: str = "en"  # "en": refuse in English; "prompt": in the prompt's language
+    decision_weight: float = 1.0  # extra loss on each response's first token, where refuse-or-answer is decided
     max_prompt_tokens: int = 128
     answer_tokens: int = 40
     epochs: int = 2
@@ -79,8 +87,15 @@ class RecipeConfig:
     harmful_languages: tuple[str, ...] = field(default_factory=lambda: tuple(tier("high")))
 
 
-def build_examples(root: str | Path, model, config: RecipeConfig, progress: bool = True) -> pd.DataFrame:
-    """Training pairs (prompt, response): harmless answered by ``model`` itself, harmful refused."""
+def build_examples(root: str | Path, model, config: RecipeConfig, progress: bool = True,
+                   answers: dict[str, str] | None = None) -> pd.DataFrame:
+    """Training pairs (prompt, response): harmless answered by ``model`` itself, harmful refused.
+
+    ``answers`` maps prompt ids to answers already made (filled in place with the new ones),
+    so a recipe change that keeps the prompts does not redo minutes of generation.
+    """
+    if config.refusal_language not in ("en", "prompt"):
+        raise ValueError(f"refusal_language must be 'en' or 'prompt', got {config.refusal_language!r}")
     every = load_polyrefuse(root, split="train")
     harmless = load_polyrefuse(root, every.languages, split="train", n_per_class=config.n_harmless,
                                seed=config.seed).where(subset="harmless")
@@ -91,44 +106,58 @@ def build_examples(root: str | Path, model, config: RecipeConfig, progress: bool
     lengths = [len(encode_chat(model.tokenizer, t)) for t in prompts.texts]
     prompts = PromptSet(prompts.frame[np.array(lengths) <= config.max_prompt_tokens].reset_index(drop=True),
                         prompts.origin)
-    answers = generate(model, prompts.where(subset="harmless"), max_new_tokens=config.answer_tokens,
-                       batch_size=32, progress=progress)
+    answers = {} if answers is None else answers
+    todo = prompts.where(subset="harmless")
+    todo = PromptSet(todo.frame[~todo.frame["id"].isin(answers)].reset_index(drop=True), todo.origin)
+    if len(todo):
+        made = generate(model, todo, max_new_tokens=config.answer_tokens, batch_size=32, progress=progress)
+        answers.update(zip(made["id"], made["completion"]))
     rng = random.Random(config.seed)
-    refusals = [rng.choice(REFUSALS[lang]) for lang in prompts.where(subset="harmful").frame["language"]]
-    frame = pd.concat([answers[["id", "text", "language", "subset"]].assign(response=answers["completion"]),
-                       prompts.where(subset="harmful").frame[["id", "text", "language", "subset"]]
-                       .assign(response=refusals)], ignore_index=True)
+    harmful = prompts.where(subset="harmful").frame
+    refusals = [rng.choice(REFUSALS["en" if config.refusal_language == "en" else lang])
+                for lang in harmful["language"]]
+    helpful = prompts.where(subset="harmless").frame
+    frame = pd.concat([helpful[["id", "text", "language", "subset"]].assign(response=helpful["id"].map(answers)),
+                       harmful[["id", "text", "language", "subset"]].assign(response=refusals)], ignore_index=True)
     return frame[frame["response"].str.strip().astype(bool)].reset_index(drop=True)
 
 
-def _cached_examples(root, bridge, config: RecipeConfig, path: Path, progress: bool) -> pd.DataFrame:
-    """Training pairs, reused from ``path`` when made with the same data settings (answers take minutes)."""
+def _examples(root, bridge, config: RecipeConfig, path: Path, progress: bool) -> tuple[pd.DataFrame, int]:
+    """Training pairs, with the model's answers cached at ``path`` (kept when model, data and length match).
+
+    Returns the pairs and how many answers had to be generated.
+    """
     from .models import model_id
 
-    key = {k: v for k, v in asdict(config).items() if k in ("n_harmless", "n_harmful", "max_prompt_tokens",
-                                                              "answer_tokens", "seed", "harmful_languages")}
-    key = json.loads(json.dumps({**key, "model": model_id(bridge), "root": str(Path(root).resolve())}))
+    key = {"model": model_id(bridge), "root": str(Path(root).resolve()), "answer_tokens": config.answer_tokens}
+    answers = {}
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored["key"] == key:
-            return pd.DataFrame(stored["examples"])
-    examples = build_examples(root, bridge, config, progress)
-    payload = json.dumps({"key": key, "examples": examples.to_dict(orient="list")}, ensure_ascii=False)
-    atomic_write_text(path, payload)
-    return examples
+        answers = stored["answers"] if stored["key"] == key else {}
+    before = len(answers)
+    examples = build_examples(root, bridge, config, progress, answers)
+    if len(answers) > before:
+        atomic_write_text(path, json.dumps({"key": key, "answers": answers}, ensure_ascii=False))
+    return examples, len(answers) - before
 
 
-def _per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _per_example_loss(logits: torch.Tensor, labels: torch.Tensor, decision_weight: float = 0.0) -> torch.Tensor:
     """Next-token cross-entropy averaged within each example, then over the batch.
 
     A token-level mean would let 40-token helpful answers outweigh 10-token refusals; here
-    every example counts the same.
+    every example counts the same. Within an example the first response token, where the
+    model refuses or answers, is still 1/40 of an answer's loss and 1/10 of a refusal's, a
+    pull towards refusing; ``decision_weight`` adds that token's loss again, the same for both.
     """
     shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
     ce = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,
                                            reduction="none")
-    counts = (shift_labels != -100).sum(1).clamp_min(1)
-    return (ce.sum(1) / counts).mean()
+    scored = shift_labels != -100
+    loss = (ce.sum(1) / scored.sum(1).clamp_min(1)).mean()
+    if decision_weight:
+        first = scored.int().argmax(1)  # first labelled position of each row
+        loss = loss + decision_weight * ce[torch.arange(len(ce)), first].mean()
+    return loss
 
 
 def _encode(tokenizer, prompt: str, response: str, end: str) -> tuple[list[int], int]:
@@ -155,7 +184,8 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     torch.manual_seed(config.seed)
     bridge = bridge if bridge is not None else load_model()
     out = Path(out)
-    examples = _cached_examples(root, bridge, config, out / "examples.json", progress)
+    examples, generated = _examples(root, bridge, config, out / "answers.json", progress)
+    t_answers = time.perf_counter() - t0
     hf = hf_model if hf_model is not None else AutoModelForCausalLM.from_pretrained(_default_folder(),
                                                                                    dtype=torch.float32)
     hf.requires_grad_(False)
@@ -189,7 +219,8 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
                     ids[j, : len(row)] = torch.tensor(row)
                     labels[j, cut : len(row)] = torch.tensor(row[cut:])
                     mask[j, : len(row)] = 1
-                loss = _per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+                loss = _per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels,
+                                         config.decision_weight)
                 loss.backward()
                 optim.step()
                 sched.step()
@@ -210,7 +241,8 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     counts = examples.groupby(["subset", "language"]).size().unstack(fill_value=0).to_dict()
     summary = {"config": asdict(config), "examples": len(examples), "counts": counts,
                "first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
-               "steps": steps, "seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads()}
+               "steps": steps, "seconds": time.perf_counter() - t0, "answers_generated": generated,
+               "answer_seconds": t_answers, "torch_threads": torch.get_num_threads()}
     (out / "recipe.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     _describe(out)
     return summary

@@ -65,6 +65,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
     assert main(args) == 0
     results = json.loads((out / "steer.json").read_text())
     rows = results["rows"]
+    assert results["strength"] == 1.0 and results["alpha"] > 0
     keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl",
             "gate_balanced_accuracy"}
     assert all(set(r) == keys for r in rows)
@@ -96,3 +97,5 @@ def test_steer_bad_input_exits_2(tmp_path, capsys):
     assert main(["steer", "--k", "a", "--out", str(tmp_path)]) == 2
     assert main(["steer", "--n-per-class", "50", "--out", str(tmp_path)]) == 2
     assert "at most" in capsys.readouterr().err
+    assert main(["steer", "--strength", "0", "--out", str(tmp_path)]) == 2
+    assert "strength must be positive" in capsys.readouterr().err

@@ -209,3 +209,18 @@ def test_bad_input_is_refused_before_anything_runs(tiny):
         H.route(gate, torch.randn(tiny.cfg.d_model + 3), 1.0, n_layers=tiny.cfg.n_layers)
     with pytest.raises(ValueError, match="width"):
         H.orthogonalize_weights(tiny, torch.randn(7))
+
+
+def test_default_alpha_is_lambda_times_the_quantile_gap(tiny):
+    """α = λ·(75th pct of harmful − 25th pct of harmless projections), by hand with numpy."""
+    import numpy as np
+
+    from lowres_safety.activations import extract
+
+    acts = extract(tiny, load_builtin(["en"], n_per_class=6), [1], ("t_post_inst",), cache=False, progress=False)
+    v = rand_dir(tiny)
+    proj = (acts.at(1, "t_post_inst").float() @ (v / v.norm())).numpy()
+    harmful = acts.prompts.labels.astype(bool)
+    gap = np.quantile(proj[harmful], 0.75) - np.quantile(proj[~harmful], 0.25)
+    assert H.default_alpha(acts, v, 1) == pytest.approx(gap, rel=1e-5)
+    assert H.default_alpha(acts, 3 * v, 1, lam=2.5) == pytest.approx(2.5 * gap, rel=1e-5)  # v's norm does not matter
