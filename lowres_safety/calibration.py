@@ -118,11 +118,14 @@ def threshold_shift(projection: pd.DataFrame, source_languages: Sequence[str], *
 
 
 def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int], alphas: Sequence[float],
-                  refusal_tokens, *, batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
-    """Add α·v̂ at one layer (every position) and score refusal and KL at the first response token.
+                  refusal_tokens, *, scope: str = "all", batch_size: int = 16,
+                  progress: bool = True) -> pd.DataFrame:
+    """Add α·v̂ at one layer and score refusal and KL at the first response token.
 
     ``direction`` is one vector or a mapping layer → vector (e.g. each layer's own pooled
-    direction).
+    direction). ``scope`` is where α·v̂ is added (:func:`hooks.add`): ``"all"`` positions
+    (the usual activation addition) or ``"from_last"``, the last prompt token only, which
+    is what ``steer``'s addition and gate do (the gate decides there) and needs a larger α.
 
     Refusal is the logit judge (refusal-token log-odds > 0; ``refusal_tokens`` as in
     :func:`evaluation.refusal_score`), so a grid point costs one prefill pass, not a
@@ -138,7 +141,7 @@ def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int], a
     rows = []
     grid = [(layer, float(alpha)) for layer in layers for alpha in alphas]
     for layer, alpha in tqdm(grid, desc="dose-response", disable=not progress):
-        logp = base if alpha == 0 else next_token_logprobs(model, prompts, H.add(per_layer[layer], alpha, [layer]),
+        logp = base if alpha == 0 else next_token_logprobs(model, prompts, H.add(per_layer[layer], alpha, [layer], scope=scope),
                                                            batch_size=batch_size)
         frame["log_odds"] = refusal_log_odds(logp, prompts, refusal_tokens).numpy()
         frame["kl"] = (base.exp() * (base - logp)).sum(-1).clamp_min(0).numpy()

@@ -92,11 +92,12 @@ def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, spli
 def steer(model_name: str = "organism", data: str = "builtin", languages=None, source_languages=None,
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
           seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32,
-          strength: float = 1.0) -> dict:
+          strength: float = 1.0, scope: str = "from_last") -> dict:
     """Refusal per language under no intervention, ablation, addition, AdaSteer, CAST and the routed gate.
 
     ``strength`` is λ in α = λ·(q75 harmful − q25 harmless) of the source projections, shared
-    by every method that adds the direction.
+    by every method that adds the direction; ``scope`` is where addition and the gate add
+    it ("from_last": last prompt token onward; "all": every position).
     """
     if strength <= 0:
         raise ValueError(f"strength must be positive, got {strength}")
@@ -114,12 +115,14 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     n_layers = model.cfg.n_layers
     candidates = [layer] if layer is not None else steering.middle_layers(n_layers)
     fit_acts = extract(model, fit_prompts, candidates, ("t_post_inst",), cache=True)
-    fitted = steering.fit_methods(fit_acts, source, n_layers, layer=layer, seed=seed, lam=strength)
+    fitted = steering.fit_methods(fit_acts, source, n_layers, layer=layer, seed=seed, lam=strength,
+                                  scope=scope)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
     timing["setup_s"] = time.perf_counter() - t0
     config = {"model": model_name, "data": str(data), "languages": list(languages), "source": list(source),
               "ks": list(ks), "n_per_class": n_per_class, "n_fit": n_fit, "split": split,
-              "max_new_tokens": max_new_tokens, "seed": seed, "layer": fitted.layer, "strength": strength}
+              "max_new_tokens": max_new_tokens, "seed": seed, "layer": fitted.layer, "strength": strength,
+              "scope": scope}
     out = Path(out)
     t = time.perf_counter()
     table, completions = steering.evaluate(
@@ -178,6 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", type=int, default=None, help="steering layer (default: best source AUROC, middle half)")
     s.add_argument("--strength", type=float, default=1.0,
                    help="lambda in alpha = lambda * (q75 harmful - q25 harmless) of the source projections (default 1)")
+    s.add_argument("--scope", default="from_last", choices=("from_last", "all"),
+                   help="where addition and the gate add alpha*v: the last prompt token onward (default) or every position")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/steer", help="output folder for steer.json, completions.csv, report.html")
     o = sub.add_parser("organism", help="the safety-tuned model organism")
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "steer":
             steer(args.model, args.data, _languages(args.languages), _languages(args.source_languages), _ints(args.k),
                   args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer,
-                  strength=args.strength)
+                  strength=args.strength, scope=args.scope)
             print(f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html")
         elif args.command == "organism":
             from . import organism

@@ -68,11 +68,19 @@ class FittedMethods:
     cast: baselines.CastRule
     source_languages: tuple[str, ...]
     n_layers: int
+    scope: str = "from_last"  # where addition and the gate add α·v̂ (hooks.SCOPES)
 
 
 def fit_methods(acts: ActivationSet, source_languages, n_layers: int, *, layer: int | None = None,
-                position: str = "t_post_inst", lam: float = 1.0, rank: int = 10, seed: int = 0) -> FittedMethods:
-    """Direction, α (λ·(q75 harmful − q25 harmless)), gate, AdaSteer and CAST rules on the source data."""
+                position: str = "t_post_inst", lam: float = 1.0, rank: int = 10, seed: int = 0,
+                scope: str = "from_last") -> FittedMethods:
+    """Direction, α (λ·(q75 harmful − q25 harmless)), gate, AdaSteer and CAST rules on the source data.
+
+    ``scope`` is where addition and the gate add α·v̂: ``"from_last"`` (the last prompt
+    token and every generated one, the paper's routing) or ``"all"`` (every prompt
+    position too; the gate still decides from the last token, at its own layer).
+    """
+    H._check_scope(scope)
     source_languages = [lang for lang in source_languages if lang in acts.prompts.languages]
     if not source_languages:
         raise ValueError(f"no source language in the activations ({acts.prompts.languages})")
@@ -83,7 +91,8 @@ def fit_methods(acts: ActivationSet, source_languages, n_layers: int, *, layer: 
     alpha = H.default_alpha(src, v, layer, position, lam)
     gate = Gate(rank=rank, seed=seed).fit(src, layer, position, source_languages)
     return FittedMethods(layer, v, alpha, gate, baselines.fit_adasteer(src, v, layer, alpha, position=position),
-                         baselines.fit_cast(src, v, layer, position=position), tuple(source_languages), n_layers)
+                         baselines.fit_cast(src, v, layer, position=position), tuple(source_languages), n_layers,
+                         scope)
 
 
 def method_hooks(fitted: FittedMethods, method: str, *, gate: Gate | None = None) -> list[H.Hook]:
@@ -94,13 +103,13 @@ def method_hooks(fitted: FittedMethods, method: str, *, gate: Gate | None = None
     if method == "ablation":
         return H.ablate(f.direction, range(f.n_layers))
     if method == "addition":
-        return H.add(f.direction, f.alpha, f.layer, scope="from_last")
+        return H.add(f.direction, f.alpha, f.layer, scope=f.scope)
     if method == "adasteer":
         return baselines.adasteer(f.adasteer, f.direction)
     if method == "cast":
         return baselines.cast(f.cast, f.direction, f.alpha)
     if method == "gate":
-        return H.route(gate or f.gate, f.direction, f.alpha, n_layers=f.n_layers)
+        return H.route(gate or f.gate, f.direction, f.alpha, n_layers=f.n_layers, scope=f.scope)
     raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
 
 

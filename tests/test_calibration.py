@@ -95,3 +95,19 @@ def test_dose_response_at_zero_is_the_unsteered_model(default_model):
         assert zero.loc[lang, "kl_harmless"] == pytest.approx(0.0, abs=1e-6)
         assert strong.loc[lang, "kl_harmless"] > 1e-3
     assert set(dose.columns) >= {"harmful_refusal", "harmless_refusal", "kl_harmless", "n_harmful"}
+
+
+def test_dose_response_scope_matters_only_before_the_last_layer(default_model):
+    """At the last layer only the last position reaches the next-token logits, so "all" and
+    "from_last" agree there; at an early layer the added prompt positions feed attention."""
+    prompts = load_builtin(["en"], n_per_class=2)
+    tokens = E.first_token_ids(default_model.tokenizer, E.DEFAULT_OPENINGS)
+    v = unit(torch.randn(default_model.cfg.d_model))
+    last = default_model.cfg.n_layers - 1
+    run = lambda scope: C.dose_response(default_model, prompts, v, [2, last], [30.0], tokens, scope=scope,
+                                        batch_size=4, progress=False).set_index("layer")
+    every, final = run("all"), run("from_last")
+    cols = ["mean_log_odds_harmful", "kl_harmless"]
+    np.testing.assert_allclose(every.loc[last, cols].astype(float), final.loc[last, cols].astype(float), rtol=1e-4,
+                               atol=1e-5)
+    assert abs(every.loc[2, "kl_harmless"] - final.loc[2, "kl_harmless"]) > 1e-3
