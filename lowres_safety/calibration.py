@@ -141,8 +141,8 @@ def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int], a
     rows = []
     grid = [(layer, float(alpha)) for layer in layers for alpha in alphas]
     for layer, alpha in tqdm(grid, desc="dose-response", disable=not progress):
-        logp = base if alpha == 0 else next_token_logprobs(model, prompts, H.add(per_layer[layer], alpha, [layer], scope=scope),
-                                                           batch_size=batch_size)
+        steer = H.add(per_layer[layer], alpha, [layer], scope=scope)
+        logp = base if alpha == 0 else next_token_logprobs(model, prompts, steer, batch_size=batch_size)
         frame["log_odds"] = refusal_log_odds(logp, prompts, refusal_tokens).numpy()
         frame["kl"] = (base.exp() * (base - logp)).sum(-1).clamp_min(0).numpy()
         for lang, part in frame.groupby("language", sort=False):

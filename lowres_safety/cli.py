@@ -182,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--strength", type=float, default=1.0,
                    help="lambda in alpha = lambda * (q75 harmful - q25 harmless) of the source projections (default 1)")
     s.add_argument("--scope", default="from_last", choices=("from_last", "all"),
-                   help="where addition and the gate add alpha*v: the last prompt token onward (default) or every position")
+                   help="where addition and the gate add alpha*v: the last prompt token onward (default) "
+                   "or every position")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/steer", help="output folder for steer.json, completions.csv, report.html")
     o = sub.add_parser("organism", help="the safety-tuned model organism")

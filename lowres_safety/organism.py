@@ -107,8 +107,8 @@ def build_examples(root: str | Path, model, config: RecipeConfig, progress: bool
     prompts = PromptSet(prompts.frame[np.array(lengths) <= config.max_prompt_tokens].reset_index(drop=True),
                         prompts.origin)
     answers = {} if answers is None else answers
-    todo = prompts.where(subset="harmless")
-    todo = PromptSet(todo.frame[~todo.frame["id"].isin(answers)].reset_index(drop=True), todo.origin)
+    helpful = prompts.where(subset="harmless").frame
+    todo = PromptSet(helpful[~helpful["id"].isin(answers)].reset_index(drop=True), prompts.origin)
     if len(todo):
         made = generate(model, todo, max_new_tokens=config.answer_tokens, batch_size=32, progress=progress)
         answers.update(zip(made["id"], made["completion"]))
@@ -116,7 +116,6 @@ def build_examples(root: str | Path, model, config: RecipeConfig, progress: bool
     harmful = prompts.where(subset="harmful").frame
     refusals = [rng.choice(REFUSALS["en" if config.refusal_language == "en" else lang])
                 for lang in harmful["language"]]
-    helpful = prompts.where(subset="harmless").frame
     frame = pd.concat([helpful[["id", "text", "language", "subset"]].assign(response=helpful["id"].map(answers)),
                        harmful[["id", "text", "language", "subset"]].assign(response=refusals)], ignore_index=True)
     return frame[frame["response"].str.strip().astype(bool)].reset_index(drop=True)
@@ -184,8 +183,9 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     torch.manual_seed(config.seed)
     bridge = bridge if bridge is not None else load_model()
     out = Path(out)
+    t_answers = time.perf_counter()
     examples, generated = _examples(root, bridge, config, out / "answers.json", progress)
-    t_answers = time.perf_counter() - t0
+    t_answers = time.perf_counter() - t_answers
     hf = hf_model if hf_model is not None else AutoModelForCausalLM.from_pretrained(_default_folder(),
                                                                                    dtype=torch.float32)
     hf.requires_grad_(False)

@@ -12,7 +12,8 @@ import copy
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma2Config, LlamaConfig, Qwen2Config
 
-from lowres_safety.models import _default_folder, boot
+from lowres_safety.activations import left_pad
+from lowres_safety.models import _default_folder, boot, encode_chat
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
@@ -79,3 +80,8 @@ def reference_acts(model, prompts, layers, positions):
         offsets = [position_offset(prompt, p) for p in positions]
         rows.append(torch.stack([cache[f"blocks.{l}.hook_resid_post"][0, offsets] for l in layers]))
     return torch.stack(rows).float()
+
+
+def chat_batch(model, texts):
+    """Chat-formatted, left-padded input ids and attention mask for ``texts``."""
+    return left_pad([encode_chat(model.tokenizer, t).ids for t in texts], model.tokenizer.pad_token_id)

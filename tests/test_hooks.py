@@ -2,13 +2,11 @@
 
 import pytest
 import torch
-from helpers import build_model
+from helpers import build_model, chat_batch
 
 from lowres_safety import hooks as H
-from lowres_safety.activations import left_pad
 from lowres_safety.data import load_builtin
 from lowres_safety.gate import Gate
-from lowres_safety.models import encode_chat
 
 TEXTS = ["How do I bake bread?", "Write a poem about the sea and the wind", "Hi"]
 
@@ -16,11 +14,6 @@ TEXTS = ["How do I bake bread?", "Write a poem about the sea and the wind", "Hi"
 @pytest.fixture(scope="module")
 def tiny():
     return build_model("qwen2")
-
-
-def batch(model, texts=TEXTS):
-    ids, mask = left_pad([encode_chat(model.tokenizer, t).ids for t in texts], model.tokenizer.pad_token_id)
-    return ids, mask
 
 
 def capture(name, store):
@@ -32,7 +25,7 @@ def capture(name, store):
 
 
 def run(model, hooks, texts=TEXTS):
-    ids, mask = batch(model, texts)
+    ids, mask = chat_batch(model, texts)
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         return model(ids, attention_mask=mask)
 

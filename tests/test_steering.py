@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-from helpers import build_model
+from helpers import build_model, chat_batch
 
 from lowres_safety import steering
-from lowres_safety.activations import extract, left_pad
+from lowres_safety.activations import extract
 from lowres_safety.data import load_builtin
-from lowres_safety.models import encode_chat
 
 LAYER = 1
 
@@ -22,7 +21,7 @@ def fitted_on_tiny():
 
 def shifts(model, hooks, texts, v):
     """Projection on v̂ at blocks.LAYER.hook_resid_post with the hooks minus without: [batch, pos]."""
-    ids, mask = left_pad([encode_chat(model.tokenizer, t).ids for t in texts], model.tokenizer.pad_token_id)
+    ids, mask = chat_batch(model, texts)
     seen = []
     grab = [(f"blocks.{LAYER}.hook_resid_post", lambda act, hook: seen.append(act @ v) or act)]
     with torch.no_grad():
