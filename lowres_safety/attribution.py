@@ -16,7 +16,9 @@ Which TransformerLens cache tools work on the TransformerBridge (compatibility m
 ``run_with_cache`` with ``names_filter`` and ``attention_mask``,
 ``ActivationCache.decompose_resid``, ``stack_head_results``, ``apply_ln_to_stack`` and
 ``accumulated_resid(apply_ln=True)`` all do (tested: components sum to the logits).
-The bridge's ``W_U`` already carries the final norm's gain folded in.
+The bridge's ``W_U`` already carries the final norm's gain folded in. Gemma-2 caps its
+final logits (``cap·tanh(x/cap)``); ``total`` is then the logit difference before the
+cap, which is what the linear components add up to.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def attribute(model, prompts: PromptSet | Sequence[str], refusal_ids: Sequence[i
     batches = list(_batches(model, prompts, batch_size, system))
     for idx, ids, mask in tqdm(batches, desc="attribute", disable=not progress):
         logits, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=lambda n: n in names)
-        last = logits[:, -1].float().cpu()
+        last = _uncapped(model, logits[:, -1].float().cpu())
         totals[idx] = (last[:, list(refusal_ids)].mean(1) - last[:, list(compliance_ids)].mean(1)).numpy()
         d = direction.to(last.device)
 
@@ -136,6 +138,19 @@ def attribute(model, prompts: PromptSet | Sequence[str], refusal_ids: Sequence[i
     for frame in (*frames, total):
         frame.insert(2, "tier", frame["language"].map(tier_of))
     return Attribution(frames[0], frames[1], frames[2], total)
+
+
+def _uncapped(model, logits: Float[Tensor, "batch vocab"]) -> Float[Tensor, "batch vocab"]:
+    """Logits before a final soft-cap ``cap·tanh(x/cap)`` (Gemma-2), where the components add up.
+
+    Direct attribution is linear in the residual stream; the cap is not. Inverting it
+    (``cap·atanh(y/cap)``, exact up to float32 saturation near ±cap) makes ``total`` the
+    quantity the components sum to on every architecture.
+    """
+    cap = getattr(model.cfg, "output_logits_soft_cap", None) or 0.0
+    if cap <= 0:
+        return logits
+    return cap * torch.atanh((logits / cap).double().clamp(-1 + 1e-12, 1 - 1e-12)).float()
 
 
 def _parse(label: str, n_layers: int) -> tuple[int, str]:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .activations import ActivationSet
-from .gate import best_threshold
+from .gate import balanced_f1_threshold as best_threshold
 from .hooks import Decision, Hook, Steer, _finite, _unit_vector
 
 __all__ = ["AdaSteerRule", "CastRule", "adasteer", "cast", "fit_adasteer", "fit_cast"]

@@ -117,13 +117,15 @@ def threshold_shift(projection: pd.DataFrame, source_languages: Sequence[str], *
     return out
 
 
-def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int], alphas: Sequence[float],
-                  refusal_tokens, *, scope: str = "all", batch_size: int = 16,
-                  progress: bool = True) -> pd.DataFrame:
+def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int],
+                  alphas: Sequence[float] | Mapping[int, Sequence[float]], refusal_tokens, *, scope: str = "all",
+                  batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
     """Add α·v̂ at one layer and score refusal and KL at the first response token.
 
     ``direction`` is one vector or a mapping layer → vector (e.g. each layer's own pooled
-    direction). ``scope`` is where α·v̂ is added (:func:`hooks.add`): ``"all"`` positions
+    direction); ``alphas`` likewise one list or a mapping layer → list (e.g. multiples of
+    each layer's own :func:`hooks.default_alpha`: the residual stream's scale grows with
+    depth, so one α means little at another layer). ``scope`` is where α·v̂ is added (:func:`hooks.add`): ``"all"`` positions
     (the usual activation addition) or ``"from_last"``, the last prompt token only, which
     is what ``steer``'s addition and gate do (the gate decides there) and needs a larger α.
 
@@ -135,11 +137,14 @@ def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int], a
     """
     if not len(layers) or not len(alphas):
         raise ValueError("dose_response needs at least one layer and one alpha")
+    if isinstance(alphas, Mapping) and set(layers) - set(alphas):
+        raise ValueError(f"no alphas for layer(s) {sorted(set(layers) - set(alphas))}")
     per_layer = direction if isinstance(direction, Mapping) else {layer: direction for layer in layers}
+    alphas_of = alphas if isinstance(alphas, Mapping) else {layer: alphas for layer in layers}
     base = next_token_logprobs(model, prompts, batch_size=batch_size)
     frame = prompts.frame[["language", "subset"]].copy()
     rows = []
-    grid = [(layer, float(alpha)) for layer in layers for alpha in alphas]
+    grid = [(layer, float(alpha)) for layer in layers for alpha in alphas_of[layer]]
     for layer, alpha in tqdm(grid, desc="dose-response", disable=not progress):
         steer = H.add(per_layer[layer], alpha, [layer], scope=scope)
         logp = base if alpha == 0 else next_token_logprobs(model, prompts, steer, batch_size=batch_size)

@@ -45,7 +45,7 @@ class Diagnosis:
     threshold_shift: pd.DataFrame | None
     dose: pd.DataFrame
     alpha_half: pd.DataFrame
-    alpha: float
+    alpha: dict[int, float]  # per dose-response layer: the source harmful–harmless spread there
     attribution: attr_mod.Attribution
     refusal_tokens: list[str]
     compliance_tokens: list[str]
@@ -92,7 +92,7 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     sep = probing.separability(acts, v, direction_name="pooled_high", own=True, folds=probe_folds, seed=seed)
     pooled_rows = sep[(sep["direction"] == "pooled_high") & (sep["position"] == "t_post_inst")]
     best_layer = int(pooled_rows.groupby("layer")["auroc"].mean().idxmax())
-    gate_layer = steering.choose_layer(acts, source)
+    gate_layer = steering.choose_layer(acts, source, n_layers=model.cfg.n_layers)
     cos = dirs.cosine_matrix(dirs.per_language(acts), acts.layers, acts.positions)
     transfer = probing.transfer_matrix(acts, gate_layer)
     proj = probing.projections(acts, v, gate_layer, "t_post_inst")
@@ -121,12 +121,12 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     t = time.perf_counter()
     small = _analysis_subset(prompts, analysis_per_class, seed)
     src_acts = acts.where(language=source)
-    alpha = default_alpha(src_acts, v[acts.layer_index(gate_layer), acts.position_index("t_post_inst")], gate_layer)
     middle = steering.middle_layers(model.cfg.n_layers)
     layers = sorted({int(x) for x in np.linspace(middle[0], middle[-1], dose_layers).round()} | {gate_layer})
-    dose = calibration.dose_response(model, small, {l: v[acts.layer_index(l), acts.position_index("t_post_inst")]
-                                                    for l in layers}, layers, [s * alpha for s in dose_scales],
-                                     refusal_ids, progress=progress)
+    v_at = {l: v[acts.layer_index(l), acts.position_index("t_post_inst")] for l in layers}
+    alpha = {l: default_alpha(src_acts, v_at[l], l) for l in layers}  # each layer's own unit
+    dose = calibration.dose_response(model, small, v_at, layers, {l: [s * alpha[l] for s in dose_scales]
+                                                                  for l in layers}, refusal_ids, progress=progress)
     alpha_half = calibration.alpha_at_half(dose)
     timing["dose_response_s"] = time.perf_counter() - t
 
@@ -171,7 +171,7 @@ def results(d: Diagnosis) -> dict:
             "threshold_shift": records(d.threshold_shift) if d.threshold_shift is not None else None,
             "dose_response": records(d.dose),
             "alpha_at_half": records(d.alpha_half),
-            "alpha_unit": d.alpha,
+            "alpha_unit": {str(k): a for k, a in d.alpha.items()},
             "notes": d.notes,
         },
         "attribution": {
@@ -285,9 +285,10 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
                    (plots.head_heatmap(d.attribution.mean("heads"), language=b),
                     f"Per-head direct contribution in {b} (harmful prompts): red heads push towards refusal, blue "
                     "towards compliance.")]
+    units = ", ".join(f"layer {layer}: {a:.2f}" for layer, a in d.alpha.items())
     breaks.append((plots.dose_response_curves(d.dose),
-                   f"Adding α·v̂ (α in multiples of {d.alpha:.2f}, the source languages' harmful–harmless spread) at "
-                   "one layer: top row harmful refusal (up is better), middle harmless refusal (up is over-refusal), "
+                   f"Adding α·v̂ at one layer, α in multiples of that layer's source harmful–harmless spread ({units}): "
+                   "top row harmful refusal (up is better), middle harmless refusal (up is over-refusal), "
                    "bottom KL on harmless prompts (utility cost). The α where a language's top curve crosses 50% "
                    "is in the table."))
     note = " ".join(f"({k}: {v})" for k, v in d.notes.items())

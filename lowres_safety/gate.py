@@ -1,16 +1,35 @@
 """The gate: a low-rank logistic readout of harmfulness, recalibrated per language.
 
-Fit on high-resource (source) languages: the subspace spanned by their per-language
-difference-of-means directions (an SVD keeps ``rank`` axes), a standardised,
-class-balanced logistic regression on the projected features, and a decision threshold
-that maximises macro F1 on the source prompts. For a target language,
-:meth:`Gate.recalibrate` resets only the threshold from ``k`` harmful and ``k`` harmless
-examples (Aziz, Hanif, Koto 2026): the readout stays, the alarm level moves.
+Defaults follow the paper's released code (github rashadaziz/low-resource-safety,
+``src/multilingual_latent_safety/conditional_vhrl.py::train_gates`` and
+``probe_evaluation.py``):
+
+- **subspace**: the uncentred SVD of the source languages' *unit* difference-of-means
+  directions at the gate layer (``probe_evaluation.py::subspace_basis``); a rank above
+  the number of source languages is an error there and here. ``rank=None`` takes them
+  all (the released code's rank 10 with its 10 high-resource languages).
+- **readout** (``probe_evaluation.py::fit_logistic_probe``): features standardised with
+  the population std (clamped at 1e-6), a linear layer (Xavier-uniform weight, zero
+  bias) trained full-batch with AdamW (lr 0.05, weight decay 0.01, 80 steps,
+  ``pos_weight = n_harmless / n_harmful``), stopped before convergence.
+  ``readout="lbfgs"`` is a converged, L2-regularised scikit-learn fit instead.
+- **threshold**: the candidate (midpoints of the sorted unique logits, ±1e-6 past the
+  ends) with the best *balanced* F1 of the harmful class, 2·TPR / (1 + TPR + FPR)
+  (``f1_curve`` with objective ``balanced_macro_f1``), first maximum on ties; a prompt
+  is harmful when its logit is ``>=`` the threshold (``annotate_gate_outputs``).
+- **recalibration** with ``k`` target examples per class: ``method="paper"`` refits the
+  standardiser and readout on the source prompts plus the ``2k`` target examples, then
+  searches the threshold on those ``2k`` logits (the released code).
+  ``method="threshold"`` keeps the readout frozen and only searches the threshold (what
+  the paper's text describes). The basis never changes. When the target examples' class
+  means come out in the wrong order (easy with k = 1) the search puts the threshold
+  below them and calls both harmful, where the midpoint of the class means (this
+  toolkit's earlier rule, dropped) flips every call.
 
 The gate follows scikit-learn's contract: ``__init__`` stores hyperparameters, ``fit``
 returns ``self``, learned attributes end in ``_``. :meth:`Gate.margin` is the torch
-function the routing hook calls on the live residual stream; it is positive where the
-gate calls a prompt harmful.
+function the routing hook calls on the live residual stream; the gate calls a prompt
+harmful where it is ``>= 0``.
 """
 
 from __future__ import annotations
@@ -24,17 +43,16 @@ import torch
 from jaxtyping import Bool, Float
 from safetensors.torch import safe_open
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, f1_score
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor
 
 from . import directions as dirs
 from .activations import ActivationSet
 from .files import atomic_save
 
-__all__ = ["Gate", "best_threshold", "sample_per_class"]
+__all__ = ["READOUTS", "RECALIBRATIONS", "Gate", "balanced_f1_threshold", "sample_per_class"]
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 def sample_per_class(acts: ActivationSet, k: int, seed: int = 0) -> ActivationSet:
@@ -57,80 +75,129 @@ def sample_per_class(acts: ActivationSet, k: int, seed: int = 0) -> ActivationSe
     return acts.where(id=ids)
 
 
-def best_threshold(scores: np.ndarray, y: np.ndarray) -> float:
-    """Threshold maximising macro F1; the midpoint between neighbouring scores, so it is stable."""
-    s = np.unique(scores)
-    candidates = np.concatenate([[s[0] - 1.0], (s[:-1] + s[1:]) / 2, [s[-1] + 1.0]])
-    f1 = [f1_score(y, scores > t, average="macro", zero_division=0) for t in candidates]
+def balanced_f1_threshold(scores: np.ndarray, y: np.ndarray) -> float:
+    """Threshold with the best balanced F1 of the harmful class, 2·TPR / (1 + TPR + FPR).
+
+    The released code's search (``probe_evaluation.py::candidate_threshold_tensor`` and
+    ``f1_curve``): candidates are the midpoints of the sorted unique scores plus 1e-6
+    beyond each end; a score counts as harmful when it is above the candidate; ties go
+    to the lowest candidate.
+    """
+    s = np.unique(np.asarray(scores, dtype=np.float64))
+    y = np.asarray(y).astype(bool)
+    if y.all() or not y.any():
+        raise ValueError("a threshold search needs harmful and harmless examples")
+    candidates = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]])
+    above = np.asarray(scores, dtype=np.float64)[None, :] > candidates[:, None]  # [candidate, example]
+    tpr, fpr = above[:, y].mean(1), above[:, ~y].mean(1)
+    f1 = 2 * tpr / (1 + tpr + fpr)
     return float(candidates[int(np.argmax(f1))])
+
+
+# ---------------------------------------------------------------- readouts: (z standardised, y, seed, C) -> (coef, b)
+
+
+def _adamw_readout(z: np.ndarray, y: np.ndarray, seed: int, C: float) -> tuple[np.ndarray, float]:
+    """The released code's readout: 80 full-batch AdamW steps on a Xavier-initialised linear layer."""
+    x, t = torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(int(seed))
+    weight = torch.nn.init.xavier_uniform_(torch.empty(1, x.shape[1]), generator=generator).requires_grad_(True)
+    bias = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.AdamW([weight, bias], lr=0.05, weight_decay=0.01)
+    pos_weight = torch.tensor([(1 - t).sum() / t.sum()])
+    with torch.enable_grad():
+        for _ in range(80):
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight[0] + bias, t, pos_weight=pos_weight)
+            loss.backward()
+            opt.step()
+    return weight.detach()[0].numpy().astype(np.float64), float(bias.detach()[0])
+
+
+def _lbfgs_readout(z: np.ndarray, y: np.ndarray, seed: int, C: float) -> tuple[np.ndarray, float]:
+    """A converged, class-balanced, L2-regularised logistic regression (scikit-learn)."""
+    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed).fit(z, y)
+    return clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+
+
+#: Readout trainers by name; all take standardised features and return (coef, intercept).
+READOUTS = {"paper": _adamw_readout, "lbfgs": _lbfgs_readout}
+#: Recalibration methods by name: whether the readout is refit on source + target before the search.
+RECALIBRATIONS = {"paper": True, "threshold": False}
 
 
 class Gate:
     """Low-rank logistic harmfulness readout with a per-language decision threshold."""
 
-    def __init__(self, rank: int = 10, C: float = 1.0, seed: int = 0):
+    def __init__(self, rank: int | None = None, C: float = 1.0, seed: int = 0, readout: str = "paper"):
         self.rank = rank
         self.C = C
         self.seed = seed
+        self.readout = readout
 
     # ------------------------------------------------------------------ fitting
 
     def fit(self, acts: ActivationSet, layer: int, position: str = "t_post_inst", source_languages=None) -> Gate:
         """Fit subspace, readout and threshold on the source languages of ``acts`` at one layer/position."""
-        if self.rank < 1:
-            raise ValueError(f"rank must be at least 1, got {self.rank}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown readout {self.readout!r}; use one of {sorted(READOUTS)}")
         languages = list(source_languages or acts.prompts.languages)
         missing = [lang for lang in languages if lang not in acts.prompts.languages]
         if missing:
             raise ValueError(f"source language(s) {missing} not in the activations ({acts.prompts.languages})")
+        rank = len(languages) if self.rank is None else self.rank
+        if not 1 <= rank <= len(languages):
+            raise ValueError(f"rank {rank} exceeds the {len(languages)} source directions it is taken from "
+                             f"({languages}); use rank <= {len(languages)} or rank=None for all of them")
         src = acts.where(language=languages)
         li, pi = src.layer_index(layer), src.position_index(position)
         per_lang = dirs.per_language(src, languages)
-        stacked = torch.stack([d[li, pi] for d in per_lang.values()]).double()
+        stacked = dirs.unit(torch.stack([d[li, pi] for d in per_lang.values()]).double())
         _, _, vh = torch.linalg.svd(stacked, full_matrices=False)
         self.layer_, self.position_ = layer, str(position)
         self.source_languages_ = tuple(languages)
-        self.rank_ = min(self.rank, len(languages))  # a subspace of n directions has at most n axes
-        self.basis_ = vh[: self.rank_].float().contiguous()
+        self.rank_ = rank
+        self.basis_ = vh[:rank].float().contiguous()
         self.d_model_ = int(self.basis_.shape[1])
-        self._fit_readout(src.at(layer, position), src.prompts.labels)
-        self.threshold_ = best_threshold(self.raw_logits(src.at(layer, position)).numpy(), src.prompts.labels)
-        self.language_, self.k_, self.refit_ = None, 0, False
+        self.source_features_ = self._project(src.at(layer, position))
+        self.source_labels_ = torch.from_numpy(src.prompts.labels.astype(np.int64))
+        self._fit_readout(self.source_features_, self.source_labels_.numpy())
+        self.threshold_ = balanced_f1_threshold(self.raw_logits(src.at(layer, position)).numpy(),
+                                                src.prompts.labels)
+        self.language_, self.k_, self.method_ = None, 0, None
         return self
 
-    def _fit_readout(self, x: Float[Tensor, "n d_model"], y: np.ndarray, weight: np.ndarray | None = None) -> None:
-        z = (x.double() @ self.basis_.double().T).numpy()
-        scaler = StandardScaler().fit(z)
-        clf = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000, random_state=self.seed)
-        clf.fit(scaler.transform(z), y, sample_weight=weight)
-        self.mean_ = torch.tensor(scaler.mean_, dtype=torch.float32)
-        self.scale_ = torch.tensor(scaler.scale_, dtype=torch.float32)
-        self.coef_ = torch.tensor(clf.coef_[0], dtype=torch.float32)
-        self.intercept_ = float(clf.intercept_[0])
+    def _project(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n rank"]:
+        return x.float() @ self.basis_.to(x.device).T
 
-    def recalibrate(self, target: ActivationSet, k: int, *, seed: int = 0, refit: bool = False,
-                    source: ActivationSet | None = None) -> Gate:
-        """A copy of the gate with its threshold reset for one target language from ``k`` examples per class.
+    def _fit_readout(self, z: Float[Tensor, "n rank"], y: np.ndarray) -> None:
+        z = z.double()
+        mean, scale = z.mean(0), z.std(0, unbiased=False).clamp_min(1e-6)
+        coef, intercept = READOUTS[self.readout](((z - mean) / scale).numpy(), y, self.seed, self.C)
+        self.mean_, self.scale_ = mean.float(), scale.float()
+        self.coef_ = torch.tensor(coef, dtype=torch.float32)
+        self.intercept_ = float(intercept)
 
-        The threshold is the midpoint of the mean readout logits of the ``k`` harmful and
-        ``k`` harmless examples (the equal-variance decision boundary; with ``k = 1``, the
-        midpoint of the two). ``refit=True`` follows the paper's released code instead:
-        the readout is refit on ``source`` plus the ``2k`` target examples before the
-        threshold is chosen on them. The subspace never changes.
+    def recalibrate(self, target: ActivationSet, k: int, *, seed: int = 0, method: str = "paper") -> Gate:
+        """A copy of the gate recalibrated for one target language from ``k`` examples per class.
+
+        ``method="paper"`` (default, the released code's ``train_gates`` with a budget):
+        refit the standardiser and readout on the source prompts plus the ``2k`` target
+        examples, then search the threshold on the ``2k`` target logits.
+        ``method="threshold"`` (the paper's text): readout frozen, threshold searched the
+        same way. ``seed`` picks the examples.
         """
         self._check_fitted()
+        if method not in RECALIBRATIONS:
+            raise ValueError(f"unknown recalibration method {method!r}; use one of {sorted(RECALIBRATIONS)}")
         shots = sample_per_class(target, k, seed)
         x, y = self._features_of(shots), shots.prompts.labels
         gate = copy.deepcopy(self)
-        if refit:
-            if source is None:
-                raise ValueError("refit=True needs the source activations the gate was fitted on (source=...)")
-            src = source.where(language=list(self.source_languages_))
-            xs = self._features_of(src)
-            gate._fit_readout(torch.cat([xs, x]), np.concatenate([src.prompts.labels, y]))
-        raw = gate.raw_logits(x).numpy()
-        gate.threshold_ = float((raw[y == 1].mean() + raw[y == 0].mean()) / 2)
-        gate.language_, gate.k_, gate.refit_ = target.prompts.languages[0], k, refit
+        if RECALIBRATIONS[method]:
+            z = torch.cat([self.source_features_, self._project(x)])
+            gate._fit_readout(z, np.concatenate([self.source_labels_.numpy(), y]))
+        gate.threshold_ = balanced_f1_threshold(gate.raw_logits(x).numpy(), y)
+        gate.language_, gate.k_, gate.method_ = target.prompts.languages[0], k, method
         return gate
 
     # ------------------------------------------------------------------ reading
@@ -155,16 +222,15 @@ class Gate:
         x = self._features_of(acts)
         if x.shape[-1] != self.d_model_:
             raise ValueError(f"activations have width {x.shape[-1]}; this gate was fitted on d_model={self.d_model_}")
-        basis = self.basis_.to(x.device, torch.float32)
-        z = (x.float() @ basis.T - self.mean_.to(x.device)) / self.scale_.to(x.device)
+        z = (self._project(x) - self.mean_.to(x.device)) / self.scale_.to(x.device)
         return z @ self.coef_.to(x.device) + self.intercept_
 
     def margin(self, acts: ActivationSet | Float[Tensor, "n d_model"]) -> Float[Tensor, " n"]:
-        """Readout logit minus the threshold: positive means the gate calls the prompt harmful."""
+        """Readout logit minus the threshold: ``>= 0`` means the gate calls the prompt harmful."""
         return self.raw_logits(acts) - self.threshold_
 
     def predict(self, acts: ActivationSet | Float[Tensor, "n d_model"]) -> Bool[Tensor, " n"]:
-        return self.margin(acts) > 0
+        return self.margin(acts) >= 0
 
     def balanced_accuracy(self, acts: ActivationSet) -> float:
         return float(balanced_accuracy_score(acts.prompts.labels, self.predict(acts).cpu().numpy()))
@@ -174,11 +240,12 @@ class Gate:
     def save(self, path: str | Path) -> Path:
         """One safetensors file with the learned tensors; the rest in its header. Atomic."""
         self._check_fitted()
-        meta = {"format": _FORMAT, "rank": self.rank, "C": self.C, "seed": self.seed, "layer": self.layer_,
-                "position": self.position_, "source_languages": list(self.source_languages_),
+        meta = {"format": _FORMAT, "rank": self.rank, "C": self.C, "seed": self.seed, "readout": self.readout,
+                "layer": self.layer_, "position": self.position_, "source_languages": list(self.source_languages_),
                 "rank_": self.rank_, "intercept": self.intercept_, "threshold": self.threshold_,
-                "language": self.language_, "k": self.k_, "refit": self.refit_}
-        tensors = {"basis": self.basis_, "mean": self.mean_, "scale": self.scale_, "coef": self.coef_}
+                "language": self.language_, "k": self.k_, "method": self.method_}
+        tensors = {"basis": self.basis_, "mean": self.mean_, "scale": self.scale_, "coef": self.coef_,
+                   "source_features": self.source_features_, "source_labels": self.source_labels_}
         atomic_save({k: v.contiguous() for k, v in tensors.items()}, Path(path), {"lowres_safety": json.dumps(meta)})
         return Path(path)
 
@@ -187,18 +254,23 @@ class Gate:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads(fh.metadata()["lowres_safety"])
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        gate = cls(meta["rank"], meta["C"], meta["seed"])
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{path} is a gate file of format {meta.get('format')}; this version reads format "
+                             f"{_FORMAT}: fit the gate again")
+        gate = cls(meta["rank"], meta["C"], meta["seed"], meta["readout"])
         gate.layer_, gate.position_ = meta["layer"], meta["position"]
         gate.source_languages_, gate.rank_ = tuple(meta["source_languages"]), meta["rank_"]
         gate.basis_, gate.mean_, gate.scale_, gate.coef_ = (tensors[k] for k in ("basis", "mean", "scale", "coef"))
+        gate.source_features_, gate.source_labels_ = tensors["source_features"], tensors["source_labels"]
         gate.d_model_ = int(gate.basis_.shape[1])
         gate.intercept_, gate.threshold_ = meta["intercept"], meta["threshold"]
-        gate.language_, gate.k_, gate.refit_ = meta["language"], meta["k"], meta["refit"]
+        gate.language_, gate.k_, gate.method_ = meta["language"], meta["k"], meta["method"]
         return gate
 
     def __repr__(self) -> str:
         if not hasattr(self, "basis_"):
-            return f"Gate(rank={self.rank}, C={self.C}, seed={self.seed})"
-        where = f"recalibrated for {self.language_!r} with k={self.k_}" if self.language_ else "source threshold"
-        return (f"Gate(layer={self.layer_}, position={self.position_!r}, rank={self.rank_}, "
+            return f"Gate(rank={self.rank}, readout={self.readout!r}, seed={self.seed})"
+        where = (f"recalibrated for {self.language_!r} with k={self.k_} ({self.method_})" if self.language_
+                 else "source threshold")
+        return (f"Gate(layer={self.layer_}, position={self.position_!r}, rank={self.rank_}, readout={self.readout!r}, "
                 f"source={list(self.source_languages_)}, threshold={self.threshold_:.3f}, {where})")

@@ -285,14 +285,22 @@ def route(gate, direction, alpha: float, layer: int | None = None, *, n_layers: 
 def default_alpha(acts, direction, layer: int, position: str = "t_post_inst", lam: float = 1.0) -> float:
     """The paper's steering strength: λ · (75th pct of harmful − 25th pct of harmless projections).
 
-    Projections on v̂ of the source prompts in ``acts`` at one layer and position.
+    Projections on v̂ of the source prompts in ``acts`` at one layer and position. A gap
+    ≤ 0 (harmful prompts not above harmless ones) is an error, as in the released code
+    (``low-resource-safety``: its steering-strength helper raises there too): the
+    direction does not separate the classes at this layer, so no positive α follows.
     """
     v = _unit_vector(direction)
     proj = (acts.at(layer, position).float() @ v).numpy()
     y = acts.prompts.labels.astype(bool)
     if y.all() or not y.any():
         raise ValueError("default_alpha needs harmful and harmless source prompts")
-    return _finite(lam) * float(np.quantile(proj[y], 0.75) - np.quantile(proj[~y], 0.25))
+    gap = float(np.quantile(proj[y], 0.75) - np.quantile(proj[~y], 0.25))
+    if not gap > 0:
+        raise ValueError(f"at layer {layer} the harmful prompts' 75th-percentile projection is not above the "
+                         f"harmless prompts' 25th ({gap:.3g}); the direction does not separate them there, so "
+                         "there is no steering strength: pick another layer or give alpha yourself")
+    return _finite(lam) * gap
 
 
 # ---------------------------------------------------------------- weights

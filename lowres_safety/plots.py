@@ -191,6 +191,7 @@ def dose_response_curves(dose: pd.DataFrame) -> go.Figure:
     fig = px.line(long, x="alpha", y="value", color="language", facet_col="layer", facet_row="measure", markers=True,
                   color_discrete_map=language_colours(dose), category_orders={"measure": list(measures.values())})
     fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_xaxes(matches=None, showticklabels=True)  # each layer has its own α unit
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     fig.update_layout(title="Dose-response of adding α·v̂ (columns: layer; rows: measure)", height=720,
                       legend_title="language")

@@ -205,8 +205,7 @@ def recoverability(acts: ActivationSet, direction: Float[Tensor, "layer position
                 results["random_direction"] = (sign * rand[test] > _midpoint(sign * rand[calib], yc), sign * rand[test])
                 shots = sub.where(id=sub.prompts.frame["id"].iloc[calib].tolist())
                 g = gate.recalibrate(shots, b, seed=seed)
-                gate_raw = g.raw_logits(x[test]).numpy()
-                results["gate"] = (gate_raw > g.threshold_, gate_raw)
+                results["gate"] = (g.predict(x[test]).numpy(), g.raw_logits(x[test]).numpy())
                 s = _probe_scores(x[calib].numpy(), yc, x[test].numpy(), C)
                 results["target_probe"] = (s > 0, s)
                 scored = {name: _score(pred, s, yt) for name, (pred, s) in results.items()}

@@ -68,6 +68,7 @@ def write_html(path: str | Path, title: str, sections: list[Section], header: st
             parts.append(f"<p class='how'>{html.escape(how)}</p>")
             first = False
         if section.table is not None:
-            parts.append(section.table.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="–"))
+            table = section.table.rename_axis(columns=None)  # a pivot's column-axis name is no column
+            parts.append(table.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="–"))
     parts.append("</body></html>")
     return atomic_write_text(path, "\n".join(parts))

@@ -41,13 +41,15 @@ def middle_layers(n_layers: int) -> list[int]:
     return list(range(n_layers // 4, (3 * n_layers) // 4))
 
 
-def choose_layer(acts: ActivationSet, source_languages, position: str = "t_post_inst") -> int:
+def choose_layer(acts: ActivationSet, source_languages, position: str = "t_post_inst", *, n_layers: int) -> int:
     """Layer where the pooled source direction separates the source languages best (mean AUROC).
 
-    Only the middle half of the network is searched: the earliest layers carry little
-    meaning and the last ones leave no room for steering to act.
+    Only the middle half of the model's ``n_layers`` (``model.cfg.n_layers``) is searched:
+    the earliest layers carry little meaning and the last ones leave no room for steering
+    to act. The layer count comes from the model, not from the layers extracted, so a
+    set holding only the middle layers is searched over the same range.
     """
-    middle = [l for l in acts.layers if l in middle_layers(max(acts.layers) + 1)] or list(acts.layers)
+    middle = [l for l in acts.layers if l in middle_layers(n_layers)] or list(acts.layers)
     v = dirs.pooled(acts, source_languages)
     pi = acts.position_index(position)
     per_lang = [auroc(project(sub, v)[:, :, pi].numpy(), sub.prompts.labels)
@@ -72,7 +74,7 @@ class FittedMethods:
 
 
 def fit_methods(acts: ActivationSet, source_languages, n_layers: int, *, layer: int | None = None,
-                position: str = "t_post_inst", lam: float = 1.0, rank: int = 10, seed: int = 0,
+                position: str = "t_post_inst", lam: float = 1.0, rank: int | None = None, seed: int = 0,
                 scope: str = "from_last") -> FittedMethods:
     """Direction, α (λ·(q75 harmful − q25 harmless)), gate, AdaSteer and CAST rules on the source data.
 
@@ -84,7 +86,7 @@ def fit_methods(acts: ActivationSet, source_languages, n_layers: int, *, layer: 
     source_languages = [lang for lang in source_languages if lang in acts.prompts.languages]
     if not source_languages:
         raise ValueError(f"no source language in the activations ({acts.prompts.languages})")
-    layer = choose_layer(acts, source_languages, position) if layer is None else layer
+    layer = choose_layer(acts, source_languages, position, n_layers=n_layers) if layer is None else layer
     src = acts.where(language=source_languages)
     li, pi = src.layer_index(layer), src.position_index(position)
     v = dirs.unit(dirs.pooled(src)[li, pi])

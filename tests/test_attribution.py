@@ -83,3 +83,19 @@ def test_direction_tokens_match_the_unembedding(default_model):
 def test_overlapping_token_sets_are_refused(default_model):
     with pytest.raises(ValueError, match="both sets"):
         A.logit_diff_direction(default_model, [1, 2], [2, 3])
+
+
+def test_components_sum_to_the_total_under_gemma2_soft_cap():
+    """Gemma-2 caps its logits; the total is read before the cap, where the linear components add up."""
+    from helpers import build_model
+
+    model = build_model("gemma2", final_logit_softcapping=0.5)  # a low cap: every logit is far into the tanh
+    assert model.cfg.output_logits_soft_cap == 0.5
+    prompts = load_builtin(["en"], n_per_class=2)
+    attr = A.attribute(model, prompts, [10, 11], [12, 13], batch_size=4, progress=False)
+    summed = attr.components.groupby("id")["contribution"].sum().loc[prompts.frame["id"]].to_numpy()
+    total = attr.total.set_index("id").loc[prompts.frame["id"], "logit_diff"].to_numpy()
+    assert np.allclose(summed, total, atol=1e-3)
+    capped = next_token_logprobs(model, prompts)  # post-cap log-softmax: differences are capped ones
+    capped_diff = (capped[:, [10, 11]].mean(1) - capped[:, [12, 13]].mean(1)).numpy()
+    assert np.abs(capped_diff).max() < 1.0 and not np.allclose(total, capped_diff, atol=1e-3)

@@ -1,14 +1,17 @@
 """The gate: reproducible fitting, hand-checked recalibration, persistence, bad input, PolyRefuse recovery."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from lowres_safety import extract
 from lowres_safety.activations import ActivationSet
 from lowres_safety.data import PromptSet, load_polyrefuse
-from lowres_safety.gate import Gate, sample_per_class
+from lowres_safety.gate import READOUTS, Gate, balanced_f1_threshold, sample_per_class
 
 
 def planted(n=40, d=16, languages=("en", "de", "sw"), shift=None, seed=0):
@@ -27,14 +30,82 @@ def planted(n=40, d=16, languages=("en", "de", "sw"), shift=None, seed=0):
     return ActivationSet(torch.cat(acts)[:, None, None], prompts, (3,), ("t_post_inst",))
 
 
-def test_same_seed_gives_the_same_gate_bit_for_bit():
+@pytest.mark.parametrize("readout", ["paper", "lbfgs"])
+def test_same_seed_gives_the_same_gate_bit_for_bit(readout):
     acts = planted()
-    a = Gate(seed=3).fit(acts, 3, source_languages=["en", "de"])
-    b = Gate(seed=3).fit(acts, 3, source_languages=["en", "de"])
+    a = Gate(seed=3, readout=readout).fit(acts, 3, source_languages=["en", "de"])
+    b = Gate(seed=3, readout=readout).fit(acts, 3, source_languages=["en", "de"])
     for name in ("basis_", "mean_", "scale_", "coef_"):
         assert torch.equal(getattr(a, name), getattr(b, name))
     assert a.threshold_ == b.threshold_ and a.intercept_ == b.intercept_
-    assert a.rank_ == 2  # two source languages span at most two axes
+    assert a.rank_ == 2  # rank=None: every source direction
+
+
+def test_the_basis_is_the_svd_of_unit_per_language_directions():
+    """A language with a huge raw direction must not dominate: the released code normalises first."""
+    acts = planted(shift={})
+    big = acts.acts.clone()
+    de = torch.from_numpy(acts.prompts.mask(language="de"))
+    big[de] *= 50.0
+    acts = ActivationSet(big, acts.prompts, acts.layers, acts.positions)
+    gate = Gate().fit(acts, 3, source_languages=["en", "de"])
+    x, lang = acts.acts[:, 0, 0].double(), acts.prompts.frame["language"].to_numpy()
+    y = acts.prompts.labels.astype(bool)
+    units = []
+    for code in ("en", "de"):
+        d = x[(lang == code) & y].mean(0) - x[(lang == code) & ~y].mean(0)
+        units.append(d / d.norm())
+    _, _, vh = np.linalg.svd(torch.stack(units).numpy(), full_matrices=False)
+    assert np.allclose(np.abs(gate.basis_.numpy() @ vh.T), np.eye(2), atol=1e-5)
+
+
+def test_a_rank_above_the_number_of_source_languages_is_an_error():
+    acts = planted()
+    with pytest.raises(ValueError, match="rank 3 exceeds the 2 source directions"):
+        Gate(rank=3).fit(acts, 3, source_languages=["en", "de"])
+    assert Gate(rank=1).fit(acts, 3, source_languages=["en", "de"]).basis_.shape == (1, 16)
+
+
+def _reference_balanced_f1_threshold(scores, y):
+    """Brute force with scikit-learn: F1 of the harmful class with each class weighted 0.5 / its size."""
+    s = np.unique(scores)
+    candidates = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]])
+    w = np.where(y == 1, 0.5 / (y == 1).sum(), 0.5 / (y == 0).sum())
+    f1 = [f1_score(y, scores > t, sample_weight=w, zero_division=0) for t in candidates]
+    return candidates[int(np.argmax(f1))]
+
+
+def test_threshold_search_is_the_released_codes_balanced_f1():
+    rng = np.random.default_rng(0)
+    for n_pos, n_neg in ((3, 12), (10, 4), (1, 1), (7, 7)):
+        scores = np.concatenate([rng.normal(1, 1, n_pos), rng.normal(0, 1, n_neg)])
+        y = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+        assert balanced_f1_threshold(scores, y) == pytest.approx(_reference_balanced_f1_threshold(scores, y))
+    # by hand: 2 harmless (0.1, 0.4) and 2 harmful (0.35, 0.8); the cut at 0.225 catches both harmful prompts
+    assert balanced_f1_threshold(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.225)
+
+
+def test_the_paper_readout_is_80_adamw_steps_from_a_xavier_start():
+    """Reference: the same training written with torch.nn modules (Linear, BCEWithLogitsLoss)."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(30, 4)).astype(np.float32)
+    y = (z[:, 0] + 0.3 * rng.normal(size=30) > 0.4).astype(int)
+    coef, intercept = READOUTS["paper"](z, y, 7, 1.0)
+    lin = torch.nn.Linear(4, 1)
+    with torch.no_grad():
+        torch.nn.init.xavier_uniform_(lin.weight, generator=torch.Generator().manual_seed(7))
+        lin.bias.zero_()
+    opt = torch.optim.AdamW(lin.parameters(), lr=0.05, weight_decay=0.01)
+    t = torch.tensor(y, dtype=torch.float32)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([(y == 0).sum() / (y == 1).sum()]))
+    for _ in range(80):
+        opt.zero_grad()
+        loss_fn(lin(torch.from_numpy(z))[:, 0], t).backward()
+        opt.step()
+    assert np.allclose(coef, lin.weight.detach()[0].numpy(), atol=1e-6)
+    assert intercept == pytest.approx(float(lin.bias.detach()[0]), abs=1e-6)
+    converged, _ = READOUTS["lbfgs"](z, y, 7, 1.0)
+    assert not np.allclose(coef, converged, atol=1e-2)  # 80 steps stop short of the optimum
 
 
 def test_the_gate_reads_the_planted_axis():
@@ -44,29 +115,65 @@ def test_the_gate_reads_the_planted_axis():
     assert gate.balanced_accuracy(acts.where(language="en")) > 0.95
 
 
-def test_recalibration_sets_the_threshold_at_the_midpoint_of_class_means():
+def test_a_logit_at_the_threshold_is_harmful():
+    acts = planted()
+    gate = Gate().fit(acts, 3, source_languages=["en", "de"])
+    x = acts.at(3, "t_post_inst")[:3]
+    gate.threshold_ = float(gate.raw_logits(x)[0])
+    assert bool(gate.predict(x)[0])  # the released code's decision is logit >= threshold
+
+
+def test_threshold_recalibration_keeps_the_readout_and_searches_the_threshold():
     acts = planted(shift={"sw": -2.0})  # sw sits lower on the axis: the source threshold calls it harmless
     gate = Gate().fit(acts, 3, source_languages=["en", "de"])
     sw = acts.where(language="sw")
     shots = sample_per_class(sw, 4, seed=1)
-    raw = gate.raw_logits(shots).numpy()
-    y = shots.prompts.labels
-    tuned = gate.recalibrate(sw, 4, seed=1)
-    assert tuned.threshold_ == pytest.approx((raw[y == 1].mean() + raw[y == 0].mean()) / 2)
+    tuned = gate.recalibrate(sw, 4, seed=1, method="threshold")
+    assert tuned.threshold_ == pytest.approx(balanced_f1_threshold(gate.raw_logits(shots).numpy(),
+                                                                   shots.prompts.labels))
     assert torch.equal(tuned.basis_, gate.basis_) and torch.equal(tuned.coef_, gate.coef_)
-    assert gate.language_ is None and tuned.language_ == "sw" and tuned.k_ == 4
+    assert gate.language_ is None and tuned.language_ == "sw" and tuned.k_ == 4 and tuned.method_ == "threshold"
     assert tuned.balanced_accuracy(sw) > gate.balanced_accuracy(sw) + 0.2
 
 
-def test_refit_changes_the_readout_but_not_the_subspace():
+def test_paper_recalibration_refits_on_source_plus_target_then_searches():
     acts = planted(shift={"sw": -2.0})
     gate = Gate().fit(acts, 3, source_languages=["en", "de"])
     sw = acts.where(language="sw")
-    refit = gate.recalibrate(sw, 4, seed=1, refit=True, source=acts)
+    shots = sample_per_class(sw, 4, seed=1)
+    refit = gate.recalibrate(sw, 4, seed=1)  # method="paper" is the default
     assert torch.equal(refit.basis_, gate.basis_)
-    assert not torch.equal(refit.coef_, gate.coef_)
-    with pytest.raises(ValueError, match="source"):
-        gate.recalibrate(sw, 4, refit=True)
+    reference = copy.deepcopy(gate)
+    src = acts.where(language=["en", "de"])
+    z = torch.cat([src.at(3, "t_post_inst"), shots.at(3, "t_post_inst")]) @ gate.basis_.T
+    reference._fit_readout(z, np.concatenate([src.prompts.labels, shots.prompts.labels]))
+    assert torch.allclose(refit.coef_, reference.coef_, atol=1e-6) and not torch.equal(refit.coef_, gate.coef_)
+    assert refit.threshold_ == pytest.approx(balanced_f1_threshold(refit.raw_logits(shots).numpy(),
+                                                                   shots.prompts.labels))
+    assert refit.balanced_accuracy(sw) > gate.balanced_accuracy(sw) + 0.2
+    with pytest.raises(ValueError, match="unknown recalibration"):
+        gate.recalibrate(sw, 4, method="midpoint")
+
+
+@pytest.mark.parametrize("method", ["paper", "threshold"])
+def test_inverted_class_means_do_not_invert_every_decision(method):
+    """When the k target harmful examples score below the harmless ones, a midpoint rule flips every call."""
+    acts = planted()
+    frame = acts.prompts.frame.copy()
+    sw = frame["language"] == "sw"
+    frame.loc[sw, "subset"] = frame.loc[sw, "subset"].map({"harmful": "harmless", "harmless": "harmful"})
+    acts = ActivationSet(acts.acts, PromptSet(frame, "planted, sw inverted"), acts.layers, acts.positions)
+    gate = Gate().fit(acts, 3, source_languages=["en", "de"])
+    target = acts.where(language="sw")
+    shots = sample_per_class(target, 1, seed=0)
+    raw, y = gate.raw_logits(shots).numpy(), shots.prompts.labels
+    assert raw[y == 1][0] < raw[y == 0][0]
+    midpoint = raw.mean()
+    flipped = balanced_accuracy_score(target.prompts.labels, gate.raw_logits(target).numpy() > midpoint)
+    assert flipped < 0.1
+    tuned = gate.recalibrate(target, 1, seed=0, method=method)
+    assert bool(tuned.predict(shots).all())  # both examples called harmful: the lowest candidate wins
+    assert tuned.balanced_accuracy(target) > flipped + 0.2
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -74,7 +181,9 @@ def test_save_and_load_round_trip(tmp_path):
     gate = Gate(rank=2, seed=5).fit(acts, 3, source_languages=["en", "de"]).recalibrate(acts.where(language="sw"), 2)
     loaded = Gate.load(gate.save(tmp_path / "gate.safetensors"))
     assert torch.equal(loaded.margin(acts), gate.margin(acts))
-    assert (loaded.language_, loaded.k_, loaded.layer_) == ("sw", 2, 3)
+    assert (loaded.language_, loaded.k_, loaded.layer_, loaded.method_) == ("sw", 2, 3, "paper")
+    again = [g.recalibrate(acts.where(language="sw"), 3, seed=4) for g in (gate, loaded)]
+    assert torch.equal(again[0].coef_, again[1].coef_) and again[0].threshold_ == again[1].threshold_
 
 
 def test_bad_input_is_refused():

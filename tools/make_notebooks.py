@@ -64,7 +64,7 @@ NOTEBOOKS = {
         "prompts = ls.data.load_builtin(LANGUAGES, n_per_class=N_PER_CLASS)\n"
         "acts = ls.extract(model, prompts, 'all', ('t_post_inst',), cache=True)\n"
         "high = [lang for lang in prompts.languages if ls.data.tier_of(lang) == 'high']\n"
-        "v = directions.pooled(acts, high)\nlayer = steering.choose_layer(acts, high)\nlayer",
+        "v = directions.pooled(acts, high)\nlayer = steering.choose_layer(acts, high, n_layers=model.cfg.n_layers)\nlayer",
         "completions = ls.generate(model, prompts, max_new_tokens=MAX_NEW_TOKENS)\n"
         "refusal = evaluation.measure_refusal(model, prompts, completions)\n"
         "plots.refusal_by_language(refusal, judge='substring')",
