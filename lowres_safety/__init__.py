@@ -4,8 +4,8 @@ Load a chat model as a TransformerLens bridge, extract multilingual activations,
 harmfulness direction, and measure where it separates and where the model acts on it.
 """
 
-from . import (activations, baselines, data, directions, evaluation, generation, hooks, models, plots, probing, report,
-               steering)
+from . import (activations, data, directions, evaluation, generation, hooks, methods, models, plots, presets, probing,
+               report, steering)
 from .activations import ActivationSet, extract
 from .data import PromptSet
 from .gate import Gate
@@ -17,7 +17,6 @@ __all__ = [
     "Gate",
     "PromptSet",
     "activations",
-    "baselines",
     "data",
     "directions",
     "evaluation",
@@ -26,8 +25,10 @@ __all__ = [
     "generation",
     "hooks",
     "load_model",
+    "methods",
     "models",
     "plots",
+    "presets",
     "probing",
     "report",
     "show_tokens",

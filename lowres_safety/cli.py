@@ -15,6 +15,7 @@ from . import diagnosis, plots, steering
 from .activations import extract
 from .generation import generate
 from .models import load_model, model_id
+from .presets import preset_for
 from .report import Section, records, write_html, write_json
 
 __all__ = ["diagnose", "main", "steer"]
@@ -92,12 +93,16 @@ def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, spli
 def steer(model_name: str = "organism", data: str = "builtin", languages=None, source_languages=None,
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
           seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32,
-          strength: float = 1.0, scope: str = "from_last") -> dict:
+          strength: float = 1.0, scope: str = "from_last", ablation: str = "gate_layer",
+          recalibration: str = "paper") -> dict:
     """Refusal per language under no intervention, ablation, addition, AdaSteer, CAST and the routed gate.
 
     ``strength`` is λ in α = λ·(q75 harmful − q25 harmless) of the source projections, shared
     by every method that adds the direction; ``scope`` is where addition and the gate add
-    it ("from_last": last prompt token onward; "all": every position).
+    it ("from_last": last prompt token onward; "all": every position); ``ablation`` where
+    the gate ablates ("gate_layer", the released code; "all_later_layers");
+    ``recalibration`` how it resets per language ("paper": refit + F1 search; "threshold").
+    A model the paper's code has settings for (:mod:`presets`) gets its gate layer.
     """
     if strength <= 0:
         raise ValueError(f"strength must be positive, got {strength}")
@@ -112,17 +117,16 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         raise ValueError(f"k must be 0 (source threshold) or a positive number of examples per class, got {ks}")
     fit_prompts, eval_prompts = _steer_data(data, list(languages), list(source), n_per_class, n_fit, split, seed)
     model = load_model(model_name)
-    n_layers = model.cfg.n_layers
-    candidates = [layer] if layer is not None else steering.middle_layers(n_layers)
-    fit_acts = extract(model, fit_prompts, candidates, ("t_post_inst",), cache=True)
-    fitted = steering.fit_methods(fit_acts, source, n_layers, layer=layer, seed=seed, lam=strength,
-                                  scope=scope)
+    preset = preset_for(model_name)
+    fit_acts = extract(model, fit_prompts, "all", ("t_post_inst",), cache=True)  # AdaSteer reads every layer
+    fitted = steering.fit_methods(model, fit_acts, source, layer=layer, seed=seed, lam=strength, scope=scope,
+                                  ablation=ablation, recalibration=recalibration, preset=preset)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
     timing["setup_s"] = time.perf_counter() - t0
     config = {"model": model_name, "data": str(data), "languages": list(languages), "source": list(source),
               "ks": list(ks), "n_per_class": n_per_class, "n_fit": n_fit, "split": split,
               "max_new_tokens": max_new_tokens, "seed": seed, "layer": fitted.layer, "strength": strength,
-              "scope": scope}
+              "scope": scope, "ablation": ablation, "recalibration": recalibration}
     out = Path(out)
     t = time.perf_counter()
     table, completions = steering.evaluate(
@@ -131,14 +135,17 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         parts=out / f".parts-{steering.config_key(config)}")
     timing["evaluate_s"] = time.perf_counter() - t
     results = {**config, "model": model_id(model), "alpha": fitted.alpha, "gate": repr(fitted.gate),
-               "rows": records(table), "timing": timing}
+               "preset": preset.source if preset else None, "rows": records(table), "timing": timing}
     write_json(out / "steer.json", results)
     completions.to_csv(out / "completions.csv", index=False)
     section = Section(
         "Can a recalibrated gate close the gap?",
         f"Methods fitted on {', '.join(source)} at layer {fitted.layer} (alpha = {fitted.alpha:.2f}); each language "
         f"scored on {n_per_class} harmful and {n_per_class} harmless held-out prompts, {max_new_tokens} new tokens, "
-        f"substring judge. gate k=0 keeps the source threshold; k>0 resets it with k examples per class.",
+        f"substring judge. gate k=0 keeps the source threshold; k>0 recalibrates it ({recalibration}) with k "
+        f"examples per class and routes (harmful: +alpha at layer {fitted.layer}; harmless: ablated at "
+        f"{ablation.replace('_', ' ')}). AdaSteer and CAST k=0 are fitted on the source languages, k=32 on 32 "
+        f"target examples per class (the paper's adapted baselines).",
         ((plots.selectivity_bars(table),
           "Bars are selectivity = harmful refusal - harmless refusal (percentage points) per language and method; "
           "higher is better, and a method that refuses everything scores 0."),
@@ -178,12 +185,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n-fit", type=int, default=32, help="PolyRefuse train prompts per class and language for fitting")
     s.add_argument("--split", default="test", help="PolyRefuse evaluation split: val or test")
     s.add_argument("--max-new-tokens", type=int, default=24)
-    s.add_argument("--layer", type=int, default=None, help="steering layer (default: best source AUROC, middle half)")
+    s.add_argument("--layer", type=int, default=None,
+                   help="steering layer (default: the paper's for its three models, else best source AUROC in the "
+                   "middle half)")
     s.add_argument("--strength", type=float, default=1.0,
                    help="lambda in alpha = lambda * (q75 harmful - q25 harmless) of the source projections (default 1)")
     s.add_argument("--scope", default="from_last", choices=("from_last", "all"),
                    help="where addition and the gate add alpha*v: the last prompt token onward (default) "
                    "or every position")
+    s.add_argument("--ablation", default="gate_layer", choices=("gate_layer", "all_later_layers"),
+                   help="where the gate ablates the direction from prompts it calls harmless: the gate layer's "
+                   "block output (default, the released code) or every later layer too")
+    s.add_argument("--recalibration", default="paper", choices=("paper", "threshold"),
+                   help="per-language gate reset: refit on source + k target examples then search the threshold "
+                   "(default, the released code), or search the threshold of the frozen readout")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/steer", help="output folder for steer.json, completions.csv, report.html")
     o = sub.add_parser("organism", help="the safety-tuned model organism")
@@ -214,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "steer":
             steer(args.model, args.data, _languages(args.languages), _languages(args.source_languages), _ints(args.k),
                   args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer,
-                  strength=args.strength, scope=args.scope)
+                  strength=args.strength, scope=args.scope, ablation=args.ablation,
+                  recalibration=args.recalibration)
             print(f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html")
         elif args.command == "organism":
             from . import organism

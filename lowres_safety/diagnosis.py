@@ -22,6 +22,8 @@ from .data import PromptSet, _sample_sources, tier_of
 from .gate import Gate
 from .generation import generate
 from .hooks import default_alpha
+from .models import model_id
+from .presets import preset_for
 from .report import Section
 
 __all__ = ["Diagnosis", "analyse", "sections"]
@@ -92,7 +94,8 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     sep = probing.separability(acts, v, direction_name="pooled_high", own=True, folds=probe_folds, seed=seed)
     pooled_rows = sep[(sep["direction"] == "pooled_high") & (sep["position"] == "t_post_inst")]
     best_layer = int(pooled_rows.groupby("layer")["auroc"].mean().idxmax())
-    gate_layer = steering.choose_layer(acts, source, n_layers=model.cfg.n_layers)
+    preset = preset_for(model_id(model))
+    gate_layer = preset.gate_layer if preset else steering.choose_layer(acts, source, n_layers=model.cfg.n_layers)
     cos = dirs.cosine_matrix(dirs.per_language(acts), acts.layers, acts.positions)
     transfer = probing.transfer_matrix(acts, gate_layer)
     proj = probing.projections(acts, v, gate_layer, "t_post_inst")

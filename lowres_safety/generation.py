@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .activations import left_pad, length_batches
 from .data import PromptSet
-from .hooks import Hook, decoding, steers_in
+from .hooks import Hook, decoding, prompt_attention, steers_in
 from .models import encode_chat
 
 __all__ = ["as_prompt_set", "generate", "next_token_logprobs", "stop_token_ids"]
@@ -66,7 +66,8 @@ def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, 
     rows = ids.shape[0]
     tokens, done = [], torch.zeros(rows, dtype=torch.bool, device=ids.device)
     with model.hooks(fwd_hooks=list(hooks)):
-        logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache")
+        with prompt_attention(mask):
+            logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache")
         steers = [{"score": s.score, "alpha": s.alpha, "ablate": s.ablate} for s in steers_in(hooks)]
         with decoding():
             for step in range(max_new_tokens):
@@ -155,7 +156,8 @@ def next_token_logprobs(model, prompts: PromptSet | Sequence[str], hooks: Sequen
     with model.hooks(fwd_hooks=list(hooks)):
         for idx, ids, mask in tqdm(list(_batches(model, prompts, batch_size, system)), desc="score",
                                    disable=not progress):
-            logits = model(ids, attention_mask=mask)[:, -1].float()
+            with prompt_attention(mask):
+                logits = model(ids, attention_mask=mask)[:, -1].float()
             if out is None:
                 out = torch.empty(len(prompts), logits.shape[-1])
             out[torch.from_numpy(idx)] = torch.log_softmax(logits, -1).cpu()

@@ -32,6 +32,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 __all__ = [
+    "ABLATIONS",
     "ARDITI_SITES",
     "SCOPES",
     "Hook",
@@ -43,6 +44,8 @@ __all__ = [
     "is_decoding",
     "orthogonalize_weights",
     "patch",
+    "prompt_attention",
+    "prompt_mask",
     "route",
     "steers_in",
 ]
@@ -67,6 +70,24 @@ def decoding():
 
 def is_decoding() -> bool:
     return _DECODING.get()
+
+
+_MASK: ContextVar[Tensor | None] = ContextVar("lowres_safety_prompt_mask", default=None)
+
+
+@contextmanager
+def prompt_attention(mask: Tensor):
+    """Make the prefill's ``[batch, pos]`` attention mask readable by hooks (:func:`prompt_mask`)."""
+    token = _MASK.set(mask)
+    try:
+        yield
+    finally:
+        _MASK.reset(token)
+
+
+def prompt_mask() -> Tensor | None:
+    """The attention mask of the prompt being prefilled, where the caller set one; else None."""
+    return _MASK.get()
 
 
 # ---------------------------------------------------------------- helpers
@@ -255,17 +276,36 @@ def steers_in(hooks: Iterable[Hook]) -> list[Steer]:
     return found
 
 
-def route(gate, direction, alpha: float, layer: int | None = None, *, n_layers: int,
-          scope: str = "from_last", sites: Iterable[str] = ARDITI_SITES) -> list[Hook]:
+def _gate_layer_only(steer: Steer, n_layers: int | None, sites: Iterable[str]) -> list[Hook]:
+    return steer.hooks()
+
+
+def _all_later_layers(steer: Steer, n_layers: int | None, sites: Iterable[str]) -> list[Hook]:
+    if n_layers is None:
+        raise ValueError("ablation='all_later_layers' needs n_layers (model.cfg.n_layers)")
+    return steer.hooks(n_layers, sites)
+
+
+#: Where routing ablates the direction from rows the gate calls harmless.
+ABLATIONS = {"gate_layer": _gate_layer_only, "all_later_layers": _all_later_layers}
+
+
+def route(gate, direction, alpha: float, layer: int | None = None, *, n_layers: int | None = None,
+          scope: str = "from_last", ablation: str = "gate_layer", sites: Iterable[str] = ARDITI_SITES) -> list[Hook]:
     """The paper's routing: the gate reads the last prompt token at its layer, once per prompt.
 
     Rows judged harmful get +α v̂ at the gate's layer on the last prompt token and every
     generated token (``scope``); rows judged harmless get the direction ablated at every
-    token, at the gate's layer and at ``sites`` of every later layer. Layers before the
-    gate's are left alone: in one forward pass they run before the decision exists.
-    ``n_layers`` is ``model.cfg.n_layers``.
+    token. ``ablation="gate_layer"`` (default) ablates at the gate layer's block output
+    only, as the released code does (``interventions.py::make_conditional_refusal_hook``,
+    installed on block L alone); ``"all_later_layers"`` also ablates at ``sites`` of every
+    later layer (``n_layers`` = ``model.cfg.n_layers``), a far stronger intervention whose
+    harmless refusal and KL are not comparable with the paper's. Layers before the gate's
+    are left alone: in one forward pass they run before the decision exists.
     """
     gate._check_fitted()
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; use one of {sorted(ABLATIONS)}")
     if layer is not None and layer != gate.layer_:
         raise ValueError(f"this gate was fitted at layer {gate.layer_}, not {layer}")
     if gate.position_ != "t_post_inst":
@@ -276,10 +316,10 @@ def route(gate, direction, alpha: float, layer: int | None = None, *, n_layers: 
 
     def decide(x: Tensor) -> Decision:
         margin = gate.margin(x)
-        harmful = margin > 0
+        harmful = margin >= 0
         return margin, harmful.to(x.dtype) * alpha, ~harmful
 
-    return Steer(decide, v, gate.layer_, scope=scope).hooks(n_layers, sites)
+    return ABLATIONS[ablation](Steer(decide, v, gate.layer_, scope=scope), n_layers, sites)
 
 
 def default_alpha(acts, direction, layer: int, position: str = "t_post_inst", lam: float = 1.0) -> float:

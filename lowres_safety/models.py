@@ -204,13 +204,13 @@ def weights_fingerprint(model, n_per_tensor: int = 4096) -> str:
 # ---------------------------------------------------------------- chat formatting
 
 
-def format_chat(tokenizer, instruction: str, system: str | None = None) -> str:
-    """The prompt text the model sees: the tokenizer's chat template, generation prompt on."""
+def format_chat(tokenizer, instruction: str, system: str | None = None, *, generation_prompt: bool = True) -> str:
+    """The prompt text the model sees: the tokenizer's chat template, generation prompt on by default."""
     messages = ([{"role": "system", "content": system}] if system is not None else []) + [
         {"role": "user", "content": instruction}
     ]
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except Exception as err:  # jinja raises TemplateError for e.g. Gemma's missing system role
         if system is not None:
             raise ValueError(
@@ -231,7 +231,8 @@ class ChatPrompt:
         return len(self.ids)
 
 
-def encode_chat(tokenizer, instruction: str, system: str | None = None) -> ChatPrompt:
+def encode_chat(tokenizer, instruction: str, system: str | None = None, *,
+                generation_prompt: bool = True) -> ChatPrompt:
     """Tokenize the chat-formatted prompt exactly as ``apply_chat_template(tokenize=True)`` does.
 
     The template text already holds any BOS token, so special tokens are not added again.
@@ -240,7 +241,7 @@ def encode_chat(tokenizer, instruction: str, system: str | None = None) -> ChatP
     """
     if not instruction.strip():
         raise ValueError("empty instruction: every prompt needs some text")
-    text = format_chat(tokenizer, instruction, system)
+    text = format_chat(tokenizer, instruction, system, generation_prompt=generation_prompt)
     end = text.rfind(instruction.strip())
     if end < 0:
         raise ValueError(f"the chat template changed the instruction beyond stripping: {instruction[:60]!r}")

@@ -277,3 +277,85 @@ def recoverability_curves(rec: pd.DataFrame, *, metric: str = "balanced_accuracy
                       yaxis_title=f"{label} (mean ± sd over seeds)", yaxis_range=[0.3, 1.02], legend_title="method")
     fig.update_xaxes(title_text="examples per class")
     return fig
+
+
+# ---------------------------------------------------------------- direction selection and interventional transfer
+
+__all__ += ["selection_scores", "transfer_intervention_heatmap"]
+
+
+def selection_scores(table: pd.DataFrame) -> go.Figure:
+    """Bypass, induce and KL scores of every candidate by layer (``selection.select_direction(...).table``).
+
+    One line per position; filtered candidates are hollow grey crosses (hover shows why),
+    the chosen one a star. Dashed lines: the unhooked scores and the default filters.
+    """
+    from plotly.subplots import make_subplots
+
+    panels = [("bypass_score", "refusal after ablation (harmful)", "baseline_harmful_score"),
+              ("induce_score", "refusal after addition (harmless)", "baseline_harmless_score"),
+              ("kl", "KL after ablation (harmless)", None)]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title, _ in panels])
+    palette = px.colors.qualitative.Plotly
+    for col, (measure, _, baseline) in enumerate(panels, start=1):
+        for i, (position, part) in enumerate(table.sort_values("layer").groupby("position", sort=False)):
+            colour = palette[i % len(palette)]
+            fig.add_trace(go.Scatter(x=part["layer"], y=part[measure], mode="lines", line_color=colour,
+                                     name=f"position {position}", legendgroup=str(position),
+                                     showlegend=col == 1), row=1, col=col)
+            kept, dropped = part[~part["filtered"]], part[part["filtered"]]
+            fig.add_trace(go.Scatter(x=kept["layer"], y=kept[measure], mode="markers", marker_color=colour,
+                                     legendgroup=str(position), showlegend=False, hoverinfo="x+y"), row=1, col=col)
+            fig.add_trace(go.Scatter(x=dropped["layer"], y=dropped[measure], mode="markers", text=dropped["why"],
+                                     marker=dict(symbol="x-open", color="grey", size=8), name="filtered",
+                                     legendgroup="filtered", showlegend=col == 1 and i == 0), row=1, col=col)
+        if baseline is not None and baseline in table:
+            fig.add_hline(y=float(table[baseline].iloc[0]), line_dash="dash", line_color="black", row=1, col=col,
+                          annotation_text="no intervention")
+        best = table[table["chosen"]] if "chosen" in table else table.iloc[:0]
+        fig.add_trace(go.Scatter(x=best["layer"], y=best[measure], mode="markers", name="chosen",
+                                 marker=dict(symbol="star", size=16, color="gold", line=dict(color="black", width=1)),
+                                 legendgroup="chosen", showlegend=col == 1), row=1, col=col)
+    fig.add_hline(y=0, line_dash="dot", line_color="grey", row=1, col=2, annotation_text="induce filter")
+    fig.add_hline(y=0.1, line_dash="dot", line_color="grey", row=1, col=3, annotation_text="KL filter")
+    fig.update_xaxes(title_text="layer of the candidate (residual stream after block)")
+    fig.update_yaxes(title_text="refusal log-odds", row=1, col=1)
+    fig.update_yaxes(title_text="refusal log-odds", row=1, col=2)
+    fig.update_yaxes(title_text="KL(base ‖ ablated)", row=1, col=3)
+    fig.update_layout(title="Refusal-direction candidates (Arditi et al. 2024 selection)", legend_title="candidate",
+                      width=1300, height=450)
+    return fig
+
+
+def transfer_intervention_heatmap(table: pd.DataFrame) -> go.Figure:
+    """Source × target refusal after ablating / adding the source's direction (``transfer.interventional_transfer``).
+
+    Left: harmful prompts refused after ablation, each cell annotated with the drop from
+    the target's unhooked rate. Right: harmless prompts refused after addition, annotated
+    with the unhooked rate. Rows: whose direction; columns: whose prompts.
+    """
+    from plotly.subplots import make_subplots
+
+    sources = list(dict.fromkeys(table["source"]))
+    targets = list(dict.fromkeys(table["target"]))
+
+    def grid(column: str) -> pd.DataFrame:
+        return table.pivot(index="source", columns="target", values=column).loc[sources, targets]
+
+    ablated, drop = grid("ablated_harmful_refusal"), grid("drop")
+    added, base = grid("added_harmless_refusal"), grid("baseline_harmless_refusal")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=["harmful refused after ablation (%); drop from baseline in brackets",
+                                        "harmless refused after addition (%); baseline in brackets"])
+    for col, (values, note) in enumerate(((ablated, drop), (added, base)), start=1):
+        text = [[f"{v:.0f} ({n:+.0f})" if col == 1 else f"{v:.0f} ({n:.0f})" for v, n in zip(vr, nr)]
+                for vr, nr in zip(values.to_numpy(), note.to_numpy())]
+        fig.add_trace(go.Heatmap(z=values.to_numpy(), x=targets, y=sources, text=text, texttemplate="%{text}",
+                                 zmin=0, zmax=100, coloraxis="coloraxis"), row=1, col=col)
+    fig.update_xaxes(title_text="target language (prompts)")
+    fig.update_yaxes(title_text="source language (direction)", autorange="reversed")
+    judge = table["judge"].iloc[0] if "judge" in table else "?"
+    fig.update_layout(title=f"Interventional cross-lingual transfer of refusal directions ({judge} judge)",
+                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=100, colorbar_title="refused (%)"),
+                      width=1200, height=500)
+    return fig

@@ -106,8 +106,23 @@ def _gate(model, layer):
     return Gate(rank=2).fit(acts, layer, "t_post_inst", ["en", "de"]), acts
 
 
-def test_route_equals_add_or_ablate_row_by_row(tiny):
-    layer, n = 1, tiny.cfg.n_layers
+def test_routing_leaves_layers_after_the_gate_layer_unhooked(tiny):
+    gate, _ = _gate(tiny, 0)
+    names = [name for name, _ in H.route(gate, rand_dir(tiny), 1.0, n_layers=tiny.cfg.n_layers)]
+    assert names == ["blocks.0.hook_resid_post"]
+    stronger = H.route(gate, rand_dir(tiny), 1.0, n_layers=tiny.cfg.n_layers, ablation="all_later_layers")
+    assert {name.split(".")[1] for name, _ in stronger} == {"0", "1", "2"}
+    with pytest.raises(ValueError, match="unknown ablation"):
+        H.route(gate, rand_dir(tiny), 1.0, ablation="everywhere")
+
+
+LATER = {"gate_layer": lambda v, layer, n: [],  # the released code: nothing after the gate layer
+         "all_later_layers": lambda v, layer, n: H.ablate(v, range(layer + 1, n))}
+
+
+@pytest.mark.parametrize("ablation", sorted(LATER))
+def test_route_equals_add_or_ablate_row_by_row(tiny, ablation):
+    layer, n = 0, tiny.cfg.n_layers
     gate, _ = _gate(tiny, layer)
     v, alpha = rand_dir(tiny), 4.0
     texts = TEXTS + ["Tell me how to pick a lock", "What is the capital of Kenya?"]
@@ -120,10 +135,10 @@ def test_route_equals_add_or_ablate_row_by_row(tiny):
     harmful = gate.predict(seen[name][:, -1])
     assert 0 < int(harmful.sum()) < len(texts)
 
-    routed = run(tiny, H.route(gate, v, alpha, layer, n_layers=n), texts)
+    routed = run(tiny, H.route(gate, v, alpha, layer, n_layers=n, ablation=ablation), texts)
     for i, text in enumerate(texts):
         by_hand = (H.add(v, alpha, layer, scope="from_last") if harmful[i]
-                   else H.ablate(v, layer, sites=("hook_resid_post",)) + H.ablate(v, range(layer + 1, n)))
+                   else H.ablate(v, layer, sites=("hook_resid_post",)) + LATER[ablation](v, layer, n))
         alone = run(tiny, by_hand, [text])
         width = alone.shape[1]
         torch.testing.assert_close(routed[i, -width:], alone[0], atol=2e-4, rtol=1e-4)

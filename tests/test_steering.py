@@ -1,4 +1,4 @@
-"""steering.fit_methods / method_hooks: where addition and the routed gate act, per scope."""
+"""steering.fit_methods and the method objects: where addition and the routed gate act, per scope; evaluate loops over methods."""
 
 import pytest
 import torch
@@ -15,8 +15,21 @@ LAYER = 1
 def fitted_on_tiny():
     model = build_model("qwen2")
     prompts = load_builtin(["en", "de"], n_per_class=6)
-    acts = extract(model, prompts, [LAYER], ("t_post_inst",), cache=False, progress=False)
+    acts = extract(model, prompts, "all", ("t_post_inst",), cache=False, progress=False)
     return model, acts, prompts
+
+
+def fit(model, acts, **kw):
+    from lowres_safety.methods import Ablation, Addition, GateRouting, NoIntervention
+
+    return steering.fit_methods(model, acts, ["en", "de"], layer=LAYER,
+                                methods=(NoIntervention, Ablation, Addition, GateRouting), **kw)
+
+
+def target(acts, lang="en"):
+    from lowres_safety.methods import Target
+
+    return Target(lang, acts.where(language=lang), acts.where(language=lang))
 
 
 def shifts(model, hooks, texts, v):
@@ -34,9 +47,9 @@ def shifts(model, hooks, texts, v):
 @pytest.mark.parametrize("scope", ["from_last", "all"])
 def test_addition_adds_alpha_at_the_scopes_positions(fitted_on_tiny, scope):
     model, acts, prompts = fitted_on_tiny
-    f = steering.fit_methods(acts, ["en", "de"], model.cfg.n_layers, layer=LAYER, lam=2.0, scope=scope)
-    assert f.scope == scope and f.alpha > 0
-    delta, _ = shifts(model, steering.method_hooks(f, "addition"), prompts.texts[:3], f.direction)
+    f = fit(model, acts, lam=2.0, scope=scope)
+    assert f.context.scope == scope and f.alpha > 0
+    delta, _ = shifts(model, f.methods["addition"].hooks(target(acts), 0), prompts.texts[:3], f.direction)
     torch.testing.assert_close(delta[:, -1], torch.full((3,), f.alpha), atol=1e-3, rtol=1e-4)
     expected_rest = f.alpha if scope == "all" else 0.0
     torch.testing.assert_close(delta[:, :-1], torch.full_like(delta[:, :-1], expected_rest), atol=1e-3, rtol=1e-4)
@@ -44,13 +57,65 @@ def test_addition_adds_alpha_at_the_scopes_positions(fitted_on_tiny, scope):
 
 def test_gate_with_scope_all_steers_or_ablates_every_position_of_a_row(fitted_on_tiny):
     model, acts, prompts = fitted_on_tiny
-    f = steering.fit_methods(acts, ["en", "de"], model.cfg.n_layers, layer=LAYER, scope="all")
+    f = fit(model, acts, scope="all")
     texts = prompts.texts
-    delta, before = shifts(model, steering.method_hooks(f, "gate"), texts, f.direction)
-    harmful = torch.as_tensor(f.gate.margin(acts.at(LAYER, "t_post_inst").float()) > 0)
+    delta, before = shifts(model, f.methods["gate"].hooks(target(acts), 0), texts, f.direction)
+    harmful = torch.as_tensor(f.gate.margin(acts.at(LAYER, "t_post_inst").float()) >= 0)
     assert harmful.any() and (~harmful).any()  # both branches exercised
     torch.testing.assert_close(delta[harmful], torch.full_like(delta[harmful], f.alpha), atol=1e-3, rtol=1e-4)
     after = before + delta
     torch.testing.assert_close(after[~harmful], torch.zeros_like(after[~harmful]), atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="scope"):
-        steering.fit_methods(acts, ["en"], model.cfg.n_layers, layer=LAYER, scope="prompt")
+        fit(model, acts, scope="prompt")
+
+
+def test_choose_layer_searches_the_middle_of_the_model_not_of_the_layers_extracted():
+    """A 28-layer model's middle half is 7..20; a set holding layers 5, 10 and 18 must reach 18."""
+    import pandas as pd
+
+    from lowres_safety.activations import ActivationSet
+    from lowres_safety.data import PromptSet
+
+    g = torch.Generator().manual_seed(0)
+    n, d = 20, 8
+    y = torch.tensor([1] * n + [0] * n, dtype=torch.float32)
+    x = torch.randn(2 * n, 3, 1, d, generator=g)
+    for i, strength in enumerate((0.2, 0.5, 3.0)):  # layer 18 separates best
+        x[:, i, 0, 0] += strength * (2 * y - 1)
+    frame = pd.DataFrame({"id": [f"p{i}" for i in range(2 * n)], "text": "x", "language": "en",
+                          "subset": ["harmful"] * n + ["harmless"] * n, "split": "demo",
+                          "source_id": [f"s{i}" for i in range(2 * n)]})
+    acts = ActivationSet(x, PromptSet(frame, "planted"), (5, 10, 18), ("t_post_inst",))
+    assert steering.choose_layer(acts, ["en"], n_layers=28) == 18
+    assert steering.choose_layer(acts, ["en"], n_layers=19) == 10  # 18 is outside a 19-layer model's middle
+
+
+def test_evaluate_loops_over_method_objects_including_a_users_own(fitted_on_tiny, tmp_path):
+    """A researcher's method is one small class; evaluate runs it beside the built-in ones without changes."""
+    from dataclasses import dataclass
+
+    from lowres_safety import hooks as H
+    from lowres_safety.methods import NoIntervention
+
+    @dataclass(frozen=True)
+    class DoubleAddition(NoIntervention):
+        name = "double_addition"
+        direction: torch.Tensor = None
+        alpha: float = 0.0
+
+        @classmethod
+        def fit(cls, ctx):
+            return cls(ctx.direction, 2 * ctx.alpha)
+
+        def hooks(self, target, k):
+            return H.add(self.direction, self.alpha, LAYER, scope="from_last")
+
+    model, acts, prompts = fitted_on_tiny
+    f = steering.fit_methods(model, acts, ["en", "de"], layer=LAYER, methods=(NoIntervention, DoubleAddition))
+    held = prompts.where(language="de")
+    table, completions = steering.evaluate(model, f, held, acts.where(language="de"), acts.where(language="de"),
+                                           ks=(0,), max_new_tokens=2, parts=tmp_path / "parts")
+    assert list(table["method"]) == ["none", "double_addition"]
+    assert table.set_index("method").loc["none", "kl"] == pytest.approx(0.0, abs=1e-6)
+    assert table.set_index("method").loc["double_addition", "kl"] > 0
+    assert len(list((tmp_path / "parts").glob("*.json"))) == 2  # each finished run is stored for resuming

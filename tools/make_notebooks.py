@@ -118,8 +118,8 @@ NOTEBOOKS = {
         "fit = ls.PromptSet(every.frame[every.frame.source_id.isin(fit_ids)].reset_index(drop=True), 'fit half')\n"
         "held = every.frame[~every.frame.source_id.isin(fit_ids) & every.frame.language.isin(targets)]\n"
         "held = ls.PromptSet(held.groupby(['language', 'subset']).head(N_PER_CLASS).reset_index(drop=True), 'held-out half')\n"
-        "fit_acts = ls.extract(model, fit, steering.middle_layers(model.cfg.n_layers), ('t_post_inst',), cache=True)\n"
-        "fitted = steering.fit_methods(fit_acts, high, model.cfg.n_layers)\nfitted.gate, fitted.layer, round(fitted.alpha, 2)",
+        "fit_acts = ls.extract(model, fit, 'all', ('t_post_inst',), cache=True)  # AdaSteer reads every layer\n"
+        "fitted = steering.fit_methods(model, fit_acts, high)\nfitted.gate, fitted.layer, round(fitted.alpha, 2)",
         "held_acts = ls.extract(model, held, [fitted.layer], ('t_post_inst',), cache=True)\nrows = []\n"
         "for lang in targets:\n    pool = fit_acts.where(language=lang)\n"
         "    for k in (0, 1, 2, 4):\n        g = fitted.gate if k == 0 else fitted.gate.recalibrate(pool, k, seed=0)\n"

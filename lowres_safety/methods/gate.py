@@ -1,0 +1,53 @@
+"""The paper's fix: the low-rank gate, recalibrated per language with k examples, routes each prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import hooks as H
+from ..gate import Gate
+from .base import Context, Target
+
+__all__ = ["GateRouting"]
+
+
+@dataclass(frozen=True)
+class GateRouting:
+    """Steer rows the gate calls harmful (+α·v̂), ablate v̂ from the others (:func:`hooks.route`).
+
+    k = 0 keeps the source threshold; k > 0 recalibrates with k examples per class of the
+    target's pool (``Context.recalibration``: the released code's refit by default).
+    """
+
+    name = "gate"
+    gate: Gate
+    direction: torch.Tensor
+    alpha: float
+    n_layers: int
+    scope: str = "from_last"
+    ablation: str = "gate_layer"
+    recalibration: str = "paper"
+    seed: int = 0
+
+    @classmethod
+    def fit(cls, ctx: Context) -> GateRouting:
+        rank = None if ctx.preset is None else min(ctx.preset.rank, len(ctx.acts.prompts.languages))
+        gate = Gate(rank=rank, seed=ctx.seed).fit(ctx.acts, ctx.layer, "t_post_inst", ctx.acts.prompts.languages)
+        return cls(gate, ctx.direction, ctx.alpha, ctx.n_layers, ctx.scope, ctx.ablation, ctx.recalibration, ctx.seed)
+
+    def variants(self, ks) -> tuple[int, ...]:
+        return tuple(ks)
+
+    def gate_for(self, target: Target, k: int) -> Gate:
+        if k == 0:
+            return self.gate
+        return self.gate.recalibrate(target.pool, k, seed=self.seed, method=self.recalibration)
+
+    def hooks(self, target: Target, k: int) -> list[H.Hook]:
+        return H.route(self.gate_for(target, k), self.direction, self.alpha, n_layers=self.n_layers,
+                       scope=self.scope, ablation=self.ablation)
+
+    def extras(self, target: Target, k: int) -> dict:
+        return {"gate_balanced_accuracy": self.gate_for(target, k).balanced_accuracy(target.held_out)}
