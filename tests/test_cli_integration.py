@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from lowres_safety import data, directions, extract, probing
 from lowres_safety.cli import main
 
@@ -67,13 +69,18 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
     rows = results["rows"]
     assert results["strength"] == 1.0 and results["alpha"] > 0
     keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl",
-            "gate_balanced_accuracy"}
+            "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator"}
     assert all(set(r) == keys for r in rows)
     assert {(r["method"], r["k"]) for r in rows} == {("none", 0), ("ablation", 0), ("addition", 0), ("adasteer", 0),
-                                                     ("cast", 0), ("gate", 0), ("gate", 1)}
+                                                     ("adasteer", 32), ("cast", 0), ("cast", 32), ("gate", 0),
+                                                     ("gate", 1)}
+    assert results["ablation"] == "gate_layer" and results["recalibration"] == "paper"
     for r in rows:
         assert r["selectivity"] == r["harmful_refusal"] - r["harmless_refusal"]
         assert (r["gate_balanced_accuracy"] is None) == (r["method"] != "gate")
+        assert (r["cast_layer"] is None) == (r["method"] != "cast")
+        if r["method"] == "adasteer":
+            assert r["kl"] == pytest.approx(0.0, abs=1e-6)  # released placement: generated tokens only
         if r["method"] == "none":
             assert r["kl"] == 0
         if r["method"] == "ablation":

@@ -132,3 +132,23 @@ def test_cast_adds_strength_times_the_unit_behaviour_vector_where_the_condition_
     torch.testing.assert_close(delta, expected, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="before the behaviour"):
         C.cast_hooks(c, C.CastRule(2, tau, "smaller", 1.0), {1: b})
+
+
+def test_vectorised_grid_search_equals_the_released_loop():
+    """Reference: the released loop, strict improvement over layer, τ, comparator, with scikit-learn's F1."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 30)
+    sims = {layer: rng.uniform(-0.01, 0.07, 30) for layer in (1, 2, 3)}
+    taus = C.THRESHOLDS[::20]
+    best = (-1.0, None)
+    for layer in sorted(sims):
+        for tau in taus:
+            for comparator in C.COMPARATORS:
+                fire = sims[layer] < tau if comparator == "larger" else sims[layer] > tau
+                f1 = f1_score(y, fire, zero_division=0)
+                if f1 > best[0]:
+                    best = (f1, (layer, float(tau), comparator))
+    rule = C.select_condition(sims, y, taus)
+    assert (rule.layer, rule.threshold, rule.comparator) == best[1] and rule.f1 == pytest.approx(best[0])

@@ -40,7 +40,6 @@ from functools import partial
 import numpy as np
 import torch
 from jaxtyping import Float
-from sklearn.metrics import f1_score
 from torch import Tensor
 
 from .. import hooks as H
@@ -97,15 +96,23 @@ class CastRule:
 
 
 def select_condition(sims: dict[int, np.ndarray], y: np.ndarray, thresholds=THRESHOLDS) -> CastRule:
-    """Grid search for the best binary F1 of the harmful class; the first strict optimum wins."""
-    best = CastRule(-1, float("nan"), "", -1.0)
-    for layer in sorted(sims):
-        for tau in thresholds:
-            for comparator in COMPARATORS:
-                f1 = f1_score(y, _fires(sims[layer], tau, comparator), zero_division=0)
-                if f1 > best.f1:
-                    best = CastRule(layer, float(tau), comparator, float(f1))
-    return best
+    """Grid search for the best binary F1 of the harmful class; the first strict optimum wins.
+
+    Order as the released loop: layer, then τ, then comparator ("larger" before "smaller");
+    vectorised, so ``argmax`` (first maximum in that order) is the loop's strict-improvement rule.
+    """
+    y = np.asarray(y).astype(bool)
+    layers = sorted(sims)
+    taus = np.asarray(thresholds, dtype=float)
+    s = np.stack([np.asarray(sims[layer], dtype=float) for layer in layers])[:, None, None, :]  # [L, 1, 1, n]
+    fires = np.concatenate([s < taus[None, :, None, None], s > taus[None, :, None, None]], axis=2)  # [L, T, 2, n]
+    tp = (fires & y).sum(-1)
+    fp = (fires & ~y).sum(-1)
+    fn = (~fires & y).sum(-1)
+    denom = 2 * tp + fp + fn
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    li, ti, ci = np.unravel_index(int(np.argmax(f1)), f1.shape)
+    return CastRule(layers[li], float(taus[ti]), COMPARATORS[ci], float(f1[li, ti, ci]))
 
 
 @torch.no_grad()
