@@ -254,7 +254,10 @@ def select_direction(
     """Score every candidate, filter and choose as refusal_direction does (module docstring).
 
     ``candidates`` maps (layer, position) → raw direction ``[d_model]``, e.g. from
-    :func:`candidate_directions`; ``site`` is where they were read.
+    :func:`candidate_directions`; ``site`` is where they were read. refusal_direction's
+    pipeline first drops harmful validation prompts the model does not refuse (log-odds
+    < 0) and harmless ones it does (``filter_val``); do that before calling to match it.
+    A ``None`` threshold turns its filter off.
     """
     for name, value in (("prune_layer_fraction", prune_layer_fraction), ("kl_threshold", kl_threshold),
                         ("induce_threshold", induce_threshold)):

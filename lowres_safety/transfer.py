@@ -1,0 +1,199 @@
+"""Interventional cross-lingual transfer: does language A's direction move language B's refusal?
+
+Separability (``probing.transfer_matrix``) says whether A's direction *reads* harmfulness
+in B; this matrix says whether the model *acts* through it in B. For each source A
+(its direction r_A) and target B it measures, on B's prompts:
+
+- harmful refusal with r̂_A ablated at every layer (block input, attention output and
+  MLP output, every position including generated tokens: :func:`hooks.ablate` over
+  ``range(n_layers)``), beside B's unhooked harmful refusal (``drop`` = baseline − ablated);
+- harmless refusal with r_A added at A's layer at every position (α = ‖r_A‖ by default,
+  i.e. the raw direction with coefficient 1), beside B's unhooked harmless refusal.
+
+PolyRefuse (Wang et al. 2025, mainlp/Multilingual-Refusal ``scripts/multi_test.py``)
+builds the same interventions: all-layer ablation hooks on block inputs, attention and
+MLP outputs at every position including generated tokens, and addition of the raw
+direction (times ``cfg.addact_coeff``, 1 by default) at the input of the selected block;
+it generates on each language's harmful test split. One study found that ablating the
+English direction had no effect on refusal in some low-resource languages while each
+language's own direction did: the diagonal of this matrix moves and the English row
+does not. Another world is one shared direction, where every row moves every column.
+The matrix tells which world a model is in.
+
+Our addition goes to ``blocks.{layer}.hook_resid_post`` (``site=``), the output of block
+``layer`` = the input of block layer + 1, where ``activations.extract`` reads the
+direction. Judges differ from PolyRefuse's (WildGuard and substring matching on
+Google-translated responses): here a :class:`LogitJudge` (refusal-token log-odds > 0 at
+the first response position, one prefill pass; the cheap default) or a
+:class:`GenerationJudge` (greedy generation, then :func:`evaluation.refusal_rates`'s
+substring judge in the prompt's language plus English, or your own judge). Any callable
+``measure(model, prompts, hooks) -> per-prompt refusal in [0, 1]`` can be passed instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import hooks as H
+from .data import PromptSet, tier_of
+from .evaluation import DEFAULT_OPENINGS, Judge, first_token_ids, refusal_rates, refusal_score
+from .generation import generate
+
+__all__ = ["GenerationJudge", "LogitJudge", "Measure", "interventional_transfer"]
+
+#: ``measure(model, prompts, hooks)`` → refusal of each prompt in [0, 1] (1 = refused).
+Measure = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class LogitJudge:
+    """Refused when the refusal tokens' log-odds at the first response position exceed ``threshold``.
+
+    ``refusal_tokens``: ids, or a dict language → ids (``evaluation.refusal_token_set``
+    gives the model's own); ``None`` uses the first tokens of ``evaluation.DEFAULT_OPENINGS``.
+    """
+
+    refusal_tokens: Sequence[int] | Mapping[str, Sequence[int]] | None = None
+    threshold: float = 0.0
+    batch_size: int = 16
+    name: str = "logit"
+
+    def __call__(self, model, prompts: PromptSet, hooks: Sequence[H.Hook]) -> np.ndarray:
+        tokens = self.refusal_tokens
+        if tokens is None:
+            tokens = first_token_ids(model.tokenizer, DEFAULT_OPENINGS)
+        score = refusal_score(model, prompts, tokens, hooks, batch_size=self.batch_size)
+        return (score > self.threshold).numpy().astype(float)
+
+
+@dataclass(frozen=True)
+class GenerationJudge:
+    """Refused when the greedy completion is judged a refusal (``judge=None``: substring judge of the prompt's language)."""
+
+    judge: Judge | None = None
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    name: str = "generation"
+
+    def __call__(self, model, prompts: PromptSet, hooks: Sequence[H.Hook]) -> np.ndarray:
+        completions = generate(model, prompts, hooks, max_new_tokens=self.max_new_tokens,
+                               batch_size=self.batch_size, progress=False)
+        completions["row"] = np.arange(len(completions))
+        per_row = refusal_rates(completions, self.judge, by=("row",)).set_index("row")["rate"]
+        return per_row.reindex(completions["row"]).to_numpy() / 100
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _directions(directions: Mapping[str, Tensor], d_model: int) -> dict[str, Tensor]:
+    if not directions:
+        raise ValueError("no source directions given; pass {language: [d_model] direction}")
+    out = {}
+    for lang, r in directions.items():
+        r = torch.as_tensor(r).detach().float().cpu()
+        if r.ndim != 1 or r.shape[0] != d_model:
+            raise ValueError(f"direction of source {lang!r} has shape {tuple(r.shape)}; this model has "
+                             f"d_model={d_model}, so it must be [{d_model}] (index one layer and position)")
+        if not (torch.isfinite(r).all() and r.norm() > 0):
+            raise ValueError(f"direction of source {lang!r} is zero or not finite")
+        out[lang] = r
+    return out
+
+
+def _layers(layer: int | Mapping[str, int], sources: Sequence[str], n_layers: int) -> dict[str, int]:
+    per = {s: layer for s in sources} if isinstance(layer, (int, np.integer)) else dict(layer)
+    missing = [s for s in sources if s not in per]
+    if missing:
+        raise ValueError(f"no addition layer for source(s) {missing}; give layer as an int or a dict for every source")
+    bad = {s: per[s] for s in sources if not 0 <= int(per[s]) < n_layers}
+    if bad:
+        raise ValueError(f"addition layer(s) {bad} outside this model's 0..{n_layers - 1}")
+    return {s: int(per[s]) for s in sources}
+
+
+def _targets(prompts: PromptSet, targets: Sequence[str] | None) -> list[str]:
+    targets = list(targets) if targets is not None else prompts.languages
+    if not targets:
+        raise ValueError("no target languages: the prompt set is empty")
+    for lang in targets:
+        for subset in ("harmful", "harmless"):
+            if not prompts.mask(language=lang, subset=subset).any():
+                raise ValueError(f"target language {lang!r} has no {subset} prompts in "
+                                 f"{prompts.origin or 'the prompt set'}; languages there: {prompts.languages}")
+    return targets
+
+
+# ---------------------------------------------------------------- the matrix
+
+
+def _rates(measure: Measure, model, prompts: PromptSet, fwd) -> dict[str, float]:
+    """Refusal rate (%) per language of ``prompts`` under ``fwd``."""
+    refused = np.asarray(measure(model, prompts, fwd), dtype=float)
+    if refused.shape != (len(prompts),):
+        raise ValueError(f"the measure returned shape {refused.shape}; it must give one value per prompt "
+                         f"({len(prompts)})")
+    return pd.Series(refused * 100, index=prompts.frame["language"].to_numpy()).groupby(level=0).mean().to_dict()
+
+
+def interventional_transfer(
+    model,
+    prompts: PromptSet,
+    directions: Mapping[str, Float[Tensor, " d_model"]],
+    layer: int | Mapping[str, int],
+    *,
+    measure: Measure | None = None,
+    alpha: float | None = None,
+    targets: Sequence[str] | None = None,
+    site: str = "hook_resid_post",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Source × target refusal under ablation of / addition along each source's direction.
+
+    ``directions``: source language → raw direction ``[d_model]`` (e.g. a
+    :class:`selection.Selection`'s ``direction``); ``layer``: where each source's direction
+    is added (one int, or source → layer). ``alpha=None`` adds the raw direction (α =
+    ‖r_A‖ along r̂_A, PolyRefuse's coefficient 1), a float adds α r̂_A. ``measure``
+    defaults to :class:`LogitJudge`. ``targets`` defaults to every language of ``prompts``;
+    each needs harmful and harmless prompts.
+
+    One row per source × target: source, target, tier_source, tier_target, layer, alpha,
+    judge, baseline_harmful_refusal, ablated_harmful_refusal, drop,
+    baseline_harmless_refusal, added_harmless_refusal, n_harmful, n_harmless (rates in %).
+    """
+    if alpha is not None and not math.isfinite(alpha):
+        raise ValueError(f"alpha must be finite or None (the raw norm), got {alpha}")
+    measure = measure if measure is not None else LogitJudge()
+    dirs = _directions(directions, model.cfg.d_model)
+    n_layers = model.cfg.n_layers
+    layers = _layers(layer, list(dirs), n_layers)
+    targets = _targets(prompts, targets)
+    harmful = prompts.where(language=targets, subset="harmful")
+    harmless = prompts.where(language=targets, subset="harmless")
+    base_harmful = _rates(measure, model, harmful, [])
+    base_harmless = _rates(measure, model, harmless, [])
+    counts = prompts.where(language=targets).frame.groupby(["language", "subset"]).size()
+    rows = []
+    for source, r in tqdm(dirs.items(), desc="transfer", unit="source", disable=not progress):
+        a = float(r.norm()) if alpha is None else float(alpha)
+        ablated = _rates(measure, model, harmful, H.ablate(r, range(n_layers)))
+        added = _rates(measure, model, harmless, H.add(r, a, layers[source], site=site, scope="all"))
+        for target in targets:
+            rows.append({
+                "source": source, "target": target, "tier_source": tier_of(source), "tier_target": tier_of(target),
+                "layer": layers[source], "alpha": a, "judge": getattr(measure, "name", "custom"),
+                "baseline_harmful_refusal": base_harmful[target], "ablated_harmful_refusal": ablated[target],
+                "drop": base_harmful[target] - ablated[target],
+                "baseline_harmless_refusal": base_harmless[target], "added_harmless_refusal": added[target],
+                "n_harmful": int(counts[(target, "harmful")]), "n_harmless": int(counts[(target, "harmless")]),
+            })
+    return pd.DataFrame(rows)
