@@ -61,12 +61,21 @@ from .directions import diff_of_means
 from .evaluation import refusal_log_odds
 from .generation import next_token_logprobs
 
-__all__ = ["Selection", "candidate_directions", "choose", "filter_candidates", "score_candidates",
+__all__ = ["NoSurvivorError", "Selection", "candidate_directions", "choose", "filter_candidates", "score_candidates",
            "select_direction"]
 
 #: How many blocks later refusal_direction's ``resid_pre`` index is, per site the candidate was read at.
 RESID_PRE_OFFSET = {"hook_resid_pre": 0, "hook_resid_post": 1}
 _SCORES = ("bypass_score", "induce_score", "kl")
+
+
+class NoSurvivorError(ValueError):
+    """Every candidate was filtered out; ``table`` keeps all scores, so thresholds can be relaxed
+    with :func:`filter_candidates` and :func:`choose` without scoring again."""
+
+    def __init__(self, message: str, table: pd.DataFrame):
+        super().__init__(message)
+        self.table = table
 
 
 @dataclass(frozen=True)
@@ -222,17 +231,17 @@ def filter_candidates(scores: pd.DataFrame, n_layers: int, *, prune_layer_fracti
 def choose(table: pd.DataFrame) -> pd.DataFrame:
     """Mark the surviving candidate with the lowest bypass score (``chosen`` column).
 
-    Raises when every candidate was filtered, saying how many each filter caught.
+    Raises :class:`NoSurvivorError` (a ValueError carrying the table) when every
+    candidate was filtered, saying how many each filter caught.
     """
     survivors = table[~table["filtered"]]
+    out = table.assign(chosen=False)
     if survivors.empty:
         counts = table["why"].str.split("; ").explode().value_counts()
         listed = ", ".join(f"{reason}: {n}" for reason, n in counts.items())
-        raise ValueError(f"no candidate survives the filters ({len(table)} candidates; {listed}); "
-                         "relax kl_threshold / induce_threshold / prune_layer_fraction (None disables one) "
-                         "or check the refusal tokens")
-    out = table.copy()
-    out["chosen"] = False
+        raise NoSurvivorError(f"no candidate survives the filters ({len(table)} candidates; {listed}); relax "
+                              "kl_threshold / induce_threshold / prune_layer_fraction (None disables one) or check "
+                              "the refusal tokens; the error's .table has every score", out)
     out.loc[survivors["bypass_score"].idxmin(), "chosen"] = True
     return out
 

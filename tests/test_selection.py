@@ -13,8 +13,8 @@ from lowres_safety.activations import extract
 from lowres_safety.data import load_builtin
 from lowres_safety.directions import diff_of_means
 from lowres_safety.evaluation import first_token_ids, kl_divergence, refusal_score
-from lowres_safety.selection import (candidate_directions, choose, filter_candidates, score_candidates,
-                                     select_direction)
+from lowres_safety.selection import (NoSurvivorError, candidate_directions, choose, filter_candidates,
+                                     score_candidates, select_direction)
 
 N_LAYERS = 5  # int(5 * 0.8) = 4: refusal_direction prunes resid_pre 4, i.e. our resid_post layers 3 and 4
 
@@ -109,8 +109,10 @@ def test_reasons_accumulate_and_none_surviving_raises_with_counts():
     table = hand_table().assign(kl=1.0)
     filtered = filter_candidates(table, 10).set_index("layer")
     assert filtered.loc[3, "why"] == "kl > 0.1; induce < 0"
-    with pytest.raises(ValueError, match=r"no candidate survives.*kl > 0.1: 7.*induce < 0: 1"):
+    with pytest.raises(ValueError, match=r"no candidate survives.*kl > 0.1: 7.*induce < 0: 1") as err:
         choose(filter_candidates(table, 10))
+    assert isinstance(err.value, NoSurvivorError) and len(err.value.table) == 7  # scores kept for a re-choice
+    assert not err.value.table["chosen"].any()
 
 
 def test_select_direction_end_to_end(tiny, val, tokens):
@@ -134,8 +136,11 @@ def test_random_model_fails_the_induce_filter(tiny, val, tokens):
     # a random model never puts half its mass on the refusal tokens: induce < 0 everywhere
     harmful, harmless = val
     cands = {(0, "t_post_inst"): rand(tiny.cfg.d_model, 3), (1, "t_post_inst"): rand(tiny.cfg.d_model, 4)}
-    with pytest.raises(ValueError, match=r"induce < 0: 2"):
+    with pytest.raises(NoSurvivorError, match=r"induce < 0: 2") as err:
         select_direction(tiny, harmful, harmless, cands, tokens, progress=False)
+    rechosen = choose(filter_candidates(err.value.table, N_LAYERS, induce_threshold=None, kl_threshold=None))
+    assert rechosen.loc[rechosen["chosen"], "layer"].item() == err.value.table.loc[
+        err.value.table["bypass_score"].idxmin(), "layer"]
 
 
 def test_bad_inputs(tiny, val, tokens):
