@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +30,7 @@ class GateRouting:
     ablation: str = "gate_layer"
     recalibration: str = "paper"
     seed: int = 0
+    _recalibrated: dict = field(default_factory=dict, repr=False, compare=False)  # language, k -> Gate
 
     @classmethod
     def fit(cls, ctx: Context) -> GateRouting:
@@ -43,7 +44,10 @@ class GateRouting:
     def gate_for(self, target: Target, k: int) -> Gate:
         if k == 0:
             return self.gate
-        return self.gate.recalibrate(target.pool, k, seed=self.seed, method=self.recalibration)
+        if (target.language, k) not in self._recalibrated:  # hooks() and extras() share one recalibration
+            self._recalibrated[target.language, k] = self.gate.recalibrate(target.pool, k, seed=self.seed,
+                                                                           method=self.recalibration)
+        return self._recalibrated[target.language, k]
 
     def hooks(self, target: Target, k: int) -> list[H.Hook]:
         return H.route(self.gate_for(target, k), self.direction, self.alpha, n_layers=self.n_layers,
