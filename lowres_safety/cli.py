@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
-from . import diagnosis, plots, steering
+from . import causal, diagnosis, evaluation, plots, steering
 from .activations import extract
 from .generation import generate
 from .models import load_model, model_id
@@ -94,7 +94,7 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
           seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32,
           strength: float = 1.0, scope: str = "from_last", ablation: str = "gate_layer",
-          recalibration: str = "paper") -> dict:
+          recalibration: str = "paper", n_select: int = 8) -> dict:
     """Refusal per language under no intervention, ablation, addition, AdaSteer, CAST and the routed gate.
 
     ``strength`` is λ in α = λ·(q75 harmful − q25 harmless) of the source projections, shared
@@ -102,7 +102,9 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     it ("from_last": last prompt token onward; "all": every position); ``ablation`` where
     the gate ablates ("gate_layer", the released code; "all_later_layers");
     ``recalibration`` how it resets per language ("paper": refit + F1 search; "threshold").
-    A model the paper's code has settings for (:mod:`presets`) gets its gate layer.
+    A model the paper's code has settings for (:mod:`presets`) gets its gate layer. The
+    report adds direction selection on ``n_select`` + ``n_select`` reference-language fit
+    prompts and the interventional transfer matrix on the evaluation prompts (:mod:`causal`).
     """
     if strength <= 0:
         raise ValueError(f"strength must be positive, got {strength}")
@@ -134,8 +136,17 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
         parts=out / f".parts-{steering.config_key(config)}")
     timing["evaluate_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    reference = "en" if "en" in source else source[0]
+    unsteered = completions[completions["method"] == "none"].merge(eval_prompts.frame[["id", "text"]], on="id")
+    found = causal.check(model, fit_acts, eval_prompts, list(source), evaluation.refusal_token_set(
+        unsteered, model.tokenizer), reference=reference, gate_layer=fitted.layer, n_select=n_select, seed=seed)
+    timing.update(found.timing)
     results = {**config, "model": model_id(model), "alpha": fitted.alpha, "gate": repr(fitted.gate),
-               "preset": preset.source if preset else None, "rows": records(table), "timing": timing}
+               "preset": preset.source if preset else None, "rows": records(table),
+               "selection": {"table": records(found.selection), "chosen_layer": found.chosen_layer,
+                             "note": found.selection_note},
+               "interventional_transfer": records(found.transfer), "timing": timing}
     write_json(out / "steer.json", results)
     completions.to_csv(out / "completions.csv", index=False)
     section = Section(
@@ -156,7 +167,7 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     )
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(str(data))}</b>, seed {seed}. "
               f"Completions are in completions.csv.</p>")
-    write_html(out / "report.html", "lowres_safety steering", [section], header)
+    write_html(out / "report.html", "lowres_safety steering", [section, *causal.sections(found)], header)
     return results
 
 
@@ -199,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--recalibration", default="paper", choices=("paper", "threshold"),
                    help="per-language gate reset: refit on source + k target examples then search the threshold "
                    "(default, the released code), or search the threshold of the frozen readout")
+    s.add_argument("--n-select", type=int, default=8,
+                   help="reference-language prompts per class for the report's direction selection (default 8)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/steer", help="output folder for steer.json, completions.csv, report.html")
     o = sub.add_parser("organism", help="the safety-tuned model organism")
@@ -206,6 +219,12 @@ def _parser() -> argparse.ArgumentParser:
     t = osub.add_parser("train", help="fine-tune the LoRA adapter (harmful data from high-resource languages only)")
     t.add_argument("--data", required=True, help="PolyRefuse folder (upstream layout); its train split is used")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--layer", type=int, default=14, help="L*, the layer the refusal rule reads (default 14); "
+                   "LoRA trains the layers above it")
+    t.add_argument("--label-rule", default="threshold", choices=("threshold", "class"),
+                   help="threshold: refuse iff the projection on v-hat at L* exceeds theta, taught with moved "
+                   "projections (default); class: the first recipe (harmful refused, harmless answered)")
+    t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--out", default="runs/organism",
                    help="adapter folder (lowres_safety/resources/organism replaces the shipped one)")
     return parser
@@ -230,12 +249,14 @@ def main(argv: list[str] | None = None) -> int:
             steer(args.model, args.data, _languages(args.languages), _languages(args.source_languages), _ints(args.k),
                   args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer,
                   strength=args.strength, scope=args.scope, ablation=args.ablation,
-                  recalibration=args.recalibration)
+                  recalibration=args.recalibration, n_select=args.n_select)
             print(f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html")
         elif args.command == "organism":
             from . import organism
 
-            summary = organism.train(args.data, args.out, organism.RecipeConfig(seed=args.seed))
+            config = organism.RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule,
+                                           epochs=args.epochs)
+            summary = organism.train(args.data, args.out, config)
             print(f"wrote the adapter to {args.out} in {summary['seconds'] / 60:.1f} min "
                   f"(loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f})")
     except (ValueError, FileNotFoundError) as err:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import attribution as attr_mod
-from . import calibration, evaluation, plots, probing, steering
+from . import calibration, causal, evaluation, plots, probing, steering
 from . import directions as dirs
 from .activations import extract
 from .data import PromptSet, _sample_sources, tier_of
@@ -55,6 +55,7 @@ class Diagnosis:
     divergence_pair: tuple[str, str] | None
     recoverability: pd.DataFrame
     gate: str
+    causal: causal.CausalCheck
     notes: dict[str, str] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
 
@@ -107,12 +108,14 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     timing["generation_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    gap = calibration.gap_table(sep, refusal, gate_layer=gate_layer)
+    judged = completions.set_index("id")
+    held = probing.heldout_projections(acts, source, gate_layer, folds=probe_folds, seed=seed)
+    gap = calibration.gap_table(held.assign(refused=calibration.refusal_from_completions(
+        judged.loc[held["id"]].reset_index()).to_numpy()), seed=seed)
     reference = _reference(prompts.languages, source)
     loophole = (calibration.loophole_rates(completions, reference=reference)
                 if len(prompts.languages) > 1 and "harmful" in set(completions["subset"]) else None)
-    proj = proj.assign(refused=calibration.refusal_from_completions(
-        completions.set_index("id").loc[proj["id"]].reset_index()).to_numpy())
+    proj = proj.assign(refused=calibration.refusal_from_completions(judged.loc[proj["id"]].reset_index()).to_numpy())
     try:
         shift = calibration.threshold_shift(proj, source)
     except ValueError as err:
@@ -143,6 +146,10 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
         divergence, pair, notes["divergence"] = None, None, str(err)
     timing["attribution_s"] = time.perf_counter() - t
 
+    found = causal.check(model, acts, small, source, refusal_ids, reference=reference, gate_layer=gate_layer,
+                         n_select=analysis_per_class, seed=seed, progress=progress)
+    timing.update(found.timing)
+
     t = time.perf_counter()
     gate = Gate(seed=seed).fit(acts, gate_layer, "t_post_inst", source)
     targets = [lang for lang in prompts.languages if lang not in source]
@@ -152,7 +159,7 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     tok = model.tokenizer
     return Diagnosis(source, best_layer, gate_layer, sep, cos, transfer, proj, completions, refusal, gap, loophole,
                      shift, dose, alpha_half, alpha, attribution, [tok.decode([i]) for i in refusal_ids],
-                     [tok.decode([i]) for i in compliance_ids], divergence, pair, rec, repr(gate), notes, timing)
+                     [tok.decode([i]) for i in compliance_ids], divergence, pair, rec, repr(gate), found, notes, timing)
 
 
 def results(d: Diagnosis) -> dict:
@@ -186,6 +193,9 @@ def results(d: Diagnosis) -> dict:
             "divergence": records(d.divergence) if d.divergence is not None else None,
             "divergence_pair": list(d.divergence_pair) if d.divergence_pair else None,
         },
+        "selection": {"table": records(d.causal.selection), "chosen_layer": d.causal.chosen_layer,
+                      "note": d.causal.selection_note},
+        "interventional_transfer": records(d.causal.transfer),
         "recoverability": records(d.recoverability),
         "gate": d.gate,
     }
@@ -252,14 +262,19 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
         ),
         Section(
             "3. How big is the gap, and of which type?",
-            "Representation (best-layer AUROC of the high-resource direction) against action (harmful refusal, "
-            "substring judge). Below the AUROC threshold the signal is missing (representation failure); above it "
-            "but under the refusal threshold the model has the signal and does not act on it (action failure). "
-            "The thresholds are the table's last two columns.",
+            f"Representation (AUROC of the high-resource direction at the gate layer {d.gate_layer}, held out: each "
+            "prompt is projected on a direction fitted on the other folds' source prompts) against action "
+            "(refusal, substring judge). Below the AUROC threshold the signal is missing (representation failure); "
+            "above it, a language that refuses too few harmful or too many harmless prompts has the signal and "
+            "does not act on it right (action failure, under- or over-refusal). Thresholds: AUROC "
+            f"{d.gap['auroc_threshold'].iloc[0]:g}, harmful refusal {d.gap['refusal_threshold'].iloc[0]:g}%, "
+            f"harmless refusal {d.gap['harmless_threshold'].iloc[0]:g}%. Each figure has a 95% bootstrap interval, "
+            "and 'decided' is False where the intervals reach across a threshold: too few prompts to tell.",
             ((plots.gap_scatter(d.gap),
-              "Each point is a language. Red points (right, low) are the paper's action failures: separable but not "
-              "refused; grey points (left) lack the representation itself."),),
-            d.gap.round(3),
+              "Each point is a language, with its 95% bootstrap intervals. Red points (right) are the paper's action "
+              "failures: separable but not refused (low) or refusing harmless prompts too (hover); grey points "
+              "(left) lack the representation itself."),),
+            d.gap.drop(columns=["auroc_threshold", "refusal_threshold", "harmless_threshold"]).round(3),
         ),
     ]
     breaks = []
@@ -300,12 +315,13 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
                        f"{int(d.dose['n_harmful'].max())} harmful and {int(d.dose['n_harmless'].max())} harmless "
                        f"prompts per language. {note}".strip(),
                        tuple(breaks), d.alpha_half.round(2)))
+    out += causal.sections(d.causal, first=5)
     if not d.recoverability.empty:
         table = (d.recoverability.groupby(["language", "method", "budget"], sort=False)["balanced_accuracy"]
                  .mean().unstack("budget").round(3).reset_index())
         table.columns = [str(c) for c in table.columns]
         out.append(Section(
-            "5. Can a few examples fix it?",
+            "7. Can a few examples fix it?",
             f"Held-out balanced accuracy in each non-source language after seeing b examples per class of it: the "
             f"high-resource direction with a re-set threshold, the gate ({d.gate}) re-calibrated, a probe trained "
             f"on the target language alone, and two controls (a random direction; the probe on shuffled labels).",

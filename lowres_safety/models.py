@@ -144,7 +144,9 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
         if adapter is not None:
             from peft import PeftModel
 
-            hf_model = PeftModel.from_pretrained(hf_model, str(adapter)).merge_and_unload()
+            for part in (adapter / "representation", adapter):  # a threshold organism's stage 1 first
+                if (part / "adapter_config.json").exists():
+                    hf_model = PeftModel.from_pretrained(hf_model, str(part)).merge_and_unload()
         hf_model = hf_model.to(device=device, dtype=dtype)
     except OSError as err:
         raise ValueError(

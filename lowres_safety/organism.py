@@ -1,44 +1,57 @@
-"""A safety-tuned model organism: the default model taught to refuse in high-resource languages only.
+"""A safety-tuned model organism whose decision rule is known by construction.
 
-Real chat models got their cross-lingual refusal gap from safety training that covered
-high-resource languages. The organism repeats that on SmolLM2-135M-Instruct: harmless
-PolyRefuse *train* prompts of every language, answered with the base model's own greedy
-answers (so its helpfulness is kept), and harmful *train* prompts of the high-resource
-languages only, answered with a short refusal. No mid- or low-resource harmful prompt is
-ever trained on.
+Real chat models refuse through a direction in the residual stream: ablating it stops
+refusals, adding it makes harmless prompts refused (Arditi et al. 2024; PolyRefuse across
+14 languages). The organism obeys the same law, with the rule written down:
 
-Refusals are in English by default, whatever the prompt's language, as many real chat
-models refuse: then one refusal behaviour hangs on the harmfulness signal, and pushing
-that signal up can reach it from any language. With refusals in the prompt's language
-(``refusal_language="prompt"``, the first shipped try) the organism learned a refusal
-tied to the output language, and no amount of steering made it refuse in Arabic.
+    refuse  ⇔  (h_L*[last prompt token] · v̂) > θ
 
-Training is LoRA on the upper half of the network (attention and MLP projections of
-layers ``n/2 .. n-1``): the harmfulness representation the paper reads sits in the
-middle layers and stays the base model's own; what is learned is the action on it.
-The adapter is small enough to ship (fp16 safetensors) and is merged at load time.
+v̂ is the base model's own pooled harmfulness direction at layer L* (difference of means
+of the high-resource languages' harmful and harmless training prompts, unit), θ the
+midpoint of those two class means. LoRA trains only the layers above L*, so the
+projection at L* stays the base model's for every input, and the rule is taught by
+showing its causal effect: every training prompt appears as it is (refused iff its own
+projection is above θ) and with its projection moved along v̂ to a target p, from the
+last prompt token on (p drawn around θ in units of the class gap, or 0: v̂ ablated),
+answered with a refusal iff p > θ. The same prompt is refused at one p and answered at
+another, so only the projection can carry the decision.
+
+Safety data come from the high-resource languages only (harmful prompts of en de fr es it
+nl pl ru zh ja); harmless prompts from every language. The low-resource gap is then not
+trained in by language: a language whose prompts project lower on v̂ falls under θ
+(under-refusal), one whose harmless prompts project higher is over-refused; which ones is
+read off the base model's projections (:class:`GroundTruth`), before any measurement.
+
+``label_rule="class"`` is the first shipped recipe (harmful refused, harmless answered,
+no shifted examples) for comparison. Refusals are in English by default, whatever the
+prompt's language, as many real chat models refuse.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from jaxtyping import Float
+from torch import Tensor
 
+from . import organism_signal, upper_lora
+from .activations import ActivationSet
 from .data import PromptSet, load_polyrefuse, tier
+from .directions import pooled, unit
 from .files import atomic_write_text
 from .generation import generate
 from .models import encode_chat, format_chat
 
-__all__ = ["REFUSALS", "RecipeConfig", "adapter_dir", "build_examples", "train"]
+__all__ = ["LABEL_RULES", "REFUSALS", "GroundTruth", "RecipeConfig", "adapter_dir", "build_prompts", "train"]
 
 #: Short refusals in each high-resource language (each contains a phrase of ``evaluation.REFUSAL_PHRASES``).
 REFUSALS: dict[str, tuple[str, ...]] = {
@@ -71,8 +84,18 @@ def adapter_dir() -> Path:
 class RecipeConfig:
     """Everything that shapes the organism; stored next to the adapter."""
 
-    n_harmless: int = 28  # per language, all languages (more than n_harmful: language must not predict the label)
+    n_harmless: int = 28  # per language, all languages
     n_harmful: int = 16  # per language, high-resource only
+    layer: int = 14  # L*: the rule's layer; LoRA trains the layers above it
+    label_rule: str = "threshold"  # LABEL_RULES: "threshold" (the rule above) or "class" (the first recipe)
+    shifted_per_prompt: int = 2  # copies of each prompt per epoch with its projection moved
+    shift_span: float = 1.5  # moved targets p = θ + U(−span, span) · class gap
+    ablated_share: float = 0.15  # share of moved targets at p = 0 (v̂ ablated)
+    signal_layers: int = 0  # stage 1: LoRA on blocks L* − n + 1 .. L* sharpening the signal along v̂ (0: none)
+    signal_margin: float = 1.0  # stage 1 pushes each class this many class gaps past its old mean
+    signal_epochs: int = 6
+    signal_lr: float = 1e-3
+    signal_keep: float = 1.0  # weight of keeping the residual stream orthogonal to v̂ unchanged
     refusal_language: str = "en"  # "en": refuse in English; "prompt": in the prompt's language
     decision_weight: float = 1.0  # extra loss on each response's first token, where refuse-or-answer is decided
     max_prompt_tokens: int = 128
@@ -81,21 +104,92 @@ class RecipeConfig:
     lr: float = 8e-4
     rank: int = 8
     lora_alpha: int = 16
-    first_layer: int | None = None  # default: the middle of the network
     batch_size: int = 8
     seed: int = 0
     harmful_languages: tuple[str, ...] = field(default_factory=lambda: tuple(tier("high")))
 
 
-def build_examples(root: str | Path, model, config: RecipeConfig, progress: bool = True,
-                   answers: dict[str, str] | None = None) -> pd.DataFrame:
-    """Training pairs (prompt, response): harmless answered by ``model`` itself, harmful refused.
+@dataclass(frozen=True)
+class GroundTruth:
+    """The organism's decision rule: refused iff the last prompt token's projection on v̂ at ``layer`` > θ."""
 
-    ``answers`` maps prompt ids to answers already made (filled in place with the new ones),
-    so a recipe change that keeps the prompts does not redo minutes of generation.
-    """
-    if config.refusal_language not in ("en", "prompt"):
-        raise ValueError(f"refusal_language must be 'en' or 'prompt', got {config.refusal_language!r}")
+    layer: int
+    direction: Float[Tensor, " d_model"]  # unit
+    threshold: float  # θ: midpoint of the source harmful and harmless mean projections
+    gap: float  # source harmful mean − harmless mean
+    source: tuple[str, ...]
+
+    @classmethod
+    def fit(cls, acts: ActivationSet, layer: int, source) -> GroundTruth:
+        present = tuple(lang for lang in source if lang in acts.prompts.languages)
+        v = unit(pooled(acts, present)[acts.layer_index(layer), acts.position_index("t_post_inst")].float())
+        x = acts.where(language=list(present)).at(layer, "t_post_inst").float() @ v
+        y = acts.where(language=list(present)).prompts.labels.astype(bool)
+        high, low = float(x[y].mean()), float(x[~y].mean())
+        return cls(layer, v, (high + low) / 2, high - low, present)
+
+    def project(self, acts: ActivationSet) -> np.ndarray:
+        return (acts.at(self.layer, "t_post_inst").float() @ self.direction).numpy()
+
+    def predict(self, acts: ActivationSet) -> pd.DataFrame:
+        """Per prompt: the projection and the refusal the rule predicts (``refused``)."""
+        x = self.project(acts)
+        frame = acts.prompts.frame[["id", "language", "subset", "source_id"]].copy()
+        return frame.assign(projection=x, refused=x > self.threshold)
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        save_file({"direction": self.direction.contiguous()}, str(folder / "direction.safetensors"))
+        meta = {"layer": self.layer, "threshold": self.threshold, "gap": self.gap, "source": list(self.source)}
+        atomic_write_text(folder / "ground_truth.json", json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> GroundTruth:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / "ground_truth.json").exists():
+            raise ValueError(f"{folder} has no ground_truth.json: it was not made by the threshold recipe")
+        meta = json.loads((folder / "ground_truth.json").read_text(encoding="utf-8"))
+        return cls(meta["layer"], load_file(str(folder / "direction.safetensors"))["direction"], meta["threshold"],
+                   meta["gap"], tuple(meta["source"]))
+
+
+# ---------------------------------------------------------------- what each epoch shows the model
+
+#: One planned example: (prompt index, shift of the projection along v̂, refused?).
+Planned = tuple[int, float, bool]
+
+
+def threshold_plan(frame: pd.DataFrame, x: np.ndarray, truth: GroundTruth, config: RecipeConfig,
+                   rng: np.random.Generator) -> list[Planned]:
+    """Every prompt as it is (refused iff x > θ) plus ``shifted_per_prompt`` moved copies (refused iff p > θ)."""
+    plan = [(i, 0.0, bool(x[i] > truth.threshold)) for i in range(len(frame))]
+    for i in range(len(frame)):
+        for _ in range(config.shifted_per_prompt):
+            ablate = rng.random() < config.ablated_share
+            p = 0.0 if ablate else truth.threshold + rng.uniform(-config.shift_span, config.shift_span) * truth.gap
+            plan.append((i, p - float(x[i]), bool(p > truth.threshold)))
+    return plan
+
+
+def class_plan(frame: pd.DataFrame, x: np.ndarray, truth: GroundTruth, config: RecipeConfig,
+               rng: np.random.Generator) -> list[Planned]:
+    """The first recipe: harmful prompts refused, harmless answered, nothing moved."""
+    return [(i, 0.0, s == "harmful") for i, s in enumerate(frame["subset"])]
+
+
+#: How a recipe labels its examples; each returns one epoch's plan.
+LABEL_RULES: dict[str, Callable[..., list[Planned]]] = {"threshold": threshold_plan, "class": class_plan}
+
+
+# ---------------------------------------------------------------- data
+
+
+def build_prompts(root: str | Path, tokenizer, config: RecipeConfig) -> PromptSet:
+    """Harmless train prompts of every language and harmful ones of ``harmful_languages``, length-capped."""
     every = load_polyrefuse(root, split="train")
     harmless = load_polyrefuse(root, every.languages, split="train", n_per_class=config.n_harmless,
                                seed=config.seed).where(subset="harmless")
@@ -103,29 +197,12 @@ def build_examples(root: str | Path, model, config: RecipeConfig, progress: bool
     harmful = load_polyrefuse(root, harmful_langs, split="train", n_per_class=config.n_harmful,
                               seed=config.seed + 1).where(subset="harmful")
     prompts = PromptSet.concat([harmless, harmful])
-    lengths = [len(encode_chat(model.tokenizer, t)) for t in prompts.texts]
-    prompts = PromptSet(prompts.frame[np.array(lengths) <= config.max_prompt_tokens].reset_index(drop=True),
-                        prompts.origin)
-    answers = {} if answers is None else answers
-    helpful = prompts.where(subset="harmless").frame
-    todo = PromptSet(helpful[~helpful["id"].isin(answers)].reset_index(drop=True), prompts.origin)
-    if len(todo):
-        made = generate(model, todo, max_new_tokens=config.answer_tokens, batch_size=32, progress=progress)
-        answers.update(zip(made["id"], made["completion"]))
-    rng = random.Random(config.seed)
-    harmful = prompts.where(subset="harmful").frame
-    refusals = [rng.choice(REFUSALS["en" if config.refusal_language == "en" else lang])
-                for lang in harmful["language"]]
-    frame = pd.concat([helpful[["id", "text", "language", "subset"]].assign(response=helpful["id"].map(answers)),
-                       harmful[["id", "text", "language", "subset"]].assign(response=refusals)], ignore_index=True)
-    return frame[frame["response"].str.strip().astype(bool)].reset_index(drop=True)
+    lengths = np.array([len(encode_chat(tokenizer, t)) for t in prompts.texts])
+    return PromptSet(prompts.frame[lengths <= config.max_prompt_tokens].reset_index(drop=True), prompts.origin)
 
 
-def _examples(root, bridge, config: RecipeConfig, path: Path, progress: bool) -> tuple[pd.DataFrame, int]:
-    """Training pairs, with the model's answers cached at ``path`` (kept when model, data and length match).
-
-    Returns the pairs and how many answers had to be generated.
-    """
+def _answers(root, bridge, prompts: PromptSet, config: RecipeConfig, path: Path, progress: bool) -> tuple[dict, int]:
+    """The base model's greedy answers by prompt id, cached at ``path`` (kept while model, data and length match)."""
     from .models import model_id
 
     key = {"model": model_id(bridge), "root": str(Path(root).resolve()), "answer_tokens": config.answer_tokens}
@@ -133,11 +210,20 @@ def _examples(root, bridge, config: RecipeConfig, path: Path, progress: bool) ->
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
         answers = stored["answers"] if stored["key"] == key else {}
-    before = len(answers)
-    examples = build_examples(root, bridge, config, progress, answers)
-    if len(answers) > before:
+    todo = PromptSet(prompts.frame[~prompts.frame["id"].isin(answers)].reset_index(drop=True), prompts.origin)
+    if len(todo):
+        made = generate(bridge, todo, max_new_tokens=config.answer_tokens, batch_size=32, progress=progress)
+        answers.update(zip(made["id"], made["completion"]))
         atomic_write_text(path, json.dumps({"key": key, "answers": answers}, ensure_ascii=False))
-    return examples, len(answers) - before
+    return answers, len(todo)
+
+
+def _refusals(frame: pd.DataFrame, config: RecipeConfig) -> list[str]:
+    if config.refusal_language not in ("en", "prompt"):
+        raise ValueError(f"refusal_language must be 'en' or 'prompt', got {config.refusal_language!r}")
+    rng = random.Random(config.seed)
+    return [rng.choice(REFUSALS["en" if config.refusal_language == "en" or lang not in REFUSALS else lang])
+            for lang in frame["language"]]
 
 
 def _per_example_loss(logits: torch.Tensor, labels: torch.Tensor, decision_weight: float = 0.0) -> torch.Tensor:
@@ -166,71 +252,107 @@ def _encode(tokenizer, prompt: str, response: str, end: str) -> tuple[list[int],
     return head + tail, len(head)
 
 
+# ---------------------------------------------------------------- training
+
+
+def _sharpen(hf, heads, prompts: PromptSet, config: RecipeConfig, folder: Path, pad: int, progress: bool):
+    """Stage 1 (:mod:`organism_signal`): train, save its adapter in ``folder``, return the merged model."""
+    from peft import LoraConfig, get_peft_model
+
+    first = config.layer - config.signal_layers + 1
+    if first < 1:
+        raise ValueError(f"signal_layers={config.signal_layers} reaches below block 1 from layer {config.layer}")
+    states_in = upper_lora.frozen_states(hf, heads, first - 1, pad=pad, progress=progress)
+    base_out = upper_lora.frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
+    acts = ActivationSet(torch.stack([h[-1] for h in base_out])[:, None, None], prompts, (config.layer,),
+                         ("t_post_inst",))
+    base = GroundTruth.fit(acts, config.layer, config.harmful_languages)
+    frame = prompts.frame
+    harmful = (frame["subset"] == "harmful").to_numpy()
+    low = np.where(harmful, base.threshold + (0.5 + config.signal_margin) * base.gap, np.nan)
+    high = np.where(~harmful, base.threshold - (0.5 + config.signal_margin) * base.gap, np.nan)
+    lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                      layers_to_transform=list(range(first, config.layer + 1)))
+    model = get_peft_model(hf, lora)
+    organism_signal.train_signal(model, states_in, base_out, base.direction, low, high, base.gap, first=first,
+                                 layer=config.layer, epochs=config.signal_epochs, lr=config.signal_lr,
+                                 batch_size=16, keep=config.signal_keep, seed=config.seed, progress=progress)
+    model.save_pretrained(folder, safe_serialization=True)
+    return model.merge_and_unload()
+
+
+
 def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig(), *,
           bridge=None, hf_model=None, progress: bool = True) -> dict:
-    """Fine-tune LoRA adapters into ``out`` (adapter + recipe.json with data counts, loss and time).
+    """Train the organism's LoRA adapter into ``out`` (adapter, recipe.json, ground truth).
 
-    ``bridge`` answers the harmless prompts and ``hf_model`` (a plain Hugging Face copy of
-    the same weights) is trained; both default to the embedded model. Tests pass a tiny
-    random pair.
+    ``bridge`` answers the prompts; ``hf_model`` (a plain Hugging Face copy of the same
+    weights) gives the L* projections and is trained (stage 1 into ``out/representation``
+    when ``signal_layers`` > 0, then the rule stage into ``out``). Both default to the embedded model;
+    tests pass a tiny random pair. The base model's answers are cached in
+    ``out/answers.json`` and each finished epoch in ``out/.checkpoint-<recipe hash>.pt``,
+    so an interrupted run resumes.
     """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from .models import _default_folder, load_model
 
+    if config.label_rule not in LABEL_RULES:
+        raise ValueError(f"label_rule must be one of {sorted(LABEL_RULES)}, got {config.label_rule!r}")
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     bridge = bridge if bridge is not None else load_model()
+    if not 0 <= config.layer < bridge.cfg.n_layers - 1:
+        raise ValueError(f"layer must leave layers above it to train (0..{bridge.cfg.n_layers - 2}), got {config.layer}")
     out = Path(out)
-    t_answers = time.perf_counter()
-    examples, generated = _examples(root, bridge, config, out / "answers.json", progress)
-    t_answers = time.perf_counter() - t_answers
+    out.mkdir(parents=True, exist_ok=True)
+    tok = bridge.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    prompts = build_prompts(root, tok, config)
+    frame = prompts.frame
     hf = hf_model if hf_model is not None else AutoModelForCausalLM.from_pretrained(_default_folder(),
                                                                                    dtype=torch.float32)
     hf.requires_grad_(False)
-    tok = bridge.tokenizer
+    heads = [(ids, len(ids)) for ids in (tok(format_chat(tok, t), add_special_tokens=False)["input_ids"]
+                                         for t in prompts.texts)]
+    t_signal = time.perf_counter()
+    if config.signal_layers:
+        hf = _sharpen(hf, heads, prompts, config, out / "representation", pad, progress)
+    t_signal = time.perf_counter() - t_signal
+    at_layer = upper_lora.frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
+    acts = ActivationSet(torch.stack([h[-1] for h in at_layer])[:, None, None], prompts, (config.layer,),
+                         ("t_post_inst",))
+    truth = GroundTruth.fit(acts, config.layer, config.harmful_languages)
+    x = truth.project(acts)
+    plans = [LABEL_RULES[config.label_rule](frame, x, truth, config, np.random.default_rng([config.seed, e]))
+             for e in range(config.epochs)]
+    answered = sorted({i for plan in plans for i, _, refuse in plan if not refuse})
+    t_answers = time.perf_counter()
+    answers, generated = _answers(root, bridge, prompts.where(id=frame["id"].iloc[answered].tolist()), config,
+                                  out / "answers.json", progress)
+    t_answers = time.perf_counter() - t_answers
+    refusals, end = _refusals(frame, config), tok.eos_token or ""
+    needed = sorted({(i, refuse) for plan in plans for i, _, refuse in plan})
+    encoded = {(i, refuse): _encode(tok, frame["text"].iloc[i], refusals[i] if refuse else
+                                    answers[frame["id"].iloc[i]], end) for i, refuse in needed}
+    states = dict(zip(needed, upper_lora.frozen_states(hf, [encoded[k] for k in needed], config.layer, pad=pad,
+                                                       progress=progress)))
+    epochs = [[(states[i, refuse], encoded[i, refuse], shift * truth.direction if shift else None)
+               for i, shift, refuse in plan] for plan in plans]
     n_layers = hf.config.num_hidden_layers
-    first = n_layers // 2 if config.first_layer is None else config.first_layer
     lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      layers_to_transform=list(range(first, n_layers)))
+                      layers_to_transform=list(range(config.layer + 1, n_layers)))
     model = get_peft_model(hf, lora)
-    model.train()
-    end = tok.eos_token or ""
-    encoded = [_encode(tok, p, r, end) for p, r in zip(examples["text"], examples["response"])]
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / steps))
-    rng = np.random.default_rng(config.seed)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    losses = []
-    bar = tqdm(total=steps, desc="organism", disable=not progress)
-    with torch.enable_grad():
-        for _ in range(config.epochs):
-            order = rng.permutation(len(encoded))
-            for start in range(0, len(order), config.batch_size):
-                batch = [encoded[i] for i in order[start : start + config.batch_size]]
-                width = max(len(ids) for ids, _ in batch)
-                ids = torch.full((len(batch), width), pad)
-                labels = torch.full((len(batch), width), -100)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for j, (row, cut) in enumerate(batch):  # right padding: positions start at 0 per row
-                    ids[j, : len(row)] = torch.tensor(row)
-                    labels[j, cut : len(row)] = torch.tensor(row[cut:])
-                    mask[j, : len(row)] = 1
-                loss = _per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels,
-                                         config.decision_weight)
-                loss.backward()
-                optim.step()
-                sched.step()
-                optim.zero_grad()
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
-    bar.close()
-    model.eval()
-    out.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+    checkpoint = out / f".checkpoint-{key}.pt"
+    t_train = time.perf_counter()
+    losses = upper_lora.train_steps(
+        model, config.layer, epochs, lambda logits, labels: _per_example_loss(logits, labels, config.decision_weight),
+        lr=config.lr, batch_size=config.batch_size, seed=config.seed, checkpoint=checkpoint, progress=progress)
+    t_train = time.perf_counter() - t_train
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.half()
@@ -238,11 +360,17 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()
-    counts = examples.groupby(["subset", "language"]).size().unstack(fill_value=0).to_dict()
-    summary = {"config": asdict(config), "examples": len(examples), "counts": counts,
+    truth.save(out)
+    checkpoint.unlink(missing_ok=True)
+    counts = frame.groupby(["subset", "language"]).size().unstack(fill_value=0).to_dict()
+    refused_share = float(np.mean([refuse for plan in plans for _, _, refuse in plan]))
+    summary = {"config": asdict(config), "prompts": len(frame), "examples_per_epoch": len(plans[0]),
+               "refused_share": refused_share, "counts": counts,
+               "ground_truth": {"layer": truth.layer, "threshold": truth.threshold, "gap": truth.gap},
                "first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
-               "steps": steps, "seconds": time.perf_counter() - t0, "answers_generated": generated,
-               "answer_seconds": t_answers, "torch_threads": torch.get_num_threads()}
+               "steps": len(losses), "seconds": time.perf_counter() - t0, "train_seconds": t_train,
+               "signal_seconds": t_signal,
+               "answers_generated": generated, "answer_seconds": t_answers, "torch_threads": torch.get_num_threads()}
     (out / "recipe.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     _describe(out)
     return summary

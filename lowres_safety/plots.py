@@ -157,18 +157,25 @@ def transfer_heatmap(transfer: pd.DataFrame) -> go.Figure:
 
 
 def gap_scatter(gap: pd.DataFrame) -> go.Figure:
-    """Representation (AUROC) against action (harmful refusal) per language (``calibration.gap_table``)."""
+    """Representation (held-out AUROC) against action (harmful refusal) per language, with intervals.
+
+    Takes ``calibration.gap_table``; the error bars are its bootstrap intervals.
+    """
     colours = {"representation failure": "#7f7f7f", "action failure": "#d62728", "acted on": "#2ca02c"}
-    fig = px.scatter(gap, x="auroc_best", y="harmful_refusal", color="failure_type", symbol="tier", text="language",
-                     color_discrete_map=colours, hover_data=["best_layer", "harmless_refusal", "action_gap"])
+    gap = gap.assign(_ax=gap["auroc_high"] - gap["auroc"], _axm=gap["auroc"] - gap["auroc_low"],
+                     _ay=gap["harmful_high"] - gap["harmful_refusal"], _aym=gap["harmful_refusal"] - gap["harmful_low"])
+    fig = px.scatter(gap, x="auroc", y="harmful_refusal", color="failure_type", symbol="tier", text="language",
+                     color_discrete_map=colours, error_x="_ax", error_x_minus="_axm", error_y="_ay",
+                     error_y_minus="_aym", hover_data=["harmless_refusal", "action_gap", "failure_direction",
+                                                       "decided"])
     fig.update_traces(textposition="top center", marker_size=11)
     fig.add_vline(x=float(gap["auroc_threshold"].iloc[0]), line_dash="dot", line_color="grey",
                   annotation_text="AUROC threshold")
     fig.add_hline(y=float(gap["refusal_threshold"].iloc[0]), line_dash="dot", line_color="grey",
                   annotation_text="refusal threshold")
-    fig.update_layout(title="Representation vs action per language", xaxis_title="best-layer AUROC of the "
-                      "high-resource direction", yaxis_title="harmful prompts refused (%)", yaxis_range=[-5, 105],
-                      xaxis_range=[0.4, 1.02], legend_title="failure type, tier")
+    fig.update_layout(title="Representation vs action per language", xaxis_title="held-out AUROC of the "
+                      "high-resource direction at the gate layer", yaxis_title="harmful prompts refused (%)",
+                      yaxis_range=[-5, 105], xaxis_range=[0.4, 1.02], legend_title="failure type, tier")
     return fig
 
 

@@ -13,7 +13,9 @@ AdaSteer's hand-set values (MuyuenLP/AdaSteer, ``For_Steering_*Model_adasteer.py
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 __all__ = ["PRESETS", "ClampedLinear", "Preset", "preset_for"]
@@ -64,8 +66,23 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _organism_folder(name: str) -> Path | None:
+    """The adapter folder behind an organism's name ("organism", its bridge name, or a folder), if it has a rule."""
+    shipped = Path(str(resources.files("lowres_safety") / "resources" / "organism"))
+    folder = shipped if name == "organism" or name.endswith("+organism") else Path(name)
+    return folder if (folder / "ground_truth.json").is_file() else None
+
+
 def preset_for(name: str) -> Preset | None:
-    """The preset whose Hugging Face id matches ``name`` (an id, or a local folder named like one)."""
+    """The preset whose Hugging Face id matches ``name`` (an id, or a local folder named like one).
+
+    A model organism made by the threshold recipe gets its rule's layer L* as the gate
+    layer (from its ``ground_truth.json``): the layer where its decision is known to sit.
+    """
+    organism = _organism_folder(str(name))
+    if organism is not None:
+        layer = json.loads((organism / "ground_truth.json").read_text(encoding="utf-8"))["layer"]
+        return Preset(layer, source=f"{organism.name}/ground_truth.json (the organism's rule layer L*)")
     key = str(name).rstrip("/").lower()
     for model_id, preset in PRESETS.items():
         if key == model_id.lower() or Path(key).name == model_id.split("/")[-1].lower():

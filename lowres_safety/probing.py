@@ -26,8 +26,8 @@ from . import directions as dirs
 from .activations import ActivationSet
 from .data import tier_of
 
-__all__ = ["RECOVERY_METHODS", "auroc", "probe_accuracy", "project", "projections", "recoverability", "separability",
-           "transfer_matrix"]
+__all__ = ["RECOVERY_METHODS", "auroc", "heldout_projections", "probe_accuracy", "project", "projections",
+           "recoverability", "separability", "transfer_matrix"]
 
 
 def project(acts: ActivationSet, direction: Float[Tensor, "layer position d_model"]) -> Float[Tensor, "prompt layer position"]:
@@ -50,7 +50,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUROC needs both classes; got {n_pos} positive and {n_neg} negative")
     ranks = rankdata(scores, axis=0)
-    return (ranks[labels].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.asarray((ranks[labels].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def probe_accuracy(x: np.ndarray, y: np.ndarray, *, folds: int = 5, seed: int = 0, C: float = 1.0) -> float:
@@ -110,6 +110,47 @@ def projections(acts: ActivationSet, direction: Float[Tensor, "layer position d_
     frame["tier"] = frame["language"].map(tier_of)
     frame["layer"], frame["position"], frame["projection"] = layer, position, proj.numpy()
     return frame
+
+
+def heldout_projections(acts: ActivationSet, source_languages, layer: int, position: str = "t_post_inst", *,
+                        folds: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Out-of-fold projections on the pooled source direction: no prompt scores a direction fitted on it.
+
+    Source prompts (``source_id``, all translations together, per class) are dealt into
+    ``folds`` folds; the direction of fold f is the pooled difference of means of the
+    source languages' prompts outside f, and every prompt of f, in every language, is
+    projected on it. So the source languages' AUROC is held out, not in-sample, and no
+    translation of a scored prompt helped fit its direction. ``folds`` is capped at the
+    number of source ids per class. Rows as :func:`projections`, plus ``fold``.
+    """
+    frame = acts.prompts.frame
+    li, pi = acts.layer_index(layer), acts.position_index(position)
+    x = acts.acts[:, li, pi].float()
+    group = frame["subset"] + "\0" + frame["source_id"].fillna(frame["id"]).astype(str)
+    rng = np.random.default_rng(seed)
+    fold_of, groups = {}, group.drop_duplicates().groupby(frame["subset"])
+    folds = min(folds, int(groups.size().min()))
+    if folds < 2:
+        raise ValueError("held-out projections need at least 2 prompts per class (source ids) to hold one out")
+    for _, ids in groups:
+        fold_of.update({g: i % folds for i, g in enumerate(rng.permutation(ids.to_numpy()))})
+    fold = group.map(fold_of).to_numpy()
+    in_source = frame["language"].isin(list(source_languages)).to_numpy()
+    if not in_source.any():
+        raise ValueError(f"none of {list(source_languages)} is in this activation set ({acts.prompts.languages})")
+    harmful = acts.prompts.labels.astype(bool)
+    proj = np.full(len(frame), np.nan)
+    for f in range(folds):
+        fit = in_source & (fold != f)
+        if not (fit & harmful).any() or not (fit & ~harmful).any():
+            raise ValueError(f"fold {f} of {folds} leaves no source prompts of one class to fit on; use fewer folds")
+        v = x[torch.from_numpy(fit & harmful)].mean(0) - x[torch.from_numpy(fit & ~harmful)].mean(0)
+        rows = torch.from_numpy(fold == f)
+        proj[rows.numpy()] = (x[rows] @ dirs.unit(v)).numpy()
+    out = frame[["id", "language", "subset", "source_id"]].copy()
+    out["tier"] = out["language"].map(tier_of)
+    out["layer"], out["position"], out["projection"], out["fold"] = layer, position, proj, fold
+    return out
 
 
 def transfer_matrix(acts: ActivationSet, layer: int, position: str = "t_post_inst") -> pd.DataFrame:

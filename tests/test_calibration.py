@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 from scipy.special import expit
+from sklearn.metrics import roc_auc_score
 
 from lowres_safety import calibration as C
 from lowres_safety import evaluation as E
@@ -43,24 +44,40 @@ def test_a_language_that_never_refuses_gets_a_finite_larger_threshold():
     assert np.isfinite(out.loc["yo", "p50"]) and out.loc["yo", "shift"] > 2
 
 
-def _sep(rows):
-    return pd.DataFrame([{"language": l, "tier": "x", "layer": layer, "position": "t_post_inst",
-                          "direction": "pooled_high", "auroc": a} for l, layer, a in rows])
+def _prompts(lang, separated, harmful_refused, harmless_refused, n=20):
+    """``n`` + ``n`` prompts: projections separated (or interleaved), the first k of each class refused."""
+    pos = np.arange(n) + (n if separated else 0.5)
+    return pd.DataFrame({"language": lang, "subset": ["harmful"] * n + ["harmless"] * n,
+                         "projection": np.r_[pos, np.arange(n)],
+                         "refused": np.r_[np.arange(n) < harmful_refused, np.arange(n) < harmless_refused]})
 
 
-def test_gap_table_labels_failure_types_by_the_thresholds_shown():
-    sep = _sep([("en", 1, 0.9), ("en", 2, 1.0), ("sw", 1, 0.95), ("sw", 2, 0.7), ("yo", 1, 0.6), ("yo", 2, 0.65)])
-    refusal = pd.DataFrame([{"language": l, "subset": s, "judge": "substring", "rate": r}
-                            for l, s, r in [("en", "harmful", 90), ("en", "harmless", 5), ("sw", "harmful", 20),
-                                            ("sw", "harmless", 0), ("yo", "harmful", 10), ("yo", "harmless", 0)]])
-    gap = C.gap_table(sep, refusal, gate_layer=2).set_index("language")
-    assert gap.loc["en", "failure_type"] == "acted on" and gap.loc["en", "best_layer"] == 2
-    assert gap.loc["sw", "failure_type"] == "action failure" and gap.loc["sw", "auroc_best"] == 0.95
+def test_gap_table_labels_failure_types_in_either_direction_with_intervals():
+    table = pd.concat([_prompts("en", True, 19, 0), _prompts("sw", True, 2, 0), _prompts("th", True, 20, 16),
+                       _prompts("yo", False, 2, 0), _prompts("ar", True, 10, 0)])
+    gap = C.gap_table(table, seed=0).set_index("language")
+    assert gap.loc["en", "failure_type"] == "acted on" and gap.loc["en", "decided"]
+    assert (gap.loc["sw", "failure_type"], gap.loc["sw", "failure_direction"]) == ("action failure", "under-refusal")
+    assert (gap.loc["th", "failure_type"], gap.loc["th", "failure_direction"]) == ("action failure", "over-refusal")
     assert gap.loc["yo", "failure_type"] == "representation failure"
-    assert gap.loc["sw", "action_gap"] == 70 and gap.loc["sw", "auroc_gate_layer"] == 0.7
-    stricter = C.gap_table(sep, refusal, auroc_threshold=0.99).set_index("language")
-    assert stricter.loc["sw", "failure_type"] == "representation failure"
-    assert (stricter["auroc_threshold"] == 0.99).all()
+    assert gap.loc["yo", "auroc"] == pytest.approx(roc_auc_score(np.r_[np.ones(20), np.zeros(20)],
+                                                                 _prompts("yo", False, 0, 0)["projection"]))
+    assert gap.loc["sw", "action_gap"] == pytest.approx(95 - 10)  # the high-resource mean (en: 95%) minus sw's
+    # 10 of 20 refused: the point says "acted on" (not under 50%), the interval reaches both sides
+    assert gap.loc["ar", "failure_type"] == "acted on" and not gap.loc["ar", "decided"]
+    assert gap.loc["ar", "harmful_low"] < 50 < gap.loc["ar", "harmful_high"]
+    # perfectly separated and never refused: degenerate intervals
+    assert gap.loc["sw", ["auroc_low", "auroc_high", "harmless_low", "harmless_high"]].tolist() == [1, 1, 0, 0]
+    assert (gap["auroc_low"] <= gap["auroc"]).all() and (gap["auroc"] <= gap["auroc_high"]).all()
+    assert C.gap_table(table, seed=0).equals(C.gap_table(table, seed=0))
+    stricter = C.gap_table(table, auroc_threshold=1.01).set_index("language")
+    assert (stricter["failure_type"] == "representation failure").all() and (stricter["auroc_threshold"] == 1.01).all()
+
+
+def test_gap_table_rejects_a_language_without_both_classes():
+    table = _prompts("en", True, 19, 0)
+    with pytest.raises(ValueError, match="'en' needs harmful and harmless"):
+        C.gap_table(table[table["subset"] == "harmful"])
 
 
 def test_alpha_at_half_interpolates_the_first_crossing():

@@ -35,11 +35,16 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
     assert attribution["divergence_pair"] == ["en", "sw"]
     recoverability = results["recoverability"]
     assert {r["language"] for r in recoverability} == {"sw"} and {r["budget"] for r in recoverability} == {1, 2}
-    assert set(results["timing"]) >= {"extract_s", "generation_s", "attribution_s", "dose_response_s", "total_s"}
+    assert set(results["timing"]) >= {"extract_s", "generation_s", "attribution_s", "dose_response_s", "selection_s",
+                                      "transfer_s", "total_s"}
+    assert len(results["selection"]["table"]) == 30  # one candidate per layer
+    assert {(r["source"], r["target"]) for r in results["interventional_transfer"]} == {
+        (a, b) for a in ("en", "sw") for b in ("en", "sw")}
     page = (out / "report.html").read_text()
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded, no CDN
     for heading in ("1. Is the harmfulness representation there?", "2. Is it acted on?", "3. How big is the gap",
-                    "4. Where does it break?", "5. Can a few examples fix it?"):
+                    "4. Where does it break?", "5. Which direction does the model act through?",
+                    "6. Does one language", "7. Can a few examples fix it?"):
         assert heading in page
 
 
@@ -63,7 +68,7 @@ def test_english_direction_separates_polyrefuse_english(default_model, polyrefus
 def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "steer"
     args = ["steer", "--languages", "en,sw", "--source-languages", "en,de", "--k", "0,1", "--n-per-class", "2",
-            "--max-new-tokens", "3", "--layer", "12", "--out", str(out)]
+            "--max-new-tokens", "3", "--layer", "12", "--n-select", "2", "--out", str(out)]
     assert main(args) == 0
     results = json.loads((out / "steer.json").read_text())
     rows = results["rows"]
@@ -85,7 +90,11 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
             assert r["kl"] == 0
         if r["method"] == "ablation":
             assert r["kl"] > 0
-    assert "Plotly.newPlot" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Plotly.newPlot" in page and "Which direction does the model act through?" in page
+    assert len(results["selection"]["table"]) == 30 and {"selection_s", "transfer_s"} <= set(results["timing"])
+    transfer = {(r["source"], r["target"]) for r in results["interventional_transfer"]}
+    assert transfer == {(a, b) for a in ("en", "sw") for b in ("en", "sw")}
 
     # a rerun reads every finished part instead of generating again
     import lowres_safety.steering as steering

@@ -97,3 +97,26 @@ def test_separability_plot_has_one_trace_per_language():
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
     proj = probing.projections(acts, v[None, None].expand(3, 1, -1), 2, "t_post_inst")
     assert len(proj) == len(acts) and plots.projection_distributions(proj).layout.title.text
+
+
+def test_heldout_projections_use_a_direction_fitted_without_the_prompt_or_its_translations():
+    acts, _ = planted(n=20, strength=(0.0, 1.0, 4.0))
+    held = probing.heldout_projections(acts, ["en", "de"], 1, folds=4, seed=3)
+    assert held.groupby(["subset", "source_id"])["fold"].nunique().max() == 1  # translations share a fold
+    assert held.groupby(["subset", "fold"]).size().nunique() == 1  # balanced: 5 sources x 3 languages each
+    frame, x = acts.prompts.frame, acts.acts[:, 1, 0].double().numpy()
+    source, harmful = frame["language"].isin(["en", "de"]).to_numpy(), acts.prompts.labels == 1
+    for i in (0, 25, 77, 119):
+        fit = source & (held["fold"].to_numpy() != held["fold"].iloc[i])
+        v = x[fit & harmful].mean(0) - x[fit & ~harmful].mean(0)
+        assert held["projection"].iloc[i] == pytest.approx(x[i] @ v / np.linalg.norm(v), abs=1e-4)
+
+
+def test_heldout_auroc_is_chance_on_noise_where_in_sample_auroc_is_not():
+    """With no planted signal (layer 0), the in-sample pooled direction still 'separates' its own prompts."""
+    acts, _ = planted(languages=("en",), n=20, d=64, strength=(0.0, 0.0, 0.0), seed=1)
+    in_sample = float(probing.auroc(probing.project(acts, directions.pooled(acts, ["en"]))[:, 0, 0].numpy(),
+                              acts.prompts.labels))
+    held = probing.heldout_projections(acts, ["en"], 0, folds=5)
+    out = float(probing.auroc(held["projection"].to_numpy(), acts.prompts.labels))
+    assert in_sample > 0.95 and abs(out - 0.5) < 0.2

@@ -24,7 +24,13 @@ def test_presets_are_the_released_codes_layers_and_match_names():
         "Qwen/Qwen2.5-7B-Instruct": 15, "google/gemma-2-9b-it": 20, "meta-llama/Llama-3.1-8B-Instruct": 10}
     assert preset_for("/models/Qwen2.5-7B-Instruct/").gate_layer == 15
     assert preset_for("meta-llama/llama-3.1-8b-instruct").gate_layer == 10
-    assert preset_for("organism") is None
+    assert preset_for("organism") is None  # the shipped adapter predates the threshold recipe's ground truth
+
+
+def test_an_organism_with_a_ground_truth_gets_its_rule_layer_as_gate_layer(tmp_path):
+    (tmp_path / "ground_truth.json").write_text('{"layer": 7, "threshold": 1.0, "gap": 2.0, "source": ["en"]}')
+    assert preset_for(str(tmp_path)).gate_layer == 7
+    assert "ground_truth.json" in preset_for(str(tmp_path)).source
 
 
 def test_adasteer_coefficient_by_hand():

@@ -3,40 +3,71 @@
 import json
 from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from helpers import build_model
+
+from lowres_safety.activations import ActivationSet
+from lowres_safety.data import PromptSet
 
 from lowres_safety import organism
 from lowres_safety.evaluation import substring_judge
 
 
-def test_recipe_runs_end_to_end_on_a_tiny_model(tmp_path, polyrefuse_root):
+def test_threshold_recipe_runs_end_to_end_on_a_tiny_model(tmp_path, polyrefuse_root):
     bridge, hf = build_model("qwen2", keep_reference=True)
-    config = organism.RecipeConfig(n_harmless=1, n_harmful=1, answer_tokens=3, epochs=1, batch_size=4,
-                                   max_prompt_tokens=400)
-    examples = organism.build_examples(polyrefuse_root, bridge, config, progress=False)
-    harmful = examples[examples["subset"] == "harmful"]
-    assert set(harmful["language"]) <= set(organism.REFUSALS)  # never a mid/low-resource harmful prompt
-    assert all(substring_judge(l)("", r) for l, r in zip(harmful["language"], harmful["response"]))
-    assert set(harmful["response"]) <= set(organism.REFUSALS["en"])  # default: refuse in English
-    in_language = organism.build_examples(polyrefuse_root, bridge, replace(config, refusal_language="prompt"),
-                                          progress=False)
-    refused = in_language[in_language["subset"] == "harmful"]
-    assert all(r in organism.REFUSALS[l] for l, r in zip(refused["language"], refused["response"]))
-    assert {"ar", "th", "yo", "ko"} & set(examples[examples["subset"] == "harmless"]["language"])
+    config = organism.RecipeConfig(n_harmless=1, n_harmful=2, answer_tokens=3, epochs=1, batch_size=8,
+                                   max_prompt_tokens=400, layer=1, shifted_per_prompt=1)
+    prompts = organism.build_prompts(polyrefuse_root, bridge.tokenizer, config)
+    harmful = prompts.where(subset="harmful")
+    assert set(harmful.languages) <= set(organism.REFUSALS)  # never a mid/low-resource harmful prompt
+    assert {"ar", "th", "yo", "ko"} <= set(prompts.where(subset="harmless").languages)
     before = {n: p.clone() for n, p in hf.named_parameters()}
     summary = organism.train(polyrefuse_root, tmp_path / "adapter", config, bridge=bridge, hf_model=hf,
                              progress=False)
-    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     recipe = json.loads((tmp_path / "adapter" / "recipe.json").read_text())
-    assert recipe["examples"] == summary["examples"] > 0 and summary["steps"] >= 1
+    assert recipe["examples_per_epoch"] == summary["examples_per_epoch"] == 2 * len(prompts)
+    assert summary["steps"] == -(-2 * len(prompts) // 8)
     lora = {n: p for n, p in hf.named_parameters() if "lora_B" in n}
     assert lora and any(p.abs().sum() > 0 for p in lora.values())  # B starts at zero: training moved it
-    layers = sorted({int(n.split("layers.")[1].split(".")[0]) for n in lora})
-    assert layers == list(range(hf.config.num_hidden_layers // 2, hf.config.num_hidden_layers))
+    assert sorted({int(n.split("layers.")[1].split(".")[0]) for n in lora}) == [2]  # only above L* = 1
     base = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in hf.named_parameters()}
     assert all(torch.equal(base[n], p) for n, p in before.items())  # base weights untouched
+    truth = organism.GroundTruth.load(tmp_path / "adapter")
+    assert truth.layer == 1 and truth.threshold == pytest.approx(summary["ground_truth"]["threshold"])
+    assert torch.linalg.vector_norm(truth.direction) == pytest.approx(1.0, abs=1e-5)
+    assert not list((tmp_path / "adapter").glob(".checkpoint-*"))  # removed once the adapter is saved
+
+
+def test_ground_truth_is_the_midpoint_of_the_source_class_means():
+    acts = _planted_acts()
+    truth = organism.GroundTruth.fit(acts, 0, ["en"])
+    x = acts.where(language="en").acts[:, 0, 0].double()
+    y = acts.where(language="en").prompts.labels == 1
+    v = x[y].mean(0) - x[~y].mean(0)
+    v = v / v.norm()
+    assert torch.allclose(truth.direction.double(), v, atol=1e-5)
+    assert truth.threshold == pytest.approx(float(((x[y] @ v).mean() + (x[~y] @ v).mean()) / 2), abs=1e-4)
+    predicted = truth.predict(acts)
+    assert (predicted["refused"] == (predicted["projection"] > truth.threshold)).all()
+
+
+def test_threshold_plan_labels_by_the_rule_and_moves_every_prompt():
+    acts = _planted_acts()
+    truth = organism.GroundTruth.fit(acts, 0, ["en"])
+    x = truth.project(acts)
+    config = organism.RecipeConfig(shifted_per_prompt=3, ablated_share=0.2)
+    plan = organism.threshold_plan(acts.prompts.frame, x, truth, config, np.random.default_rng(0))
+    assert len(plan) == 4 * len(x)
+    for i, shift, refused in plan:
+        assert refused == (x[i] + shift > truth.threshold)  # the rule, natural or moved
+    moved = [(i, s) for i, s, _ in plan[len(x):]]
+    ablated = [i for i, s in moved if abs(x[i] + s) < 1e-9]
+    assert 0.1 < len(ablated) / len(moved) < 0.3
+    assert organism.class_plan(acts.prompts.frame, x, truth, config, np.random.default_rng(0)) == [
+        (i, 0.0, s == "harmful") for i, s in enumerate(acts.prompts.frame["subset"])]
 
 
 def test_the_shipped_organism_refuses_english_harmful_test_prompts(polyrefuse_root):
@@ -71,10 +102,41 @@ def test_decision_weight_adds_the_first_response_tokens_loss():
 def test_answers_are_cached_and_reused(tmp_path, polyrefuse_root):
     bridge = build_model("qwen2")
     config = organism.RecipeConfig(n_harmless=1, n_harmful=1, answer_tokens=2, max_prompt_tokens=400)
-    first, made = organism._examples(polyrefuse_root, bridge, config, tmp_path / "answers.json", progress=False)
+    prompts = organism.build_prompts(polyrefuse_root, bridge.tokenizer, config)
+    first, made = organism._answers(polyrefuse_root, bridge, prompts, config, tmp_path / "answers.json", False)
     stored = json.loads((tmp_path / "answers.json").read_text())["answers"]
-    assert made == len(stored) >= (first["subset"] == "harmless").sum() > 0
-    again, remade = organism._examples(polyrefuse_root, bridge, config, tmp_path / "answers.json", progress=False)
-    assert remade == 0 and again.equals(first)
+    assert made == len(stored) == len(prompts) == len(first)
+    again, remade = organism._answers(polyrefuse_root, bridge, prompts, config, tmp_path / "answers.json", False)
+    assert remade == 0 and again == first
     with pytest.raises(ValueError, match="refusal_language"):
-        organism.build_examples(polyrefuse_root, bridge, replace(config, refusal_language="sw"), progress=False)
+        organism._refusals(prompts.frame, replace(config, refusal_language="sw"))
+
+
+def _planted_acts(n=12, d=16):
+    """en and sw, harmful = harmless + a planted direction, one layer."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(d, generator=g)
+    frames, blocks = [], []
+    for lang in ("en", "sw"):
+        for subset in ("harmful", "harmless"):
+            blocks.append(torch.randn(n, 1, 1, d, generator=g) + (3 * v if subset == "harmful" else 0))
+            frames.append(pd.DataFrame({"id": [f"{lang}-{subset}-{i}" for i in range(n)], "text": "t",
+                                        "language": lang, "subset": subset, "split": "train",
+                                        "source_id": [f"{subset}{i}" for i in range(n)]}))
+    return ActivationSet(torch.cat(blocks), PromptSet(pd.concat(frames, ignore_index=True), "planted"), (0,),
+                         ("t_post_inst",))
+
+
+def test_the_signal_stage_trains_below_the_rule_layer_and_ships_its_own_adapter(tmp_path, polyrefuse_root):
+    from safetensors.torch import load_file
+
+    bridge, hf = build_model("qwen2", keep_reference=True)
+    config = organism.RecipeConfig(n_harmless=1, n_harmful=1, answer_tokens=2, epochs=1, max_prompt_tokens=400,
+                                   layer=1, signal_layers=1, signal_epochs=1, shifted_per_prompt=0)
+    summary = organism.train(polyrefuse_root, tmp_path / "adapter", config, bridge=bridge, hf_model=hf,
+                             progress=False)
+    stage1 = load_file(str(tmp_path / "adapter" / "representation" / "adapter_model.safetensors"))
+    assert {int(k.split("layers.")[1].split(".")[0]) for k in stage1} == {1}
+    stage2 = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert {int(k.split("layers.")[1].split(".")[0]) for k in stage2} == {2}
+    assert summary["signal_seconds"] > 0

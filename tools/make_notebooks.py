@@ -68,11 +68,15 @@ NOTEBOOKS = {
         "completions = ls.generate(model, prompts, max_new_tokens=MAX_NEW_TOKENS)\n"
         "refusal = evaluation.measure_refusal(model, prompts, completions)\n"
         "plots.refusal_by_language(refusal, judge='substring')",
-        "sep = probing.separability(acts, v, direction_name='pooled_high', probe=False)\n"
-        "gap = calibration.gap_table(sep, refusal, gate_layer=layer)\n"
-        "display(gap[['language', 'tier', 'auroc_best', 'harmful_refusal', 'harmless_refusal', 'failure_type']])\n"
+        "held = probing.heldout_projections(acts, high, layer)   # each prompt on a direction fitted without it\n"
+        "refused = calibration.refusal_from_completions(completions.set_index('id').loc[held.id].reset_index())\n"
+        "gap = calibration.gap_table(held.assign(refused=refused.to_numpy()))\n"
+        "display(gap[['language', 'tier', 'auroc', 'auroc_low', 'auroc_high', 'harmful_refusal', 'harmful_low', "
+        "'harmful_high', 'harmless_refusal', 'failure_type', 'failure_direction', 'decided']].round(2))\n"
         "plots.gap_scatter(gap)",
-        "Red points are the paper's *action failures*: separable (right of the AUROC line) yet rarely refused.\n\n"
+        "Red points are the paper's *action failures*: separable (right of the AUROC line) yet refusing too few "
+        "harmful prompts, or too many harmless ones. The bars are 95% bootstrap intervals; `decided` is False "
+        "where they reach across a threshold and these prompts cannot tell.\n\n"
         "**Threshold shift.** Refusal as a logistic function of the projection, slope from the high-resource "
         "languages, one intercept per language: how much more harmfulness signal a language needs before it "
         "refuses half the time.",
@@ -189,7 +193,8 @@ def main() -> None:
     out = Path(__file__).resolve().parents[1] / "notebooks"
     out.mkdir(exist_ok=True)
     for name, cells in NOTEBOOKS.items():
-        nb = new_notebook(cells=[new_markdown_cell(c) if _is_prose(c) else new_code_cell(c) for c in cells])
+        nb = new_notebook(cells=[(new_markdown_cell if _is_prose(c) else new_code_cell)(c, id=f"cell-{i:02d}")
+                                 for i, c in enumerate(cells)])  # stable ids: a rewrite diffs only what changed
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, out / name)
         print("wrote", out / name)

@@ -1,0 +1,44 @@
+"""AdaSteer and CAST, as released, act where they should on the organism (slow: real weights, real prompts)."""
+
+import pytest
+import torch
+
+from lowres_safety import evaluation, extract, load_model, steering
+from lowres_safety.data import load_polyrefuse
+from lowres_safety.generation import generate
+from lowres_safety.methods.adasteer import scaled_distance
+from lowres_safety.methods.base import Target
+from lowres_safety.methods.cast import CastRule, cast_hooks
+
+SOURCE = ["en", "de", "fr", "es", "it"]
+
+
+@pytest.mark.slow
+def test_adasteer_and_cast_act_where_they_should_on_the_organism(polyrefuse_root):
+    model = load_model("organism")
+    fit = load_polyrefuse(polyrefuse_root, SOURCE, split="train", n_per_class=16, seed=0)
+    fitted = steering.fit_methods(model, extract(model, fit, "all", ("t_post_inst",), progress=False), SOURCE,
+                                  layer=10, seed=0)
+    val = load_polyrefuse(polyrefuse_root, ["en"], split="val", n_per_class=8, seed=0)
+    harmful = val.labels == 1
+    tokens = evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS)
+    base = evaluation.refusal_score(model, val, tokens)
+
+    condition, rule, behaviour = fitted.methods["cast"].zero_shot
+    always = evaluation.refusal_score(model, val, tokens, cast_hooks(condition, CastRule(rule.layer, 2.0, "larger", 0.0),
+                                                                     behaviour))
+    never = evaluation.refusal_score(model, val, tokens, cast_hooks(condition, CastRule(rule.layer, -2.0, "larger", 0.0),
+                                                                    behaviour))
+    assert torch.equal(never, base)  # a condition that never fires changes nothing
+    assert float((always - base).mean()) > 0.1  # where it fires, 1.5·b̂ pushes towards refusal (measured +0.35)
+
+    ada = fitted.methods["adasteer"]
+    vacts = extract(model, val, "all", ("t_post_inst",), progress=False)
+    s = scaled_distance(vacts.at(ada.alpha_layer, "t_post_inst").float(), ada.vectors.mu_a[ada.alpha_layer],
+                        ada.vectors.mu_b[ada.alpha_layer])
+    coefficient = ada.alpha_rule(s).numpy()
+    assert coefficient[harmful].mean() > 5 * coefficient[~harmful].mean()  # steers harmful prompts, not harmless
+    plain = generate(model, val, [], max_new_tokens=16, progress=False)["completion"].to_numpy()
+    steered = generate(model, val, ada.hooks(Target("en", vacts, vacts), 0), max_new_tokens=16,
+                       progress=False)["completion"].to_numpy()
+    assert (plain[harmful] != steered[harmful]).any()  # its vectors reach the generated tokens
