@@ -56,14 +56,19 @@ def check(model, acts: ActivationSet, prompts: PromptSet, source: list[str], ref
     of ``prompts`` (for their own directions); ``prompts`` are the prompts the transfer
     matrix is measured on (each language harmful and harmless); its rows are the
     directions of ``reference`` and of every language of ``prompts``. ``n_select`` source ids
-    per class of ``reference`` are the selection's validation prompts, and no translation
-    of them enters a candidate. The transfer adds each language's direction at the chosen
+    per class of ``reference`` (at most half of them) are the selection's validation
+    prompts, and no translation of them enters a candidate. The transfer adds each language's direction at the chosen
     layer, or at ``gate_layer`` when no candidate survives.
     """
     timing = {}
     t = time.perf_counter()
     ref = acts.where(language=reference).prompts
-    held = _sample_sources(ref.frame, min(n_select, int(ref.frame.groupby("subset").size().min())), seed, ref.origin)
+    have = int(ref.frame.groupby("subset").size().min())
+    if have < 2:
+        raise ValueError(f"selection needs at least 2 {reference!r} prompts per class (has {have}): one to score "
+                         "on and one to fit candidates on")
+    n_select = min(n_select, have // 2)  # the rest, and their translations, fit the candidates
+    held = _sample_sources(ref.frame, n_select, seed, ref.origin)
     val = PromptSet(held, ref.origin + f" ({n_select} per class for selection)")
     fit = acts.where(language=source)
     fit = fit.where(id=fit.prompts.frame[~fit.prompts.frame["source_id"].isin(held["source_id"])]["id"].tolist())

@@ -224,6 +224,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--label-rule", default="threshold", choices=("threshold", "class"),
                    help="threshold: refuse iff the projection on v-hat at L* exceeds theta, taught with moved "
                    "projections (default); class: the first recipe (harmful refused, harmless answered)")
+    t.add_argument("--signal-layers", type=int, default=0,
+                   help="stage 1: LoRA on this many blocks up to L* sharpening the signal along v-hat (default 0: none)")
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--out", default="runs/organism",
                    help="adapter folder (lowres_safety/resources/organism replaces the shipped one)")
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import organism
 
             config = organism.RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule,
-                                           epochs=args.epochs)
+                                           epochs=args.epochs, signal_layers=args.signal_layers)
             summary = organism.train(args.data, args.out, config)
             print(f"wrote the adapter to {args.out} in {summary['seconds'] / 60:.1f} min "
                   f"(loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f})")

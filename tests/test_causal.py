@@ -27,3 +27,13 @@ def test_check_holds_out_selection_prompts_and_measures_transfer_at_the_layer_us
     assert set(found.transfer["source"]) == {"en", "de", "sw"} and set(found.transfer["target"]) == {"de", "sw"}
     titles = [s.title for s in causal.sections(found, first=5)]
     assert titles[0].startswith("5. Which direction") and titles[1].startswith("6. Does one language")
+
+
+def test_selection_keeps_half_of_a_small_set_for_the_candidates():
+    tiny = build_model("qwen2")
+    prompts = load_builtin(["en", "sw"], n_per_class=2)
+    acts = extract(tiny, prompts, "all", ("t_post_inst",), progress=False)
+    tokens = first_token_ids(tiny.tokenizer, ["Sorry"])
+    found = causal.check(tiny, acts, prompts, ["en"], tokens, reference="en", gate_layer=1, n_select=8,
+                         progress=False)
+    assert found.n_select == 1 and len(found.selection) == tiny.cfg.n_layers
