@@ -1,10 +1,11 @@
-"""Stage 1 of the threshold organism on its own: train it, then predict refusal per language on PolyRefuse test.
+"""Stage 1 of the threshold organism on its own: train it, then predict refusal per language on a held-out split.
 
     python tools/signal_stage_check.py --data ../shared/data/Multilingual-Refusal [--layer 14 --signal-layers 6
         --epochs 4 --n-harmful 48 --margin 1.0 --keep 1.0 --lr 1e-3]
 
 Prints, per language, the refusal the rule (projection on v̂ at L* > θ) predicts on the
-test split for harmful and harmless prompts, and the AUROC of the projection. θ is the
+``--split`` prompts (default val: settings are chosen on val, never on test) for harmful
+and harmless prompts, and the AUROC of the projection. θ is the
 midpoint of the class means on high-resource train prompts that stage 1 never saw.
 Nothing is saved: this is for choosing the stage's settings before a full organism run.
 """
@@ -29,6 +30,7 @@ from lowres_safety.upper_lora import frozen_states
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
+    p.add_argument("--split", default="val", choices=("val", "test"))
     for name, kind, default in (("layer", int, 14), ("signal-layers", int, 6), ("epochs", int, 4),
                                 ("n-harmful", int, 48), ("margin", float, 1.0), ("keep", float, 1.0),
                                 ("lr", float, 1e-3), ("seed", int, 0)):
@@ -75,8 +77,8 @@ def main() -> None:
                                 gap=float(x[y].mean() - x[~y].mean()))
     print(f"theta: base {base.threshold:.1f} (gap {base.gap:.1f}); on stage-1 prompts {fitted.threshold:.1f}; "
           f"on {len(fresh)} unseen train prompts {truth.threshold:.1f} (gap {truth.gap:.1f})")
-    test = load_polyrefuse(a.data, split="test", n_per_class=16, seed=a.seed)
-    pred = truth.predict(acts_of(merged, test))
+    held = load_polyrefuse(a.data, split=a.split, n_per_class=16, seed=a.seed)
+    pred = truth.predict(acts_of(merged, held))
     for lang, part in pred.groupby("language", sort=False):
         rate = part.groupby("subset")["refused"].mean() * 100
         au = float(probing.auroc(part["projection"].to_numpy(), (part["subset"] == "harmful").to_numpy()))
