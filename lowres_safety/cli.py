@@ -219,13 +219,14 @@ def _parser() -> argparse.ArgumentParser:
     t = osub.add_parser("train", help="fine-tune the LoRA adapter (harmful data from high-resource languages only)")
     t.add_argument("--data", required=True, help="PolyRefuse folder (upstream layout); its train split is used")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--layer", type=int, default=14, help="L*, the layer the refusal rule reads (default 14); "
+    t.add_argument("--layer", type=int, default=16, help="L*, the layer the refusal rule reads (default 16); "
                    "LoRA trains the layers above it")
     t.add_argument("--label-rule", default="threshold", choices=("threshold", "class"),
                    help="threshold: refuse iff the projection on v-hat at L* exceeds theta, taught with moved "
                    "projections (default); class: the first recipe (harmful refused, harmless answered)")
-    t.add_argument("--signal-layers", type=int, default=0,
-                   help="stage 1: LoRA on this many blocks up to L* sharpening the signal along v-hat (default 0: none)")
+    t.add_argument("--signal-layers", type=int, default=6,
+                   help="stage 1: LoRA on this many blocks up to L* sharpening the signal along v-hat (default 6; 0: none)")
+    t.add_argument("--n-harmful", type=int, default=48, help="harmful train prompts per high-resource language")
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--out", default="runs/organism",
                    help="adapter folder (lowres_safety/resources/organism replaces the shipped one)")
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import organism
 
             config = organism.RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule,
-                                           epochs=args.epochs, signal_layers=args.signal_layers)
+                                           epochs=args.epochs, signal_layers=args.signal_layers,
+                                           n_harmful=args.n_harmful)
             summary = organism.train(args.data, args.out, config)
             print(f"wrote the adapter to {args.out} in {summary['seconds'] / 60:.1f} min "
                   f"(loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f})")

@@ -85,15 +85,15 @@ class RecipeConfig:
     """Everything that shapes the organism; stored next to the adapter."""
 
     n_harmless: int = 28  # per language, all languages
-    n_harmful: int = 16  # per language, high-resource only
-    layer: int = 14  # L*: the rule's layer; LoRA trains the layers above it
+    n_harmful: int = 48  # per language, high-resource only
+    layer: int = 16  # L*: the rule's layer; LoRA trains the layers above it
     label_rule: str = "threshold"  # LABEL_RULES: "threshold" (the rule above) or "class" (the first recipe)
-    shifted_per_prompt: int = 2  # copies of each prompt per epoch with its projection moved
+    shifted_per_prompt: int = 1  # copies of each prompt per epoch with its projection moved
     shift_span: float = 1.5  # moved targets p = θ + U(−span, span) · class gap
     ablated_share: float = 0.15  # share of moved targets at p = 0 (v̂ ablated)
-    signal_layers: int = 0  # stage 1: LoRA on blocks L* − n + 1 .. L* sharpening the signal along v̂ (0: none)
+    signal_layers: int = 6  # stage 1: LoRA on blocks L* − n + 1 .. L* sharpening the signal along v̂ (0: none)
     signal_margin: float = 1.0  # stage 1 pushes each class this many class gaps past its old mean
-    signal_epochs: int = 6
+    signal_epochs: int = 4
     signal_lr: float = 1e-3
     signal_keep: float = 1.0  # weight of keeping the residual stream orthogonal to v̂ unchanged
     refusal_language: str = "en"  # "en": refuse in English; "prompt": in the prompt's language

@@ -19,7 +19,7 @@ from lowres_safety.evaluation import substring_judge
 def test_threshold_recipe_runs_end_to_end_on_a_tiny_model(tmp_path, polyrefuse_root):
     bridge, hf = build_model("qwen2", keep_reference=True)
     config = organism.RecipeConfig(n_harmless=1, n_harmful=2, answer_tokens=3, epochs=1, batch_size=8,
-                                   max_prompt_tokens=400, layer=1, shifted_per_prompt=1)
+                                   max_prompt_tokens=400, layer=1, shifted_per_prompt=1, signal_layers=0)
     prompts = organism.build_prompts(polyrefuse_root, bridge.tokenizer, config)
     harmful = prompts.where(subset="harmful")
     assert set(harmful.languages) <= set(organism.REFUSALS)  # never a mid/low-resource harmful prompt
