@@ -6,21 +6,26 @@ refusals, adding it makes harmless prompts refused (Arditi et al. 2024; PolyRefu
 
     refuse  ⇔  (h_L*[last prompt token] · v̂) > θ
 
-v̂ is the base model's own pooled harmfulness direction at layer L* (difference of means
-of the high-resource languages' harmful and harmless training prompts, unit), θ the
-midpoint of those two class means. LoRA trains only the layers above L*, so the
-projection at L* stays the base model's for every input, and the rule is taught by
-showing its causal effect: every training prompt appears as it is (refused iff its own
-projection is above θ) and with its projection moved along v̂ to a target p, from the
-last prompt token on (p drawn around θ in units of the class gap, or 0: v̂ ablated),
-answered with a refusal iff p > θ. The same prompt is refused at one p and answered at
-another, so only the projection can carry the decision.
+Two stages, each a LoRA adapter. **Stage 1** (``signal_layers`` blocks up to L*,
+:mod:`organism_signal`) sharpens the harmfulness signal along the base model's pooled
+direction at L*, on high-resource harmful and all-language harmless prompts only: the
+135M base model's signal is too weak pooled for one threshold to serve every
+high-resource language (README). **Stage 2** trains only the blocks above L*, so the
+projection at L* is exactly what stage 1 left, for every input. v̂ is then that model's
+pooled direction at L* (difference of means of the high-resource languages' harmful and
+harmless training prompts, unit), θ the midpoint of those two class means, and the rule
+is taught by showing its causal effect: every training prompt appears as it is (refused
+iff its own projection is above θ) and with its projection moved along v̂ to a target p,
+from the last prompt token on (p drawn around θ in units of the class gap, or 0: v̂
+ablated), answered with a refusal iff p > θ. The same prompt is refused at one p and
+answered at another, so only the projection can carry the decision.
 
 Safety data come from the high-resource languages only (harmful prompts of en de fr es it
 nl pl ru zh ja); harmless prompts from every language. The low-resource gap is then not
-trained in by language: a language whose prompts project lower on v̂ falls under θ
-(under-refusal), one whose harmless prompts project higher is over-refused; which ones is
-read off the base model's projections (:class:`GroundTruth`), before any measurement.
+trained in by language: a language whose harmful prompts project lower on v̂ falls under
+θ (under-refusal), one whose harmless prompts project higher is over-refused, one whose
+classes do not separate is a representation failure; which is which is read off the
+projections at L* (:class:`GroundTruth`) before any refusal is measured.
 
 ``label_rule="class"`` is the first shipped recipe (harmful refused, harmless answered,
 no shifted examples) for comparison. Refusals are in English by default, whatever the
