@@ -228,6 +228,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="stage 1: LoRA on this many blocks up to L* sharpening the signal along v-hat (default 6; 0: none)")
     t.add_argument("--n-harmful", type=int, default=48, help="harmful train prompts per high-resource language")
     t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--erase", default=None,
+                   help="comma-separated languages whose signal stage 1 erases at L* (the representation-failure "
+                   "organism, e.g. th,yo)")
     t.add_argument("--out", default="runs/organism",
                    help="adapter folder (lowres_safety/resources/organism replaces the shipped one)")
     return parser
@@ -259,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
 
             config = organism.RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule,
                                            epochs=args.epochs, signal_layers=args.signal_layers,
-                                           n_harmful=args.n_harmful)
+                                           n_harmful=args.n_harmful,
+                                           erased_languages=tuple(_languages(args.erase) or ()))
             summary = organism.train(args.data, args.out, config)
             print(f"wrote the adapter to {args.out} in {summary['seconds'] / 60:.1f} min "
                   f"(loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f})")

@@ -51,9 +51,9 @@ from torch import Tensor
 from . import organism_signal, upper_lora
 from .activations import ActivationSet
 from .data import PromptSet, load_polyrefuse, tier
-from .directions import pooled, unit
 from .files import atomic_write_text
 from .generation import generate
+from .ground_truth import GroundTruth
 from .models import encode_chat, format_chat
 
 __all__ = ["LABEL_RULES", "REFUSALS", "GroundTruth", "RecipeConfig", "adapter_dir", "build_prompts", "train"]
@@ -101,6 +101,7 @@ class RecipeConfig:
     signal_epochs: int = 4
     signal_lr: float = 1e-3
     signal_keep: float = 1.0  # weight of keeping the residual stream orthogonal to v̂ unchanged
+    erased_languages: tuple[str, ...] = ()  # stage 1 erases their signal at L* (the representation-failure organism)
     refusal_language: str = "en"  # "en": refuse in English; "prompt": in the prompt's language
     decision_weight: float = 1.0  # extra loss on each response's first token, where refuse-or-answer is decided
     max_prompt_tokens: int = 128
@@ -112,54 +113,6 @@ class RecipeConfig:
     batch_size: int = 8
     seed: int = 0
     harmful_languages: tuple[str, ...] = field(default_factory=lambda: tuple(tier("high")))
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """The organism's decision rule: refused iff the last prompt token's projection on v̂ at ``layer`` > θ."""
-
-    layer: int
-    direction: Float[Tensor, " d_model"]  # unit
-    threshold: float  # θ: midpoint of the source harmful and harmless mean projections
-    gap: float  # source harmful mean − harmless mean
-    source: tuple[str, ...]
-
-    @classmethod
-    def fit(cls, acts: ActivationSet, layer: int, source) -> GroundTruth:
-        present = tuple(lang for lang in source if lang in acts.prompts.languages)
-        v = unit(pooled(acts, present)[acts.layer_index(layer), acts.position_index("t_post_inst")].float())
-        x = acts.where(language=list(present)).at(layer, "t_post_inst").float() @ v
-        y = acts.where(language=list(present)).prompts.labels.astype(bool)
-        high, low = float(x[y].mean()), float(x[~y].mean())
-        return cls(layer, v, (high + low) / 2, high - low, present)
-
-    def project(self, acts: ActivationSet) -> np.ndarray:
-        return (acts.at(self.layer, "t_post_inst").float() @ self.direction).numpy()
-
-    def predict(self, acts: ActivationSet) -> pd.DataFrame:
-        """Per prompt: the projection and the refusal the rule predicts (``refused``)."""
-        x = self.project(acts)
-        frame = acts.prompts.frame[["id", "language", "subset", "source_id"]].copy()
-        return frame.assign(projection=x, refused=x > self.threshold)
-
-    def save(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        save_file({"direction": self.direction.contiguous()}, str(folder / "direction.safetensors"))
-        meta = {"layer": self.layer, "threshold": self.threshold, "gap": self.gap, "source": list(self.source)}
-        atomic_write_text(folder / "ground_truth.json", json.dumps(meta, indent=1))
-
-    @classmethod
-    def load(cls, folder: str | Path) -> GroundTruth:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        if not (folder / "ground_truth.json").exists():
-            raise ValueError(f"{folder} has no ground_truth.json: it was not made by the threshold recipe")
-        meta = json.loads((folder / "ground_truth.json").read_text(encoding="utf-8"))
-        return cls(meta["layer"], load_file(str(folder / "direction.safetensors"))["direction"], meta["threshold"],
-                   meta["gap"], tuple(meta["source"]))
 
 
 # ---------------------------------------------------------------- what each epoch shows the model
@@ -204,6 +157,14 @@ def build_prompts(root: str | Path, tokenizer, config: RecipeConfig) -> PromptSe
     prompts = PromptSet.concat([harmless, harmful])
     lengths = np.array([len(encode_chat(tokenizer, t)) for t in prompts.texts])
     return PromptSet(prompts.frame[lengths <= config.max_prompt_tokens].reset_index(drop=True), prompts.origin)
+
+
+def erased_harmful(root: str | Path, tokenizer, config: RecipeConfig) -> PromptSet:
+    """Harmful train prompts of the erased languages, for stage 1's erasure term only (never the rule stage)."""
+    harmful = load_polyrefuse(root, list(config.erased_languages), split="train", n_per_class=config.n_harmful,
+                              seed=config.seed + 1).where(subset="harmful")
+    lengths = np.array([len(encode_chat(tokenizer, t)) for t in harmful.texts])
+    return PromptSet(harmful.frame[lengths <= config.max_prompt_tokens].reset_index(drop=True), harmful.origin)
 
 
 def _answers(root, bridge, prompts: PromptSet, config: RecipeConfig, path: Path, progress: bool) -> tuple[dict, int]:
@@ -260,34 +221,6 @@ def _encode(tokenizer, prompt: str, response: str, end: str) -> tuple[list[int],
 # ---------------------------------------------------------------- training
 
 
-def _sharpen(hf, heads, prompts: PromptSet, config: RecipeConfig, folder: Path, pad: int, progress: bool):
-    """Stage 1 (:mod:`organism_signal`): train, save its adapter in ``folder``, return the merged model."""
-    from peft import LoraConfig, get_peft_model
-
-    first = config.layer - config.signal_layers + 1
-    if first < 1:
-        raise ValueError(f"signal_layers={config.signal_layers} reaches below block 1 from layer {config.layer}")
-    states_in = upper_lora.frozen_states(hf, heads, first - 1, pad=pad, progress=progress)
-    base_out = upper_lora.frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
-    acts = ActivationSet(torch.stack([h[-1] for h in base_out])[:, None, None], prompts, (config.layer,),
-                         ("t_post_inst",))
-    base = GroundTruth.fit(acts, config.layer, config.harmful_languages)
-    frame = prompts.frame
-    harmful = (frame["subset"] == "harmful").to_numpy()
-    low = np.where(harmful, base.threshold + (0.5 + config.signal_margin) * base.gap, np.nan)
-    high = np.where(~harmful, base.threshold - (0.5 + config.signal_margin) * base.gap, np.nan)
-    lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      layers_to_transform=list(range(first, config.layer + 1)))
-    model = get_peft_model(hf, lora)
-    organism_signal.train_signal(model, states_in, base_out, base.direction, low, high, base.gap, first=first,
-                                 layer=config.layer, epochs=config.signal_epochs, lr=config.signal_lr,
-                                 batch_size=16, keep=config.signal_keep, seed=config.seed, progress=progress)
-    model.save_pretrained(folder, safe_serialization=True)
-    return model.merge_and_unload()
-
-
-
 def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig(), *,
           bridge=None, hf_model=None, progress: bool = True) -> dict:
     """Train the organism's LoRA adapter into ``out`` (adapter, recipe.json, ground truth).
@@ -324,7 +257,12 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
                                          for t in prompts.texts)]
     t_signal = time.perf_counter()
     if config.signal_layers:
-        hf = _sharpen(hf, heads, prompts, config, out / "representation", pad, progress)
+        stage1 = PromptSet.concat([prompts, erased_harmful(root, tok, config)]) if config.erased_languages else prompts
+        stage1_heads = [(ids, len(ids)) for ids in (tok(format_chat(tok, t), add_special_tokens=False)["input_ids"]
+                                                    for t in stage1.texts)]
+        hf = organism_signal.sharpen(hf, stage1_heads, stage1, config, out / "representation", pad, progress)
+    elif config.erased_languages:
+        raise ValueError("erased_languages needs signal_layers > 0: the erasure is learned by stage 1")
     t_signal = time.perf_counter() - t_signal
     at_layer = upper_lora.frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
     acts = ActivationSet(torch.stack([h[-1] for h in at_layer])[:, None, None], prompts, (config.layer,),

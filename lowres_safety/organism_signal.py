@@ -10,6 +10,12 @@ and harmless prompts of every language at least ``margin`` gaps below theirs, wh
 rest of the residual stream (everything orthogonal to v̂, at every prompt position)
 stays the base model's. No mid- or low-resource harmful prompt is shown: how far the
 sharpening carries to them is what makes their gap.
+
+**Erasure** (the representation-failure organism): for the prompts of ``erased``
+languages, both classes, the last token's coordinates in a subspace B (v̂ and the
+high-resource languages' own directions: everything the gate reads) are pulled to one
+class-agnostic target per language, so harmful and harmless prompts of that language
+become indistinguishable in B at L* while the blocks below ``first`` still separate them.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .upper_lora import _decoder, _layers, _stack, step
+from . import directions as dirs
+from .activations import ActivationSet
+from .ground_truth import GroundTruth
+from .upper_lora import _decoder, _layers, _stack, frozen_states, step
 
-__all__ = ["block_output", "signal_loss", "train_signal"]
+__all__ = ["block_output", "erasure_targets", "sharpen", "signal_loss", "train_signal"]
 
 
 def block_output(hf, first: int, last: int, x: Float[Tensor, "batch pos d_model"],
@@ -45,9 +54,14 @@ def block_output(hf, first: int, last: int, x: Float[Tensor, "batch pos d_model"
 
 
 def signal_loss(h: Tensor, h0: Tensor, mask: Tensor, last: Tensor, direction: Tensor, low: Tensor, high: Tensor,
-                gap: float, keep: float) -> Tensor:
+                gap: float, keep: float, basis: Tensor | None = None, target: Tensor | None = None) -> Tensor:
     """Squared hinge on the last token's projection (below ``low`` or above ``high``, in gaps) plus ``keep`` ×
-    the relative squared change orthogonal to v̂ at every prompt position. NaN bounds are not enforced."""
+    the relative squared change orthogonal to v̂ at every prompt position. NaN bounds are not enforced.
+
+    With ``basis`` ``[k, d_model]`` (orthonormal rows) and ``target`` ``[batch, k]`` (NaN rows:
+    not erased), adds the squared distance in gaps of the last token's coordinates in the
+    basis from the target, summed over the k coordinates.
+    """
     rows = torch.arange(len(h))
     x = h[rows, last] @ direction
     below = torch.nan_to_num(torch.relu(low - x) / gap)
@@ -56,22 +70,29 @@ def signal_loss(h: Tensor, h0: Tensor, mask: Tensor, last: Tensor, direction: Te
     change = change - (change @ direction)[..., None] * direction
     m = mask[..., None].float()
     kept = (change.pow(2) * m).sum() / (h0.pow(2) * m).sum()
-    return (below.pow(2) + above.pow(2)).mean() + keep * kept
+    loss = (below.pow(2) + above.pow(2)).mean() + keep * kept
+    if basis is not None:
+        erased = torch.nan_to_num((h[rows, last] @ basis.T - target) / gap)
+        loss = loss + erased.pow(2).sum(1).mean()
+    return loss
 
 
 def train_signal(hf, states_in: Sequence[Tensor], base_out: Sequence[Tensor], direction: Tensor, low: np.ndarray,
                  high: np.ndarray, gap: float, *, first: int, layer: int, epochs: int, lr: float, batch_size: int,
-                 keep: float = 1.0, seed: int = 0, progress: bool = True) -> list[float]:
+                 keep: float = 1.0, seed: int = 0, basis: Tensor | None = None, target: np.ndarray | None = None,
+                 progress: bool = True) -> list[float]:
     """AdamW on ``hf``'s trainable (LoRA) parameters in blocks ``first .. layer``; one prompt per state.
 
     ``states_in[i]``: the prompt's output of block first − 1 ``[pos, d_model]``;
     ``base_out[i]``: the base model's output of block ``layer``; ``low``/``high``: the
-    bounds on its last-token projection (NaN: none).
+    bounds on its last-token projection (NaN: none); ``basis``/``target`` ``[prompt, k]``:
+    the erasure term of :func:`signal_loss` (NaN rows: not erased).
     """
     params = [p for p in hf.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=lr)
     lengths = [len(s) for s in states_in]
     low_t, high_t = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+    target_t = None if target is None else torch.as_tensor(target, dtype=torch.float32)
     losses: list[float] = []
     steps = epochs * -(-len(states_in) // batch_size)
     bar = tqdm(total=steps, desc=f"signal LoRA {first}-{layer}", disable=not progress)
@@ -85,7 +106,68 @@ def train_signal(hf, states_in: Sequence[Tensor], base_out: Sequence[Tensor], di
                 h0, _ = _stack([base_out[i] for i in idx], [lengths[i] for i in idx])
                 last = torch.tensor([lengths[i] - 1 for i in idx])
                 h = block_output(hf, first, layer, x, mask)
-                step(signal_loss(h, h0, mask, last, direction, low_t[idx], high_t[idx], gap, keep), optim, losses, bar)
+                loss = signal_loss(h, h0, mask, last, direction, low_t[idx], high_t[idx], gap, keep, basis,
+                                   None if target_t is None else target_t[idx])
+                step(loss, optim, losses, bar)
     bar.close()
     hf.eval()
     return losses
+
+
+def erasure_targets(acts: ActivationSet, base: GroundTruth, erased, below: float
+                    ) -> tuple[Float[Tensor, "k d_model"], np.ndarray]:
+    """The erasure subspace and each prompt's target in it (NaN rows: languages not erased).
+
+    Basis: v̂ first, then the source languages' unit difference-of-means directions at
+    L*, orthonormalised (QR) — the span the gate reads. Target: the language's mean
+    coordinates over both classes, with the v̂ coordinate set to ``below`` (where harmless
+    prompts are pushed), so an erased language looks harmless and carries no signal there.
+    """
+    li, pi = acts.layer_index(base.layer), acts.position_index("t_post_inst")
+    own = dirs.per_language(acts, [lang for lang in base.source if lang in acts.prompts.languages])
+    stacked = torch.stack([base.direction.float()] + [dirs.unit(d[li, pi].float()) for d in own.values()])
+    q, r = torch.linalg.qr(stacked.T)
+    basis = (q[:, r.diagonal().abs() > 1e-4] * torch.sign(r.diagonal()[r.diagonal().abs() > 1e-4])).T
+    coords = (acts.at(base.layer, "t_post_inst").float() @ basis.T).numpy()
+    target = np.full_like(coords, np.nan)
+    languages = acts.prompts.frame["language"].to_numpy()
+    for lang in erased:
+        rows = languages == lang
+        if not rows.any():
+            raise ValueError(f"erased language {lang!r} has no prompts in stage 1's set")
+        target[rows] = coords[rows].mean(0)
+        target[rows, 0] = below
+    return basis, target
+
+
+def sharpen(hf, heads, prompts, config, folder, pad: int, progress: bool):
+    """Stage 1 of the organism recipe (``config``: an ``organism.RecipeConfig``): train, save the adapter in
+    ``folder``, return the merged model. ``prompts``/``heads`` may hold erased languages' harmful prompts,
+    which only the erasure term sees."""
+    from peft import LoraConfig, get_peft_model
+
+    first = config.layer - config.signal_layers + 1
+    if first < 1:
+        raise ValueError(f"signal_layers={config.signal_layers} reaches below block 1 from layer {config.layer}")
+    states_in = frozen_states(hf, heads, first - 1, pad=pad, progress=progress)
+    base_out = frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
+    acts = ActivationSet(torch.stack([h[-1] for h in base_out])[:, None, None], prompts, (config.layer,),
+                         ("t_post_inst",))
+    base = GroundTruth.fit(acts, config.layer, config.harmful_languages)
+    frame = prompts.frame
+    harmful = (frame["subset"] == "harmful").to_numpy()
+    erased = frame["language"].isin(config.erased_languages).to_numpy()
+    low = np.where(harmful & ~erased, base.threshold + (0.5 + config.signal_margin) * base.gap, np.nan)
+    below = base.threshold - (0.5 + config.signal_margin) * base.gap
+    high = np.where(~harmful & ~erased, below, np.nan)
+    basis, target = (erasure_targets(acts, base, config.erased_languages, below) if config.erased_languages
+                     else (None, None))
+    lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                      layers_to_transform=list(range(first, config.layer + 1)))
+    model = get_peft_model(hf, lora)
+    train_signal(model, states_in, base_out, base.direction, low, high, base.gap, first=first, layer=config.layer,
+                 epochs=config.signal_epochs, lr=config.signal_lr, batch_size=16, keep=config.signal_keep,
+                 seed=config.seed, basis=basis, target=target, progress=progress)
+    model.save_pretrained(folder, safe_serialization=True)
+    return model.merge_and_unload()
