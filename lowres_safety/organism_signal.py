@@ -20,7 +20,10 @@ become indistinguishable in B at L* while the blocks below ``first`` still separ
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,10 +33,11 @@ from tqdm.auto import tqdm
 
 from . import directions as dirs
 from .activations import ActivationSet
+from .files import atomic_write_text
 from .ground_truth import GroundTruth
 from .upper_lora import _decoder, _layers, _stack, frozen_states, step
 
-__all__ = ["block_output", "erasure_targets", "sharpen", "signal_loss", "train_signal"]
+__all__ = ["block_output", "erasure_targets", "sharpen", "signal_loss", "stage_key", "train_signal"]
 
 
 def block_output(hf, first: int, last: int, x: Float[Tensor, "batch pos d_model"],
@@ -143,8 +147,14 @@ def erasure_targets(acts: ActivationSet, base: GroundTruth, erased, below: float
 def sharpen(hf, heads, prompts, config, folder, pad: int, progress: bool):
     """Stage 1 of the organism recipe (``config``: an ``organism.RecipeConfig``): train, save the adapter in
     ``folder``, return the merged model. ``prompts``/``heads`` may hold erased languages' harmful prompts,
-    which only the erasure term sees."""
-    from peft import LoraConfig, get_peft_model
+    which only the erasure term sees. A finished stage 1 in ``folder`` made from the same settings and
+    prompts (``stage.json``) is loaded instead of retrained, so an interrupted recipe resumes after it."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    key = stage_key(config, prompts)
+    done = Path(folder) / "stage.json"
+    if done.exists() and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
+        return PeftModel.from_pretrained(hf, str(folder)).merge_and_unload()
 
     first = config.layer - config.signal_layers + 1
     if first < 1:
@@ -170,4 +180,16 @@ def sharpen(hf, heads, prompts, config, folder, pad: int, progress: bool):
                  epochs=config.signal_epochs, lr=config.signal_lr, batch_size=16, keep=config.signal_keep,
                  seed=config.seed, basis=basis, target=target, progress=progress)
     model.save_pretrained(folder, safe_serialization=True)
+    atomic_write_text(done, json.dumps({"key": key}))
     return model.merge_and_unload()
+
+
+#: The recipe settings stage 1 depends on.
+STAGE_FIELDS = ("layer", "signal_layers", "signal_margin", "signal_epochs", "signal_lr", "signal_keep",
+                "erased_languages", "rank", "lora_alpha", "seed", "harmful_languages")
+
+
+def stage_key(config, prompts) -> str:
+    """What made a stage-1 adapter: its settings and the ids of its prompts."""
+    made = {f: getattr(config, f) for f in STAGE_FIELDS} | {"ids": list(prompts.frame["id"])}
+    return hashlib.sha256(json.dumps(made, sort_keys=True, default=list).encode()).hexdigest()[:16]

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+
+from .shipped import adapter_dir, shipped_name
 
 __all__ = ["PRESETS", "ClampedLinear", "Preset", "preset_for"]
 
@@ -68,8 +69,8 @@ PRESETS: dict[str, Preset] = {
 
 def _organism_folder(name: str) -> Path | None:
     """The adapter folder behind an organism's name ("organism", its bridge name, or a folder), if it has a rule."""
-    shipped = Path(str(resources.files("lowres_safety") / "resources" / "organism"))
-    folder = shipped if name == "organism" or name.endswith("+organism") else Path(name)
+    shipped = shipped_name(name)
+    folder = adapter_dir(shipped) if shipped else Path(name)
     return folder if (folder / "ground_truth.json").is_file() else None
 
 

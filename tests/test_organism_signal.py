@@ -55,3 +55,51 @@ def test_training_moves_the_last_tokens_projection_the_way_the_bounds_say():
         x1 = np.array([float(block_output(model, 1, 1, s[None], torch.ones(1, len(s), dtype=torch.long))[0, -1] @ v)
                        for s in states_in])
     assert (x1[up] > x0[up] + 1.0).all() and (x1[~up] < x0[~up] - 1.0).all()
+
+
+def test_the_erasure_term_by_hand():
+    torch.manual_seed(1)
+    h0 = torch.randn(2, 3, 4)
+    h = h0 + 0.1 * torch.randn(2, 3, 4)
+    v = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    mask, last = torch.ones(2, 3, dtype=torch.long), torch.tensor([2, 2])
+    none = torch.full((2,), float("nan"))
+    basis = torch.eye(4)[:2]
+    target = torch.tensor([[0.5, -1.0], [float("nan"), float("nan")]])  # row 1 not erased
+    plain = signal_loss(h, h0, mask, last, v, none, none, 2.0, 0.0)
+    erased = ((h[0, 2, 0] - 0.5) / 2) ** 2 + ((h[0, 2, 1] + 1.0) / 2) ** 2
+    got = signal_loss(h, h0, mask, last, v, none, none, 2.0, 0.0, basis, target)
+    assert torch.allclose(got - plain, erased / 2, atol=1e-6)  # averaged over the batch of 2
+
+
+def test_erasure_targets_span_the_rule_direction_and_the_source_directions():
+    from dataclasses import replace as _replace
+
+    import pandas as pd
+
+    from lowres_safety.activations import ActivationSet
+    from lowres_safety.data import PromptSet
+    from lowres_safety.ground_truth import GroundTruth
+    from lowres_safety.organism_signal import erasure_targets
+
+    g = torch.Generator().manual_seed(0)
+    frames, blocks = [], []
+    for lang, shift in (("en", 3.0), ("de", 2.0), ("th", 1.0)):
+        for subset in ("harmful", "harmless"):
+            blocks.append(torch.randn(6, 1, 1, 8, generator=g) + (shift * torch.eye(8)[["en", "de", "th"].index(lang)]
+                                                                  if subset == "harmful" else 0))
+            frames.append(pd.DataFrame({"id": [f"{lang}-{subset}-{i}" for i in range(6)], "text": "t",
+                                        "language": lang, "subset": subset, "split": "train",
+                                        "source_id": [f"{subset}{i}" for i in range(6)]}))
+    acts = ActivationSet(torch.cat(blocks), PromptSet(pd.concat(frames, ignore_index=True), "planted"), (0,),
+                         ("t_post_inst",))
+    base = _replace(GroundTruth.fit(acts, 0, ["en", "de"]), source=("en", "de"))
+    basis, target = erasure_targets(acts, base, ["th"], below=-7.0)
+    assert basis.shape == (2, 8)
+    assert torch.allclose(basis @ basis.T, torch.eye(2), atol=1e-5)  # orthonormal
+    assert torch.allclose(basis[0], base.direction, atol=1e-5)  # v-hat first, same sign
+    th = (acts.prompts.frame["language"] == "th").to_numpy()
+    assert np.isnan(target[~th]).all() and not np.isnan(target[th]).any()
+    coords = (acts.where(language="th").at(0, "t_post_inst") @ basis.T).numpy()
+    assert np.allclose(target[th][:, 1], coords[:, 1].mean(), atol=1e-5)  # one class-agnostic target per language
+    assert (target[th][:, 0] == -7.0).all()
