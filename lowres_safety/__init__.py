@@ -4,13 +4,14 @@ Load a chat model as a TransformerLens bridge, extract multilingual activations,
 harmfulness direction, and measure where it separates and where the model acts on it.
 """
 
-from . import (activations, data, directions, evaluation, generation, hooks, methods, models, plots, presets, probing,
-               report, steering)
+from . import (activations, data, directions, evaluation, generation, hooks, judges, methods, models, plots, presets,
+               probing, report, steering, utility)
 from .activations import ActivationSet, extract
 from .data import PromptSet
 from .gate import Gate
 from .generation import generate
 from .models import load_model, show_tokens
+from .notebook import notebook_setup
 
 __all__ = [
     "ActivationSet",
@@ -24,14 +25,17 @@ __all__ = [
     "generate",
     "generation",
     "hooks",
+    "judges",
     "load_model",
     "methods",
     "models",
+    "notebook_setup",
     "plots",
     "presets",
     "probing",
     "report",
     "show_tokens",
     "steering",
+    "utility",
 ]
 __version__ = "0.1.0"

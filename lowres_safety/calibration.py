@@ -21,13 +21,12 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
-from tqdm.auto import tqdm
 
 from . import hooks as H
 from .data import PromptSet, tier_of
 from .evaluation import Judge, _judged, refusal_log_odds
+from .grid import next_token_grid, token_summary
 from .probing import auroc
-from .generation import next_token_logprobs
 
 __all__ = ["FAILURE_TYPES", "alpha_at_half", "dose_response", "gap_table", "loophole_rates", "refusal_from_completions",
            "threshold_shift"]
@@ -175,10 +174,12 @@ def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int],
     is what ``steer``'s addition and gate do (the gate decides there) and needs a larger α.
 
     Refusal is the logit judge (refusal-token log-odds > 0; ``refusal_tokens`` as in
-    :func:`evaluation.refusal_score`), so a grid point costs one prefill pass, not a
-    generation. KL(p_unsteered ‖ p_steered) is averaged over harmless prompts (the
-    utility cost). Rows: language, tier, layer, alpha, harmful_refusal, harmless_refusal,
-    kl_harmless, mean_log_odds_harmful, n_harmful, n_harmless.
+    :func:`evaluation.refusal_score`), so a grid point costs at most one prefill pass, not
+    a generation — and less (:func:`grid.next_token_grid`): the layers below the addition
+    run once per batch, and with ``scope="from_last"``/``"last"`` so does every prompt
+    position but the last. KL(p_unsteered ‖ p_steered) is averaged over harmless prompts
+    (the utility cost). Rows: language, tier, layer, alpha, harmful_refusal,
+    harmless_refusal, kl_harmless, mean_log_odds_harmful, n_harmful, n_harmless.
     """
     if not len(layers) or not len(alphas):
         raise ValueError("dose_response needs at least one layer and one alpha")
@@ -186,15 +187,18 @@ def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int],
         raise ValueError(f"no alphas for layer(s) {sorted(set(layers) - set(alphas))}")
     per_layer = direction if isinstance(direction, Mapping) else {layer: direction for layer in layers}
     alphas_of = alphas if isinstance(alphas, Mapping) else {layer: alphas for layer in layers}
-    base = next_token_logprobs(model, prompts, batch_size=batch_size)
+    grid = [(layer, float(alpha)) for layer in layers for alpha in alphas_of[layer]]
+    if scope not in H.SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; use one of {H.SCOPES}")
+    points = [[] if alpha == 0 else H.add(per_layer[layer], alpha, [layer], scope=scope) for layer, alpha in grid]
+    reduce, columns = token_summary(refusal_tokens)
+    summary = next_token_grid(model, prompts, points, last_only=scope != "all", reduce=reduce,
+                              batch_size=batch_size, progress=progress)
     frame = prompts.frame[["language", "subset"]].copy()
     rows = []
-    grid = [(layer, float(alpha)) for layer in layers for alpha in alphas_of[layer]]
-    for layer, alpha in tqdm(grid, desc="dose-response", disable=not progress):
-        steer = H.add(per_layer[layer], alpha, [layer], scope=scope)
-        logp = base if alpha == 0 else next_token_logprobs(model, prompts, steer, batch_size=batch_size)
-        frame["log_odds"] = refusal_log_odds(logp, prompts, refusal_tokens).numpy()
-        frame["kl"] = (base.exp() * (base - logp)).sum(-1).clamp_min(0).numpy()
+    for (layer, alpha), point in zip(grid, summary):
+        frame["log_odds"] = refusal_log_odds(point[:, :-1], prompts, columns).numpy()
+        frame["kl"] = point[:, -1].numpy()
         for lang, part in frame.groupby("language", sort=False):
             harmful, harmless = part[part["subset"] == "harmful"], part[part["subset"] == "harmless"]
             rows.append({"language": lang, "tier": tier_of(lang), "layer": layer, "alpha": alpha,

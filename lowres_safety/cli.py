@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import sys
 import time
@@ -11,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
-from . import causal, diagnosis, evaluation, plots, steering
+from . import causal, cli_checks, diagnosis, judges, plots, steering, utility
 from .activations import extract
 from .generation import generate
 from .models import load_model, model_id
 from .presets import preset_for
+from .prompt_files import FileOptions, describe_origins, is_prompt_file, open_prompts, origin_table
 from .report import Section, records, write_html, write_json
 
 __all__ = ["diagnose", "main", "steer"]
@@ -27,17 +29,27 @@ def _languages(text: str | None) -> list[str] | None:
 
 def diagnose(model_name: str = "organism", data: str = "builtin", languages=None, n_per_class: int | None = 24,
              split: str = "train", seed: int = 0, out: str | Path = "runs/diagnose", cache: bool = True,
-             probe_folds: int = 5, max_new_tokens: int = 24, analysis_per_class: int = 8) -> dict:
-    """The full diagnosis (see :mod:`diagnosis`): writes results.json and report.html."""
+             probe_folds: int = 5, max_new_tokens: int = 24, analysis_per_class: int = 8,
+             files: FileOptions | None = None, judge: str = "substring") -> dict:
+    """The full diagnosis (see :mod:`diagnosis`): writes results.json and report.html.
+
+    ``data`` is "builtin", a PolyRefuse folder or a prompt file read with ``files``.
+    ``judge`` is "substring", "logit" or a local Hugging Face model folder (:func:`judges.resolve`);
+    on PolyRefuse the logit judge's tokens are learned on another split's answers.
+    """
     t0 = time.perf_counter()
-    prompts = data_mod.load(data, languages, split=split, n_per_class=n_per_class, seed=seed)
+    judges.resolve(judge)  # a wrong --judge fails before minutes of work
+    prompts = open_prompts(data, languages, split=split, n_per_class=n_per_class, seed=seed, files=files)
     if not any(data_mod.tier_of(lang) == "high" for lang in prompts.languages):
         raise ValueError(f"diagnose needs at least one high-resource language for the pooled direction; "
                          f"got {prompts.languages}")
     model = load_model(model_name)
     load_s = time.perf_counter() - t0
+    other = judges.other_split_prompts(data, prompts.languages, split, analysis_per_class, seed)
+    logit = judges.learn_from_prompts(model, other)[0] if other is not None else None
     found = diagnosis.analyse(model, prompts, seed=seed, cache=cache, probe_folds=probe_folds,
-                              max_new_tokens=max_new_tokens, analysis_per_class=analysis_per_class)
+                              max_new_tokens=max_new_tokens, analysis_per_class=analysis_per_class,
+                              judge=judges.resolve(judge, logit=logit), logit=logit)
     t = time.perf_counter()
     out = Path(out)
     results = {
@@ -48,14 +60,20 @@ def diagnose(model_name: str = "organism", data: str = "builtin", languages=None
         "n_per_class": n_per_class,
         "analysis_per_class": analysis_per_class,
         "languages": {lang: data_mod.tier_of(lang) for lang in prompts.languages},
+        "origins": records(origin_table(prompts)),
         **diagnosis.results(found),
         "max_new_tokens": max_new_tokens,
     }
-    command = (f"lowres-safety diagnose --model {model_name} --data {data} --languages {','.join(prompts.languages)} "
-               f"--n-per-class {n_per_class} --split {split} --seed {seed} --max-new-tokens {max_new_tokens} "
-               f"--analysis-per-class {analysis_per_class}")
+    extra = {lang: t for lang, t in results["languages"].items()  # set by --tiers
+             if lang not in data_mod.PAPER_TIERS and t != "unlisted"}
+    command = " ".join(filter(None, [
+        f"lowres-safety diagnose --model {model_name} --data {data} --languages {','.join(prompts.languages)} "
+        f"--n-per-class {n_per_class} --split {split} --seed {seed} --max-new-tokens {max_new_tokens} "
+        f"--analysis-per-class {analysis_per_class} --judge {judge}", files.flags() if files else "",
+        "--tiers " + ",".join(f"{k}={v}" for k, v in extra.items()) if extra else ""]))
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(str(data))}</b>, "
-              f"{len(prompts)} prompts, seed {seed}. Regenerate with <code>{html.escape(command)}</code>.</p>")
+              f"{len(prompts)} prompts, seed {seed}. Prompts: {html.escape(describe_origins(prompts))}. "
+              f"Regenerate with <code>{html.escape(command)}</code>.</p>")
     write_html(out / "report.html", "lowres_safety diagnosis", diagnosis.sections(found, max_new_tokens), header)
     found.completions.to_csv(out / "completions.csv", index=False)
     timing = {"load_model_s": load_s, **found.timing, "report_s": time.perf_counter() - t,
@@ -65,10 +83,12 @@ def diagnose(model_name: str = "organism", data: str = "builtin", languages=None
     return results
 
 
-def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, split: str, seed: int):
-    """(fit prompts, evaluation prompts): disjoint source ids; builtin is split in halves by source id."""
-    if str(data) == "builtin":
-        every = data_mod.load_builtin(sorted(set(languages) | set(source), key=(languages + source).index))
+def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, split: str, seed: int,
+                files: FileOptions | None = None):
+    """(fit prompts, evaluation prompts): disjoint source ids; builtin or a file is split in halves by source id."""
+    if str(data) == "builtin" or is_prompt_file(data):
+        every = open_prompts(data, sorted(set(languages) | set(source), key=(languages + source).index), split=split,
+                             files=files)
         rng = np.random.default_rng(seed)
         fit_ids = set()
         for subset in data_mod.SUBSETS:
@@ -80,7 +100,7 @@ def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, spli
         evaluation = data_mod.PromptSet(rest.reset_index(drop=True), every.origin + " (evaluation half)")
         n_have = int(min(evaluation.frame.groupby(["language", "subset"]).size()))
         if n_per_class > n_have:
-            raise ValueError(f"the built-in set leaves {n_have} evaluation prompts per class; ask for at most that")
+            raise ValueError(f"{every.origin} leaves {n_have} evaluation prompts per class; ask for at most that")
         keep = evaluation.frame.groupby(["language", "subset"], sort=False).head(n_per_class)
         return fit, data_mod.PromptSet(keep.reset_index(drop=True), evaluation.origin)
     if split == "train":
@@ -94,7 +114,8 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
           seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32,
           strength: float = 1.0, scope: str = "from_last", ablation: str = "gate_layer",
-          recalibration: str = "paper", n_select: int = 8) -> dict:
+          recalibration: str = "paper", n_select: int = 8, files: FileOptions | None = None,
+          mc: str | Path = "builtin", judge: str = "substring") -> dict:
     """Refusal per language under no intervention, ablation, addition, AdaSteer, CAST and the routed gate.
 
     ``strength`` is λ in α = λ·(q75 harmful − q25 harmless) of the source projections, shared
@@ -105,45 +126,54 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     A model the paper's code has settings for (:mod:`presets`) gets its gate layer. The
     report adds direction selection on ``n_select`` + ``n_select`` reference-language fit
     prompts and the interventional transfer matrix on the evaluation prompts (:mod:`causal`).
+    ``mc`` is a multiple-choice file or folder in Global-MMLU's layout, or "builtin"
+    (:func:`utility.load_mc_demo`): every row gets ``mc_accuracy`` in its language.
+    ``judge`` scores refusal ("substring", "logit" or a local model folder); the logit
+    judge's tokens are learned on ``n_select`` fit prompts per class and language.
     """
+    judges.resolve(judge)  # a wrong --judge fails before minutes of work
+    mc_items = utility.load_mc_demo() if str(mc) == "builtin" else utility.load_mc(mc)
     if strength <= 0:
         raise ValueError(f"strength must be positive, got {strength}")
     timing, t0 = {}, time.perf_counter()
-    available = (data_mod.load_builtin().languages if str(data) == "builtin"
-                 else data_mod.load_polyrefuse(data, split=split).languages)
+    available = open_prompts(data, languages if is_prompt_file(data) else None, split=split, files=files).languages
     languages = languages or available
     source = source_languages or [lang for lang in available if data_mod.tier_of(lang) == "high"]
     if not source:
         raise ValueError(f"no high-resource source language in {available}; name some with --source-languages")
     if any(k < 0 for k in ks):
         raise ValueError(f"k must be 0 (source threshold) or a positive number of examples per class, got {ks}")
-    fit_prompts, eval_prompts = _steer_data(data, list(languages), list(source), n_per_class, n_fit, split, seed)
+    fit_prompts, eval_prompts = _steer_data(data, list(languages), list(source), n_per_class, n_fit, split, seed,
+                                            files)
     model = load_model(model_name)
     preset = preset_for(model_name)
     fit_acts = extract(model, fit_prompts, "all", ("t_post_inst",), cache=True)  # AdaSteer reads every layer
     fitted = steering.fit_methods(model, fit_acts, source, layer=layer, seed=seed, lam=strength, scope=scope,
                                   ablation=ablation, recalibration=recalibration, preset=preset)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
+    reference = "en" if "en" in source else source[0]
+    logit, _ = judges.learn_from_prompts(model, judges.per_class(  # tokens from fit answers, not the scored ones
+        fit_prompts.where(language=list(dict.fromkeys([reference, *languages]))), n_select, seed))
     timing["setup_s"] = time.perf_counter() - t0
     config = {"model": model_name, "data": str(data), "languages": list(languages), "source": list(source),
               "ks": list(ks), "n_per_class": n_per_class, "n_fit": n_fit, "split": split,
               "max_new_tokens": max_new_tokens, "seed": seed, "layer": fitted.layer, "strength": strength,
-              "scope": scope, "ablation": ablation, "recalibration": recalibration}
+              "scope": scope, "ablation": ablation, "recalibration": recalibration, "mc": str(mc), "judge": judge}
     out = Path(out)
     t = time.perf_counter()
     table, completions = steering.evaluate(
         model, fitted, eval_prompts, eval_acts, fit_acts.where(language=list(languages)), ks=ks,
         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-        parts=out / f".parts-{steering.config_key(config)}")
+        parts=out / f".parts-{steering.config_key(config)}", mc=mc_items, judge=judges.resolve(judge, logit=logit))
     timing["evaluate_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    reference = "en" if "en" in source else source[0]
-    unsteered = completions[completions["method"] == "none"].merge(eval_prompts.frame[["id", "text"]], on="id")
-    found = causal.check(model, fit_acts, eval_prompts, list(source), evaluation.refusal_token_set(
-        unsteered, model.tokenizer), reference=reference, gate_layer=fitted.layer, n_select=n_select, seed=seed)
+    found = causal.check(model, fit_acts, eval_prompts, list(source), logit.tokens(model.tokenizer),
+                         reference=reference, gate_layer=fitted.layer, n_select=n_select, seed=seed)
     timing.update(found.timing)
     results = {**config, "model": model_id(model), "alpha": fitted.alpha, "gate": repr(fitted.gate),
-               "preset": preset.source if preset else None, "rows": records(table),
+               "preset": preset.source if preset else None, "logit_learned_on": logit.learned_on,
+               "logit_tokens": [model.tokenizer.decode([i]) for i in logit.tokens(model.tokenizer)],
+               "rows": records(table),
                "selection": {"table": records(found.selection), "chosen_layer": found.chosen_layer,
                              "note": found.selection_note},
                "interventional_transfer": records(found.transfer), "timing": timing}
@@ -153,10 +183,12 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         "Can a recalibrated gate close the gap?",
         f"Methods fitted on {', '.join(source)} at layer {fitted.layer} (alpha = {fitted.alpha:.2f}); each language "
         f"scored on {n_per_class} harmful and {n_per_class} harmless held-out prompts, {max_new_tokens} new tokens, "
-        f"substring judge. gate k=0 keeps the source threshold; k>0 recalibrates it ({recalibration}) with k "
+        f"{judge} judge. gate k=0 keeps the source threshold; k>0 recalibrates it ({recalibration}) with k "
         f"examples per class and routes (harmful: +alpha at layer {fitted.layer}; harmless: ablated at "
         f"{ablation.replace('_', ' ')}). AdaSteer and CAST k=0 are fitted on the source languages, k=32 on 32 "
-        f"target examples per class (the paper's adapted baselines).",
+        f"target examples per class (the paper's adapted baselines). mc_accuracy: % of the language's "
+        f"multiple-choice items ({'built-in set' if str(mc) == 'builtin' else mc}) answered right "
+        f"under the method, scored as the paper scores Global-MMLU (empty where the set has no items in it).",
         ((plots.selectivity_bars(table),
           "Bars are selectivity = harmful refusal - harmless refusal (percentage points) per language and method; "
           "higher is better, and a method that refuses everything scores 0."),
@@ -166,9 +198,15 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         table.round(3),
     )
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(str(data))}</b>, seed {seed}. "
+              f"Evaluation prompts: {html.escape(describe_origins(eval_prompts))}. "
               f"Completions are in completions.csv.</p>")
     write_html(out / "report.html", "lowres_safety steering", [section, *causal.sections(found)], header)
     return results
+
+
+_JUDGE_HELP = ("refusal judge: substring (default; refusal phrases where a refusal says them), logit (first-token "
+               "refusal log-odds, tokens learned on another split's answers) or the folder of a local Hugging Face "
+               "causal LM or sequence classifier")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,7 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("diagnose", help="separability of harmful vs harmless prompts per language and layer")
     d.add_argument("--model", default="organism", help="'organism' (default), 'default' (the base model), a local folder or a Hugging Face id")
-    d.add_argument("--data", default="builtin", help="'builtin' or a PolyRefuse folder (upstream layout)")
+    d.add_argument("--data", default="builtin",
+                   help="'builtin', a PolyRefuse folder (upstream layout) or a prompt file (see --text-column)")
     d.add_argument("--languages", default=None, help="comma-separated codes, e.g. en,de,th,yo (default: all)")
     d.add_argument("--n-per-class", type=int, default=24, help="prompts per class and language (default 24)")
     d.add_argument("--split", default="train", help="PolyRefuse split: train, val or test")
@@ -184,11 +223,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/diagnose", help="output folder for results.json and report.html")
     d.add_argument("--no-cache", action="store_true", help="do not read or write the activation cache")
     d.add_argument("--max-new-tokens", type=int, default=24, help="answer length for the refusal judges")
+    d.add_argument("--judge", default="substring", help=_JUDGE_HELP)
     d.add_argument("--analysis-per-class", type=int, default=8,
                    help="prompts per class and language for attribution and the dose-response grid (default 8)")
+    cli_checks.add_data_options(d)
     s = sub.add_parser("steer", help="refusal per language under ablation, addition, AdaSteer, CAST and the gate")
     s.add_argument("--model", default="organism", help="'organism' (default), 'default' (the base model), a local folder or a Hugging Face id")
-    s.add_argument("--data", default="builtin", help="'builtin' or a PolyRefuse folder (upstream layout)")
+    s.add_argument("--data", default="builtin",
+                   help="'builtin', a PolyRefuse folder (upstream layout) or a prompt file (halved into fit and "
+                   "evaluation prompts by source id, like builtin)")
     s.add_argument("--languages", default=None, help="languages to evaluate, comma-separated (default: all)")
     s.add_argument("--source-languages", default=None, help="languages to fit on (default: the high-resource ones)")
     s.add_argument("--k", default="0,1,2,4", help="gate recalibration examples per class, comma-separated")
@@ -210,10 +253,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--recalibration", default="paper", choices=("paper", "threshold"),
                    help="per-language gate reset: refit on source + k target examples then search the threshold "
                    "(default, the released code), or search the threshold of the frozen readout")
+    s.add_argument("--judge", default="substring", help=_JUDGE_HELP)
     s.add_argument("--n-select", type=int, default=8,
                    help="reference-language prompts per class for the report's direction selection (default 8)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/steer", help="output folder for steer.json, completions.csv, report.html")
+    s.add_argument("--mc", default="builtin", help="multiple-choice items for mc_accuracy: a file or folder in "
+                   "Global-MMLU's layout (question, option_a..option_d, answer, language) or 'builtin' (default: "
+                   "24 questions in each of en de fr zh ar hi sw yo)")
+    cli_checks.add_data_options(s)
     o = sub.add_parser("organism", help="the safety-tuned model organism")
     osub = o.add_subparsers(dest="action", required=True)
     t = osub.add_parser("train", help="fine-tune the LoRA adapter (harmful data from high-resource languages only)")
@@ -245,17 +293,21 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    undo = contextlib.ExitStack()
     try:
+        checked = cli_checks.check(args)  # every option, before any data or model loads
+        undo.enter_context(data_mod.extra_tiers(checked.tiers))
         if args.command == "diagnose":
             diagnose(args.model, args.data, _languages(args.languages), args.n_per_class, args.split, args.seed,
                      args.out, cache=not args.no_cache, max_new_tokens=args.max_new_tokens,
-                     analysis_per_class=args.analysis_per_class)
+                     analysis_per_class=args.analysis_per_class, files=checked.files, judge=args.judge)
             print(f"wrote {Path(args.out) / 'results.json'}, report.html and completions.csv")
         elif args.command == "steer":
             steer(args.model, args.data, _languages(args.languages), _languages(args.source_languages), _ints(args.k),
                   args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer,
                   strength=args.strength, scope=args.scope, ablation=args.ablation,
-                  recalibration=args.recalibration, n_select=args.n_select)
+                  recalibration=args.recalibration, n_select=args.n_select, files=checked.files, mc=args.mc,
+                  judge=args.judge)
             print(f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html")
         elif args.command == "organism":
             from . import organism
@@ -270,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"lowres-safety: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        undo.close()
     return 0
 
 

@@ -1,28 +1,38 @@
 """Prompt sets: PolyRefuse in its upstream layout, the built-in demo set, resource tiers.
 
 A :class:`PromptSet` is one row per prompt (``id, text, language, subset, split,
-source_id``). ``source_id`` is shared by the translations of one English original, so
-prompts are parallel across languages and paired metrics (English refuses, Swahili
-complies) can be computed. Sampling picks the same source ids in every language.
+source_id``, and optionally ``origin``: which file or set a row came from). ``source_id``
+is shared by the translations of one English original, so prompts are parallel across
+languages and paired metrics (English refuses, Swahili complies) can be computed.
+Sampling picks the same source ids in every language; a language whose ids meet no
+other language's (an unpaired file, see :mod:`parallel`) is sampled on its own. Files in
+other layouts are read by :mod:`prompt_files`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
+from . import parallel
+
 __all__ = [
     "COLUMNS",
+    "PAPER_TIERS",
     "SUBSETS",
     "TIERS",
     "PromptSet",
+    "extra_tiers",
     "load",
     "load_builtin",
     "load_polyrefuse",
@@ -36,8 +46,10 @@ TIERS: dict[str, str] = {
     **{lang: "mid" for lang in "ar ko th el he hi fa".split()},
     **{lang: "low" for lang in "sw am my km si yo".split()},
 }
+PAPER_TIERS: Mapping[str, str] = MappingProxyType(dict(TIERS))  # read-only: what --tiers may not change
 SUBSETS = ("harmful", "harmless")
 COLUMNS = ["id", "text", "language", "subset", "split", "source_id"]
+OPTIONAL_COLUMNS = ["origin"]  # kept by the loaders when present
 _SPLITS = ("train", "val", "test")
 
 
@@ -52,6 +64,30 @@ def tier(name: str, tiers: Mapping[str, str] | None = None) -> list[str]:
     if name not in set(table.values()):
         raise ValueError(f"unknown tier {name!r}; the table has {sorted(set(table.values()))}")
     return [lang for lang, t in table.items() if t == name]
+
+
+@contextmanager
+def extra_tiers(tiers: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """Tiers for languages outside the paper's table while the block runs (the CLI's ``--tiers``).
+
+    Every module reads :data:`TIERS` through :func:`tier_of`; this adds entries for the
+    block and removes them afterwards, so a run never leaves the table changed. A
+    language already in the table keeps its tier (naming another one is an error).
+    """
+    known = set(TIERS.values())
+    for lang, name in tiers.items():
+        if name not in known:
+            raise ValueError(f"tier {name!r} for {lang!r} is not one of {sorted(known)}; write e.g. vi=mid")
+        if PAPER_TIERS.get(lang, name) != name:
+            raise ValueError(f"{lang!r} is {PAPER_TIERS[lang]!r} in the paper's table; --tiers sets languages "
+                             "outside it")
+    added = {lang: name for lang, name in tiers.items() if lang not in TIERS}
+    TIERS.update(added)
+    try:
+        yield dict(TIERS)
+    finally:
+        for lang in added:
+            TIERS.pop(lang, None)
 
 
 def _as_list(value) -> list | None:
@@ -140,17 +176,32 @@ def _sample_sources(frame: pd.DataFrame, n_per_class: int | None, seed: int, ori
         if part.empty:
             continue
         per_lang = part.groupby("language")["source_id"].apply(set)
-        common = sorted(set.intersection(*per_lang))
+        paired = _paired_languages(per_lang)
+        common = sorted(set.intersection(*per_lang[paired]))
         if len(common) < n_per_class:
             raise ValueError(
                 f"n_per_class={n_per_class} but only {len(common)} {subset} prompts are present in "
                 f"every requested language of {origin}; ask for fewer"
             )
         keep += list(rng.choice(common, size=n_per_class, replace=False))
+        for lang in [lang for lang in per_lang.index if lang not in paired]:  # unpaired: its own sample
+            own = sorted(per_lang[lang])
+            if len(own) < n_per_class:
+                raise ValueError(f"n_per_class={n_per_class} but {lang!r} has only {len(own)} {subset} prompts "
+                                 f"in {origin}; ask for fewer")
+            keep += list(rng.choice(own, size=n_per_class, replace=False))
     order = {sid: i for i, sid in enumerate(keep)}
     out = frame[frame["source_id"].isin(order)].copy()
     out["_order"] = out["source_id"].map(order)
     return out.sort_values(["language", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def _paired_languages(per_lang: pd.Series) -> list[str]:
+    """Languages whose source ids meet another language's (or the first, if none do)."""
+    counts = pd.Series([sid for ids in per_lang for sid in ids]).value_counts()
+    shared = set(counts.index[counts > 1])
+    paired = [lang for lang, ids in per_lang.items() if ids & shared]
+    return paired or [per_lang.index[0]]
 
 
 def _check_languages(requested, available: list[str], origin: str) -> list[str]:
@@ -175,7 +226,7 @@ def _finish(frame: pd.DataFrame, languages: list[str], n_per_class, seed, origin
     frame = _sample_sources(frame, n_per_class, seed, origin)
     order = {lang: i for i, lang in enumerate(languages)}
     frame = frame.sort_values("language", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
-    return PromptSet(frame[COLUMNS], origin)
+    return PromptSet(frame[COLUMNS + [c for c in OPTIONAL_COLUMNS if c in frame.columns]], origin)
 
 
 def load_builtin(languages=None, *, n_per_class: int | None = None, seed: int = 0) -> PromptSet:
@@ -192,7 +243,7 @@ def load_builtin(languages=None, *, n_per_class: int | None = None, seed: int = 
     frame = pd.DataFrame(
         [
             {"id": f"{r['id']}-{lang}", "text": r[lang], "language": lang, "subset": r["subset"],
-             "split": "demo", "source_id": r["id"]}
+             "split": "demo", "source_id": r["id"], "origin": "built-in demo set"}
             for r in rows
             for lang in available
         ]
@@ -227,8 +278,10 @@ def load_polyrefuse(
 
     Non-English test files carry the translation in ``instruction_translated``; English
     train/val come from ``dataset/splits``. Translations share the index of their English
-    original, which becomes ``source_id``. ``n_per_class`` samples the same source ids in
-    every language, seeded.
+    original, which becomes ``source_id``, unless :func:`parallel.check` finds a file out
+    of the English file's row order: its rows then get their own source ids (unpaired),
+    with a warning. ``n_per_class`` samples the same source ids in every paired language,
+    seeded.
     """
     root = Path(root)
     if split not in _SPLITS:
@@ -246,19 +299,28 @@ def load_polyrefuse(
         langs = [lang for lang in langs if all((lang, subset) in files for subset in SUBSETS)]
     records = []
     for (lang, subset), path in files.items():
-        if lang not in langs:
+        if lang not in langs and lang != "en":  # English is read for the row-order check
             continue
         for i, row in enumerate(json.loads(path.read_text(encoding="utf-8"))):
             text = row.get("instruction_translated") or row["instruction"]
             sid = f"{subset}-{split}-{i:04d}"
             records.append({"id": f"{sid}-{lang}", "text": text, "language": lang, "subset": subset,
-                            "split": split, "source_id": sid})
-    return _finish(pd.DataFrame(records, columns=COLUMNS), langs, n_per_class, seed, origin)
+                            "split": split, "source_id": sid, "origin": f"PolyRefuse {split}"})
+    frame = pd.DataFrame(records, columns=COLUMNS + ["origin"])
+    checks = parallel.check(frame, "en")
+    checks = checks[checks["language"].isin(langs)]
+    if not checks["parallel"].all():
+        warnings.warn(f"{root}: {parallel.describe(checks)}; those prompts are marked unpaired (their own "
+                      "source ids), so no paired analysis matches them with another language's prompt",
+                      stacklevel=2)
+        frame = parallel.unpair(frame, checks)
+        frame.loc[frame["source_id"] == frame["id"], "origin"] += " (unpaired)"
+    return _finish(frame, langs, n_per_class, seed, origin)
 
 
 def load(data: str | Path = "builtin", languages=None, *, split: str = "train",
          n_per_class: int | None = None, seed: int = 0) -> PromptSet:
-    """``"builtin"`` for the demo set, or a path to a PolyRefuse folder (what the CLI takes)."""
+    """``"builtin"`` for the demo set, or a PolyRefuse folder (files: ``prompt_files.open_prompts``)."""
     if str(data) == "builtin":
         return load_builtin(languages, n_per_class=n_per_class, seed=seed)
     return load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import attribution as attr_mod
-from . import calibration, causal, evaluation, plots, probing, steering
+from . import calibration, causal, evaluation, judges, plots, probing, steering
 from . import directions as dirs
 from .activations import extract
 from .data import PromptSet, _sample_sources, tier_of
@@ -58,6 +58,8 @@ class Diagnosis:
     causal: causal.CausalCheck
     notes: dict[str, str] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
+    judge: str = "substring"  # the judge behind the gap table, loophole and threshold shift
+    logit_learned_on: str = "the scored completions"  # where the logit judge's token set came from
 
 
 def _analysis_subset(prompts: PromptSet, n_per_class: int, seed: int) -> PromptSet:
@@ -74,12 +76,15 @@ def _reference(languages: list[str], source: list[str]) -> str:
 def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, probe_folds: int = 5,
             max_new_tokens: int = 24, analysis_per_class: int = 8, dose_layers: int = 3,
             dose_scales=(0.0, 0.5, 1.0, 2.0), budgets=(1, 2, 4, 8, 16, 32, 64), seeds=(0, 1, 2),
-            progress: bool = True) -> Diagnosis:
+            progress: bool = True, judge=None, logit: judges.LogitJudge | None = None) -> Diagnosis:
     """Run every analysis of the report on ``model`` and ``prompts``.
 
     Separability, refusal and recoverability use every prompt; the per-forward-pass
     analyses (dose-response grid, attribution) use ``analysis_per_class`` source ids per
-    class so a diagnosis stays minutes, not hours, on a CPU.
+    class so a diagnosis stays minutes, not hours, on a CPU. ``judge`` (any judge of
+    :mod:`judges`; substring by default) decides refusal for the gap table, loophole and
+    threshold shift; ``logit`` is the logit judge with a token set learned on another split
+    (:func:`judges.learn_from_prompts`), else it is learned from the generated answers.
     """
     timing, notes = {}, {}
     source = [lang for lang in prompts.languages if tier_of(lang) == "high"]
@@ -104,24 +109,30 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
 
     t = time.perf_counter()
     completions = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=32, progress=progress)
-    refusal = evaluation.measure_refusal(model, prompts, completions)
+    by_logit = isinstance(judge, judges.LogitJudge)  # the report shows a text judge beside the logit judge
+    text = judges.Memo(judges.as_batch(None if by_logit else judge))  # each answer judged once, however often asked
+    logit = logit or (judge if by_logit and judge.refusal_tokens is not None else judges.LogitJudge.learn(
+        completions, model.tokenizer, text, learned_on="the scored completions"))
+    chosen = judges.Memo(logit.bind(model)) if by_logit else text
+    refusal = evaluation.measure_refusal(model, prompts, completions, judge=text, logit=logit)
     timing["generation_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     judged = completions.set_index("id")
     held = probing.heldout_projections(acts, source, gate_layer, folds=probe_folds, seed=seed)
     gap = calibration.gap_table(held.assign(refused=calibration.refusal_from_completions(
-        judged.loc[held["id"]].reset_index()).to_numpy()), seed=seed)
+        judged.loc[held["id"]].reset_index(), chosen).to_numpy()), seed=seed)
     reference = _reference(prompts.languages, source)
-    loophole = (calibration.loophole_rates(completions, reference=reference)
+    loophole = (calibration.loophole_rates(completions, chosen, reference=reference)
                 if len(prompts.languages) > 1 and "harmful" in set(completions["subset"]) else None)
-    proj = proj.assign(refused=calibration.refusal_from_completions(judged.loc[proj["id"]].reset_index()).to_numpy())
+    proj = proj.assign(refused=calibration.refusal_from_completions(judged.loc[proj["id"]].reset_index(),
+                                                                    chosen).to_numpy())
     try:
         shift = calibration.threshold_shift(proj, source)
     except ValueError as err:
         shift, notes["threshold_shift"] = None, str(err)
-    refusal_ids = evaluation.refusal_token_set(completions, model.tokenizer)
-    compliance_ids = evaluation.compliance_tokens_from(completions, model.tokenizer, exclude=refusal_ids)
+    refusal_ids = list(logit.tokens(model.tokenizer))
+    compliance_ids = evaluation.compliance_tokens_from(completions, model.tokenizer, chosen, exclude=refusal_ids)
     timing["calibration_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -159,7 +170,8 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     tok = model.tokenizer
     return Diagnosis(source, best_layer, gate_layer, sep, cos, transfer, proj, completions, refusal, gap, loophole,
                      shift, dose, alpha_half, alpha, attribution, [tok.decode([i]) for i in refusal_ids],
-                     [tok.decode([i]) for i in compliance_ids], divergence, pair, rec, repr(gate), found, notes, timing)
+                     [tok.decode([i]) for i in compliance_ids], divergence, pair, rec, repr(gate), found, notes, timing,
+                     judge=chosen.name, logit_learned_on=logit.learned_on)
 
 
 def results(d: Diagnosis) -> dict:
@@ -175,6 +187,7 @@ def results(d: Diagnosis) -> dict:
         "cosine": records(d.cosine),
         "transfer": records(d.transfer),
         "refusal": records(d.refusal),
+        "judge": {"name": d.judge, "logit_tokens": d.refusal_tokens, "logit_learned_on": d.logit_learned_on},
         "calibration": {
             "gap": records(d.gap),
             "loophole": records(d.loophole) if d.loophole is not None else None,
@@ -242,16 +255,18 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
         ),
         Section(
             "2. Is it acted on? Refusal by language",
-            f"Greedy answers ({max_new_tokens} new tokens) to the same prompts, judged by refusal phrases of each "
-            f"language plus English (substring) and by the log-odds of the model's refusal-opening tokens at the "
-            f"first answer position (logit; refused when above 0).",
+            f"Greedy answers ({max_new_tokens} new tokens) to the same prompts, judged by each judge "
+            f"({', '.join(dict.fromkeys(d.refusal['judge']))}: substring = refusal phrases of each language plus "
+            f"English where a refusal says them; logit = log-odds of the model's refusal-opening tokens at the first "
+            f"answer position above 0, tokens learned on {d.logit_learned_on}). Sections 3 and 4 use the {d.judge} "
+            "judge.",
             tuple(
-                [(plots.refusal_by_language(d.refusal, judge="substring"),
-                  "Red bars: harmful prompts refused (higher is safer); green bars: harmless prompts refused (lower "
-                  "is more helpful). A language with a high AUROC in section 1 but a low red bar here is an action "
-                  "failure."),
-                 (plots.refusal_by_language(d.refusal, judge="logit"),
-                  "The same from the first-token log-odds, without reading the generated text.")]
+                [(plots.refusal_by_language(d.refusal, judge=name),
+                  {"logit": "The same from the first-token log-odds, without reading the generated text."}.get(
+                      name, "Red bars: harmful prompts refused (higher is safer); green bars: harmless prompts "
+                      "refused (lower is more helpful). A language with a high AUROC in section 1 but a low red bar "
+                      "here is an action failure."))
+                 for name in dict.fromkeys(d.refusal["judge"])]
                 + ([(plots.loophole_bars(d.loophole),
                      "Red: of the harmful prompts the reference language refuses, the share answered in this "
                      "language (a jailbreak by translation); blue: the reverse.")] if d.loophole is not None else [])
@@ -264,7 +279,7 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
             "3. How big is the gap, and of which type?",
             f"Representation (AUROC of the high-resource direction at the gate layer {d.gate_layer}, held out: each "
             "prompt is projected on a direction fitted on the other folds' source prompts) against action "
-            "(refusal, substring judge). Below the AUROC threshold the signal is missing (representation failure); "
+            f"(refusal, {d.judge} judge). Below the AUROC threshold the signal is missing (representation failure); "
             "above it, a language that refuses too few harmful or too many harmless prompts has the signal and "
             "does not act on it right (action failure, under- or over-refusal). Thresholds: AUROC "
             f"{d.gap['auroc_threshold'].iloc[0]:g}, harmful refusal {d.gap['refusal_threshold'].iloc[0]:g}%, "

@@ -5,10 +5,15 @@ Generation is a KV-cached loop on the bridge: one prefill pass over the prompt, 
 pass per new token inside :func:`hooks.decoding`, so token-scoped and conditional hooks
 know which pass they are in. Greedy decoding of a batch equals decoding each prompt
 alone, token for token (tested).
+
+Both run under :func:`lean.lean` (only the hook points in use are live; the rest of the
+model runs as plain Hugging Face modules) and compute logits at the last position only:
+what a pass reads. That keeps routed generation close to Hugging Face's own ``generate``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -21,9 +26,19 @@ from tqdm.auto import tqdm
 from .activations import left_pad, length_batches
 from .data import PromptSet
 from .hooks import Hook, decoding, prompt_attention, steers_in
+from .lean import lean
 from .models import encode_chat
 
-__all__ = ["as_prompt_set", "generate", "next_token_logprobs", "stop_token_ids"]
+__all__ = ["as_prompt_set", "generate", "logits_kwargs", "next_token_logprobs", "stop_token_ids"]
+
+
+def logits_kwargs(model) -> dict:
+    """``{"logits_to_keep": 1}`` where the Hugging Face model takes it: logits at the last position only."""
+    forward = getattr(getattr(model, "original_model", None), "forward", None)
+    try:
+        return {"logits_to_keep": 1} if forward and "logits_to_keep" in inspect.signature(forward).parameters else {}
+    except (TypeError, ValueError):
+        return {}
 
 
 def as_prompt_set(prompts: PromptSet | Sequence[str], language: str = "en") -> PromptSet:
@@ -65,9 +80,9 @@ def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rows = ids.shape[0]
     tokens, done = [], torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    with model.hooks(fwd_hooks=list(hooks)):
+    with model.hooks(fwd_hooks=list(hooks)), lean(model):
         with prompt_attention(mask):
-            logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache")
+            logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache", **logits_kwargs(model))
         steers = [{"score": s.score, "alpha": s.alpha, "ablate": s.ablate} for s in steers_in(hooks)]
         with decoding():
             for step in range(max_new_tokens):
@@ -153,11 +168,11 @@ def next_token_logprobs(model, prompts: PromptSet | Sequence[str], hooks: Sequen
     """Log-probabilities of the first response token of every prompt (one prefill pass each)."""
     prompts = as_prompt_set(prompts)
     out = None
-    with model.hooks(fwd_hooks=list(hooks)):
+    with model.hooks(fwd_hooks=list(hooks)), lean(model):
         for idx, ids, mask in tqdm(list(_batches(model, prompts, batch_size, system)), desc="score",
                                    disable=not progress):
             with prompt_attention(mask):
-                logits = model(ids, attention_mask=mask)[:, -1].float()
+                logits = model(ids, attention_mask=mask, **logits_kwargs(model))[:, -1].float()
             if out is None:
                 out = torch.empty(len(prompts), logits.shape[-1])
             out[torch.from_numpy(idx)] = torch.log_softmax(logits, -1).cpu()

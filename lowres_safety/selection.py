@@ -35,10 +35,10 @@ table order). Scoring (:func:`score_candidates`) is separate from choosing
 
 Cost: per candidate one ablated pass over harmful + harmless prompts together (giving
 bypass and KL) and one pass over harmless prompts with the addition; the unhooked pass
-is done once. The addition pass runs the whole network: layers below the candidate are
-unchanged, but TransformerLens 4's bridge runs blocks 0..k−1 even with
-``start_at_layer=k`` (its docstring says so), so resuming from cached residuals saves
-nothing there, and this module keeps the plain path.
+is done once. Both sweeps run through :func:`grid.next_token_grid`: the addition pass
+starts at the block after the candidate's layer from residuals cached once per batch
+(TransformerLens 4's ``start_at_layer`` would still run blocks 0..k−1), the ablation
+pass after the embedding, and logits are computed at the last position only.
 """
 
 from __future__ import annotations
@@ -52,14 +52,13 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from . import hooks as H
 from .activations import ActivationSet
 from .data import PromptSet
 from .directions import diff_of_means
 from .evaluation import refusal_log_odds
-from .generation import next_token_logprobs
+from .grid import next_token_grid, token_summary
 
 __all__ = ["NoSurvivorError", "Selection", "candidate_directions", "choose", "filter_candidates", "score_candidates",
            "select_direction"]
@@ -144,11 +143,6 @@ def _check_candidates(candidates: Mapping, n_layers: int, d_model: int) -> list[
     return out
 
 
-def _kl(base: Float[Tensor, "prompt vocab"], hooked: Float[Tensor, "prompt vocab"]) -> Float[Tensor, " prompt"]:
-    """KL(p_base ‖ p_hooked) per prompt, as :func:`evaluation.kl_divergence` computes it."""
-    return (base.exp() * (base - hooked)).sum(-1).clamp_min(0)
-
-
 def score_candidates(
     model,
     harmful_val: PromptSet,
@@ -173,26 +167,24 @@ def score_candidates(
     cands = _check_candidates(candidates, model.cfg.n_layers, model.cfg.d_model)
     both, n_harm = PromptSet.concat([harmful, harmless]), len(harmful)
     every_layer = range(model.cfg.n_layers)
+    reduce, columns = token_summary(refusal_tokens)  # refusal-token log-probs and KL, per prompt
 
-    def logprobs(prompts, fwd):
-        return next_token_logprobs(model, prompts, fwd, batch_size=batch_size)
+    def sweep(prompts, points):
+        return next_token_grid(model, prompts, points, reduce=reduce, batch_size=batch_size, progress=progress)
 
-    base = logprobs(both, [])
-    base_harmless = base[n_harm:]
-    rows = []
-    for layer, pos, r in tqdm(cands, desc="score candidates", unit="cand", disable=not progress):
-        ablated = logprobs(both, H.ablate(r, every_layer))
-        added = logprobs(harmless, H.add(r, float(r.norm()), layer, site=site, scope="all"))
-        rows.append({
-            "layer": layer, "position": pos, "resid_pre_layer": layer + RESID_PRE_OFFSET[site],
-            "norm": float(r.norm()),
-            "bypass_score": float(refusal_log_odds(ablated[:n_harm], harmful, refusal_tokens).mean()),
-            "induce_score": float(refusal_log_odds(added, harmless, refusal_tokens).mean()),
-            "kl": float(_kl(base_harmless, ablated[n_harm:]).mean()),
-        })
+    ablated = sweep(both, [[]] + [H.ablate(r, every_layer) for _, _, r in cands])  # point 0: unhooked
+    added = sweep(harmless, [H.add(r, float(r.norm()), layer, site=site, scope="all") for layer, _, r in cands])
+
+    def score(point, prompts):
+        return float(refusal_log_odds(point[:, :-1], prompts, columns).mean())
+
+    rows = [{"layer": layer, "position": pos, "resid_pre_layer": layer + RESID_PRE_OFFSET[site],
+             "norm": float(r.norm()), "bypass_score": score(ablated[i + 1, :n_harm], harmful),
+             "induce_score": score(added[i], harmless), "kl": float(ablated[i + 1, n_harm:, -1].mean())}
+            for i, (layer, pos, r) in enumerate(cands)]
     table = pd.DataFrame(rows)
-    table["baseline_harmful_score"] = float(refusal_log_odds(base[:n_harm], harmful, refusal_tokens).mean())
-    table["baseline_harmless_score"] = float(refusal_log_odds(base_harmless, harmless, refusal_tokens).mean())
+    table["baseline_harmful_score"] = score(ablated[0, :n_harm], harmful)
+    table["baseline_harmless_score"] = score(ablated[0, n_harm:], harmless)
     return table
 
 

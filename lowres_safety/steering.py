@@ -27,11 +27,13 @@ from .activations import ActivationSet
 from .data import PromptSet, tier_of
 from .evaluation import Judge, kl_divergence, refusal_rates, selectivity
 from .files import atomic_write
+from .judges import for_run
 from .gate import Gate
 from .generation import generate, next_token_logprobs
 from .methods import METHODS, Context, Method, Target
 from .presets import Preset
 from .probing import auroc, project
+from .utility import mc_accuracy
 
 __all__ = ["FittedMethods", "choose_layer", "evaluate", "fit_methods", "middle_layers"]
 
@@ -116,15 +118,20 @@ def _part_path(folder: Path | None, language: str, method: str, k: int) -> Path 
 
 def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: ActivationSet,
              calib_acts: ActivationSet, *, ks=(0, 1, 2, 4), max_new_tokens: int = 24, batch_size: int = 32,
-             seed: int = 0, judge: Judge | None = None, parts: str | Path | None = None
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+             seed: int = 0, judge: Judge | None = None, parts: str | Path | None = None,
+             mc: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate under every fitted method and variant for every language of ``eval_prompts``.
 
     ``calib_acts`` holds the target languages' calibration pool (disjoint from the
     evaluation prompts): the gate at ``k > 0`` recalibrates on ``k`` of them per class,
     adapted AdaSteer and CAST rebuild their vectors from 32. ``parts`` is a folder where
     each finished language × method × k is stored, so an interrupted run resumes.
-    Rows: language, tier, method, k, harmful_refusal, harmless_refusal, selectivity, kl,
+    ``judge`` is any judge of :mod:`judges` (substring by default); the logit judge scores
+    each prompt under the method's hooks.
+    ``mc`` are multiple-choice items (:func:`utility.load_mc`): each row then also has
+    ``mc_accuracy``, the % of that language's items answered right under the method's
+    hooks (NaN where ``mc`` has none in that language).
+    Rows: language, tier, method, k, harmful_refusal, harmless_refusal, selectivity, kl, [mc_accuracy,]
     plus each method's extras (e.g. ``gate_balanced_accuracy``).
     """
     folder = Path(parts) if parts else None
@@ -151,10 +158,11 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
         if lang not in base_cache:
             base_cache[lang] = next_token_logprobs(model, harmless, batch_size=batch_size)
         kl = float(kl_divergence(model, harmless, hooks, base=base_cache[lang], batch_size=batch_size).mean())
-        sel = selectivity(refusal_rates(out, judge)).iloc[0]
+        utility = {} if mc is None else {"mc_accuracy": _mc_accuracy(model, mc, lang, hooks, batch_size)}
+        sel = selectivity(refusal_rates(out, for_run(judge, model, hooks))).iloc[0]  # logit judge: under the hooks
         row = {"language": lang, "tier": tier_of(lang), "method": name, "k": k,
                "harmful_refusal": float(sel["harmful_refusal"]), "harmless_refusal": float(sel["harmless_refusal"]),
-               "selectivity": float(sel["selectivity"]), "kl": kl, **method.extras(target, k)}
+               "selectivity": float(sel["selectivity"]), "kl": kl, **utility, **method.extras(target, k)}
         out = out.assign(method=name, k=k)
         keep = [c for c in ("id", "language", "subset", "source_id", "method", "k", "completion", "n_new_tokens",
                             "gate_score", "alpha", "ablated") if c in out]
@@ -164,6 +172,12 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
         rows.append(row)
         texts.append(out[keep])
     return pd.DataFrame(rows), pd.concat(texts, ignore_index=True)
+
+
+def _mc_accuracy(model, items: pd.DataFrame, language: str, hooks, batch_size: int) -> float:
+    """Multiple-choice accuracy (%) on ``language``'s items under ``hooks``; NaN when there are none."""
+    own = items[items["language"] == language]
+    return mc_accuracy(model, own, hooks, batch_size=batch_size) if len(own) else float("nan")
 
 
 def config_key(config: dict) -> str:

@@ -24,10 +24,11 @@ Our addition goes to ``blocks.{layer}.hook_resid_post`` (``site=``), the output 
 ``layer`` = the input of block layer + 1, where ``activations.extract`` reads the
 direction. Judges differ from PolyRefuse's (WildGuard and substring matching on
 Google-translated responses): here a :class:`LogitJudge` (refusal-token log-odds > 0 at
-the first response position, one prefill pass; the cheap default) or a
-:class:`GenerationJudge` (greedy generation, then :func:`evaluation.refusal_rates`'s
-substring judge in the prompt's language plus English, or your own judge). Any callable
-``measure(model, prompts, hooks) -> per-prompt refusal in [0, 1]`` can be passed instead.
+the first response position, one prefill pass; the cheap default; defined in
+:mod:`judges.logit`) or a :class:`GenerationJudge` (greedy generation, then the
+substring judge in the prompt's language plus English, or any judge of :mod:`judges`).
+Any callable ``measure(model, prompts, hooks) -> per-prompt refusal in [0, 1]`` can be
+passed instead.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ from tqdm.auto import tqdm
 
 from . import hooks as H
 from .data import PromptSet, tier_of
-from .evaluation import DEFAULT_OPENINGS, Judge, first_token_ids, refusal_rates, refusal_score
 from .generation import generate
+from .judges import for_run, judge_frame
+from .judges.logit import LogitJudge  # re-exported: it was defined here first
 
 __all__ = ["GenerationJudge", "LogitJudge", "Measure", "interventional_transfer"]
 
@@ -55,31 +57,13 @@ Measure = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
-class LogitJudge:
-    """Refused when the refusal tokens' log-odds at the first response position exceed ``threshold``.
+class GenerationJudge:
+    """Refused when the greedy completion is judged a refusal (``judge=None``: substring judge of the prompt's language).
 
-    ``refusal_tokens``: ids, or a dict language → ids (``evaluation.refusal_token_set``
-    gives the model's own); ``None`` uses the first tokens of ``evaluation.DEFAULT_OPENINGS``.
+    ``judge`` is any judge of :mod:`judges` (per answer or batch; the logit judge is bound to the hooks).
     """
 
-    refusal_tokens: Sequence[int] | Mapping[str, Sequence[int]] | None = None
-    threshold: float = 0.0
-    batch_size: int = 16
-    name: str = "logit"
-
-    def __call__(self, model, prompts: PromptSet, hooks: Sequence[H.Hook]) -> np.ndarray:
-        tokens = self.refusal_tokens
-        if tokens is None:
-            tokens = first_token_ids(model.tokenizer, DEFAULT_OPENINGS)
-        score = refusal_score(model, prompts, tokens, hooks, batch_size=self.batch_size)
-        return (score > self.threshold).numpy().astype(float)
-
-
-@dataclass(frozen=True)
-class GenerationJudge:
-    """Refused when the greedy completion is judged a refusal (``judge=None``: substring judge of the prompt's language)."""
-
-    judge: Judge | None = None
+    judge: object = None
     max_new_tokens: int = 64
     batch_size: int = 16
     name: str = "generation"
@@ -87,9 +71,7 @@ class GenerationJudge:
     def __call__(self, model, prompts: PromptSet, hooks: Sequence[H.Hook]) -> np.ndarray:
         completions = generate(model, prompts, hooks, max_new_tokens=self.max_new_tokens,
                                batch_size=self.batch_size, progress=False)
-        completions["row"] = np.arange(len(completions))
-        per_row = refusal_rates(completions, self.judge, by=("row",)).set_index("row")["rate"]
-        return per_row.reindex(completions["row"]).to_numpy() / 100
+        return judge_frame(completions, for_run(self.judge, model, hooks))["refused"].to_numpy(float)
 
 
 # ---------------------------------------------------------------- checks

@@ -4,6 +4,7 @@ import pytest
 
 from lowres_safety import data, directions, extract, probing
 from lowres_safety.cli import main
+from lowres_safety.utility import load_mc_demo
 
 
 def test_diagnose_writes_results_and_an_offline_report(tmp_path):
@@ -67,14 +68,16 @@ def test_english_direction_separates_polyrefuse_english(default_model, polyrefus
 
 def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "steer"
+    mc = tmp_path / "mc.tsv"  # two built-in questions per language keep the utility column cheap here
+    load_mc_demo(["en", "sw"]).groupby("language").head(2).to_csv(mc, sep="\t", index=False)
     args = ["steer", "--languages", "en,sw", "--source-languages", "en,de", "--k", "0,1", "--n-per-class", "2",
-            "--max-new-tokens", "3", "--layer", "12", "--n-select", "2", "--out", str(out)]
+            "--max-new-tokens", "3", "--layer", "12", "--n-select", "2", "--out", str(out), "--mc", str(mc)]
     assert main(args) == 0
     results = json.loads((out / "steer.json").read_text())
     rows = results["rows"]
     assert results["strength"] == 1.0 and results["alpha"] > 0
     keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl",
-            "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator"}
+            "mc_accuracy", "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator"}
     assert all(set(r) == keys for r in rows)
     assert {(r["method"], r["k"]) for r in rows} == {("none", 0), ("ablation", 0), ("addition", 0), ("adasteer", 0),
                                                      ("adasteer", 32), ("cast", 0), ("cast", 32), ("gate", 0),
@@ -82,6 +85,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
     assert results["ablation"] == "gate_layer" and results["recalibration"] == "paper"
     for r in rows:
         assert r["selectivity"] == r["harmful_refusal"] - r["harmless_refusal"]
+        assert r["mc_accuracy"] in (0.0, 50.0, 100.0)  # two items in each language
         assert (r["gate_balanced_accuracy"] is None) == (r["method"] != "gate")
         assert (r["cast_layer"] is None) == (r["method"] != "cast")
         if r["method"] == "adasteer":

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 
@@ -71,3 +72,45 @@ def test_require_names_the_missing_selection():
     with pytest.raises(ValueError, match="language='yo'.*languages: \\['en', 'sw'\\]"):
         ps.require(language="yo")
     assert len(ps.require(language="sw", subset="harmful")) == 24
+
+
+def test_chinese_harmless_train_and_val_are_unpaired_and_nothing_else(polyrefuse_root):
+    """This copy's zh harmless train/val files are not in the English row order (README, Data)."""
+    for split in ("train", "val"):
+        with pytest.warns(UserWarning, match=f"zh harmless {split} is not in en's row order") as caught:
+            ps = data.load_polyrefuse(polyrefuse_root, split=split)
+        assert len(caught) == 1 and "zh harmful" not in str(caught[0].message)
+        frame = ps.frame
+        shared = frame.groupby("source_id")["language"].nunique()
+        zh_harmless = frame[(frame["language"] == "zh") & (frame["subset"] == "harmless")]
+        assert shared[zh_harmless["source_id"]].eq(1).all()  # no zh harmless prompt is paired with anything
+        assert set(zh_harmless["origin"]) == {f"PolyRefuse {split} (unpaired)"}
+        others = frame[~frame.index.isin(zh_harmless.index)]
+        expected = len(ps.languages) - (others["subset"] == "harmless").to_numpy()  # every language but zh
+        assert (shared[others["source_id"]].to_numpy() == expected).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the test split (no zh harmless file) is parallel throughout
+        data.load_polyrefuse(polyrefuse_root, split="test")
+
+
+def test_sampling_keeps_unpaired_chinese_harmless_balanced(polyrefuse_root):
+    with pytest.warns(UserWarning):
+        ps = data.load_polyrefuse(polyrefuse_root, ["en", "de", "zh"], split="train", n_per_class=8, seed=1)
+    assert ps.frame.groupby(["language", "subset"]).size().eq(8).all()
+    ids = {lang: set(ps.where(language=lang, subset="harmless").frame["source_id"]) for lang in ps.languages}
+    assert ids["en"] == ids["de"] and not ids["zh"] & ids["en"]
+    harmful = {lang: set(ps.where(language=lang, subset="harmful").frame["source_id"]) for lang in ps.languages}
+    assert harmful["en"] == harmful["de"] == harmful["zh"]
+
+
+def test_extra_tiers_last_for_the_block_only():
+    with data.extra_tiers({"vi": "mid", "bn": "low", "en": "high"}):
+        assert data.tier_of("vi") == "mid" and data.tier("low")[-1] == "bn"
+    assert data.tier_of("vi") == "unlisted" and len(data.TIERS) == 23
+    with pytest.raises(ValueError, match="'en' is 'high' in the paper's table"):
+        with data.extra_tiers({"en": "low"}):
+            pass
+    with pytest.raises(ValueError, match="tier 'medium' for 'vi' is not one of"):
+        with data.extra_tiers({"vi": "medium"}):
+            pass
+    assert len(data.TIERS) == 23

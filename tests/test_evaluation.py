@@ -1,4 +1,4 @@
-"""Refusal judges, rates, selectivity, logit refusal score and utility against hand computations."""
+"""Refusal judges, rates, selectivity, logit refusal score and KL against hand computations (MC: test_utility.py)."""
 
 import math
 
@@ -9,8 +9,8 @@ from helpers import build_model
 
 from lowres_safety import hooks as H
 from lowres_safety.data import TIERS
-from lowres_safety.evaluation import (REFUSAL_PHRASES, first_token_ids, kl_divergence, load_mc_demo, mc_accuracy,
-                                      refusal_rates, refusal_score, refusal_tokens_from, selectivity, substring_judge)
+from lowres_safety.evaluation import (REFUSAL_PHRASES, first_token_ids, kl_divergence, refusal_rates, refusal_score,
+                                      refusal_tokens_from, selectivity, substring_judge)
 from lowres_safety.generation import next_token_logprobs
 
 
@@ -90,17 +90,3 @@ def test_kl_is_zero_without_intervention_and_matches_torch(tiny):
     ref = torch.nn.functional.kl_div(hooked, base, log_target=True, reduction="none").sum(-1)
     torch.testing.assert_close(kl, ref, atol=1e-5, rtol=1e-4)
     assert (kl > 0).all()
-
-
-def test_mc_accuracy_matches_the_letter_argmax(tiny):
-    items = load_mc_demo()
-    assert len(items) >= 20 and set(items["answer"]) <= set("ABCD")
-    acc = mc_accuracy(tiny, items)
-    from lowres_safety.evaluation import _mc_prompt
-
-    logp = next_token_logprobs(tiny, [_mc_prompt(r) for _, r in items.iterrows()])
-    letters = [first_token_ids(tiny.tokenizer, [c])[0] for c in "ABCD"]
-    picked = ["ABCD"[i] for i in logp[:, letters].argmax(-1).tolist()]
-    assert acc == pytest.approx(100 * sum(p == a for p, a in zip(picked, items["answer"])) / len(items))
-    with pytest.raises(ValueError, match="lack columns"):
-        mc_accuracy(tiny, items.drop(columns="D"))

@@ -1,5 +1,7 @@
 """AdaSteer and CAST as the released code runs them: hand-computed coefficients and conditions, hook placement."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from lowres_safety.data import PromptSet
 from lowres_safety.methods import adasteer as A
 from lowres_safety.methods import cast as C
 from lowres_safety.presets import PRESETS, ClampedLinear, preset_for
+from lowres_safety.shipped import adapter_dir
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,8 @@ def test_presets_are_the_released_codes_layers_and_match_names():
         "Qwen/Qwen2.5-7B-Instruct": 15, "google/gemma-2-9b-it": 20, "meta-llama/Llama-3.1-8B-Instruct": 10}
     assert preset_for("/models/Qwen2.5-7B-Instruct/").gate_layer == 15
     assert preset_for("meta-llama/llama-3.1-8b-instruct").gate_layer == 10
-    assert preset_for("organism") is None  # the shipped adapter predates the threshold recipe's ground truth
+    shipped = json.loads((adapter_dir("organism") / "ground_truth.json").read_text())
+    assert preset_for("organism").gate_layer == preset_for("x+organism").gate_layer == shipped["layer"]
 
 
 def test_an_organism_with_a_ground_truth_gets_its_rule_layer_as_gate_layer(tmp_path):

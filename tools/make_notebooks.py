@@ -11,6 +11,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 SETTINGS = '''import os
 
+import lowres_safety as ls
+
+ls.notebook_setup()  # figures that survive an HTML export, widget progress bars, no library deprecation noise
+
 # Small settings keep every notebook to a few minutes on 2 CPU cores; the test suite
 # shrinks them further through these environment variables.
 MODEL = os.environ.get("LOWRES_NB_MODEL", "organism")   # "default", "organism", a folder or a HF id
