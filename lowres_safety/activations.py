@@ -4,8 +4,11 @@ Extraction reads ``blocks.{l}.hook_resid_post`` (the residual stream after block
 which equals Hugging Face's ``hidden_states[l + 1]``). Prompts are batched by token
 length with left padding and an attention mask, so rows of a batch need little padding
 and positions counted from the end land on real tokens. Only the requested positions
-are kept and the forward pass stops after the deepest requested layer, so memory grows
-with prompts x layers x positions, never with sequence length.
+are kept, written straight into the result, and the forward pass stops after the
+deepest requested layer, so what is kept grows with prompts x layers x positions, never
+with sequence length. The pass runs under :func:`lean.lean` with the fused attention
+kernel: only the capture hooks are live, no attention matrix is materialised, and
+padding positions (which the fused kernel fills differently) are never read.
 
 An optional on-disk cache stores each finished batch under a key made of everything
 that produced it (model id, weights fingerprint, token ids, layers, positions, hook,
@@ -30,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .data import PromptSet
 from .files import atomic_save
+from .lean import lean
 from .models import cache_dir, encode_chat, model_id, position_offset, weights_fingerprint
 
 __all__ = ["ActivationSet", "extract", "left_pad", "length_batches", "resolve_layers"]
@@ -151,28 +155,32 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers, hook) -> Float[Tensor, "batch layer n_pos d_model"]:
-    width = ids.shape[1]
-    rows = torch.arange(ids.shape[0])[:, None]
-    cols = (width + offsets).to(model.cfg.device)
-    out: dict[int, Tensor] = {}
+    device = model.cfg.device
+    rows = torch.arange(ids.shape[0], device=device)[:, None]
+    cols = (ids.shape[1] + offsets).to(device)
+    out = torch.empty(ids.shape[0], len(layers), offsets.shape[1], model.cfg.d_model, dtype=torch.float32)
+    done = set()
 
-    def capture(layer):
+    def capture(i: int):
         def fn(act: Float[Tensor, "batch pos d_model"], hook):
-            out[layer] = act[rows.to(act.device), cols].float().cpu()
-            if layer == layers[-1]:
+            out[:, i] = act[rows.to(act.device), cols.to(act.device)]  # float32, on the CPU
+            done.add(i)
+            if len(done) == len(layers):
                 raise _Stop
             return act
 
         return fn
 
-    fwd = [(f"blocks.{layer}.{hook}", capture(layer)) for layer in layers]
-    device = model.cfg.device
+    fwd = [(f"blocks.{layer}.{hook}", capture(i)) for i, layer in enumerate(layers)]
     try:
-        with model.hooks(fwd_hooks=fwd):
+        with model.hooks(fwd_hooks=fwd), lean(model, sdpa=True):
             model(ids.to(device), attention_mask=mask.to(device))
     except _Stop:
         pass
-    return torch.stack([out[layer] for layer in layers], dim=1)
+    if len(done) != len(layers):
+        raise RuntimeError(f"hook point(s) blocks.*.{hook} of layer(s) "
+                           f"{[l for i, l in enumerate(layers) if i not in done]} never fired")
+    return out
 
 
 def _cache_key(model, prompts_ids, offsets, layers, positions, hook, batch_size, group_by_length) -> str:
