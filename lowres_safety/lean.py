@@ -61,6 +61,7 @@ class _Site:
     inner: nn.Module
     inside: tuple  # every hook point in its subtree
     own: frozenset  # ids of its own hook_in / hook_out
+    direct: frozenset  # ids of every hook point that is its own child (forward hooks elsewhere may fire them)
     shim: nn.Module | None
     attention: bool
     children: list[_Site] = field(default_factory=list)
@@ -96,6 +97,7 @@ def _index(model) -> list[_Site]:
             io = isinstance(hook_in, HookPoint) and isinstance(hook_out, HookPoint)
             site = _Site(module, name, child, inner, tuple(m for m in child.modules() if isinstance(m, HookPoint)),
                          frozenset((id(hook_in), id(hook_out))) if io else frozenset(),
+                         frozenset(id(m) for m in child._modules.values() if isinstance(m, HookPoint)),
                          _Shim(hook_in, hook_out, inner) if io else None, isinstance(child, AttentionBridge))
             site.children = visit(inner)
             found.append(site)
@@ -124,7 +126,12 @@ def _apply(sites: list[_Site], swaps: list, kept_attention: list, drop: bool = F
             _apply(site.children, swaps, kept_attention, drop=True)
         else:
             kept_attention.append(site.attention)
-            _apply(site.children, swaps, kept_attention)
+            if any(id(hp) in site.direct and id(hp) not in site.own for hp in live):
+                # a hook point of its own besides hook_in/out (hook_mlp_in, Granite's scaled
+                # outputs) is fired by forward hooks on its bridged children: keep them all
+                kept_attention.append(True)
+            else:
+                _apply(site.children, swaps, kept_attention)
 
 
 @contextmanager
@@ -135,9 +142,12 @@ def lean(model, sdpa: bool = False) -> Iterator[None]:
     config = getattr(getattr(model, "original_model", None), "config", None)
     before = getattr(config, "_attn_implementation", None)
     switch = False
+    cfg = getattr(model, "cfg", None)
+    forks = any(getattr(cfg, flag, False) for flag in ("use_split_qkv_input", "use_attn_in", "use_hook_mlp_in"))
     try:
-        _apply(_index(model), swaps, kept_attention)
-        switch = (sdpa and before == "eager" and not any(kept_attention)
+        if not forks:  # those read the residual through pre-hooks on bridged norms: leave the bridge whole
+            _apply(_index(model), swaps, kept_attention)
+        switch = (sdpa and not forks and before == "eager" and not any(kept_attention)
                   and getattr(config, "attn_logit_softcapping", None) is None)
         if switch:
             config._attn_implementation = "sdpa"
