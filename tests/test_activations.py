@@ -38,9 +38,9 @@ def test_interleaved_batches_give_the_same_result(prompts):
 
 def test_forward_stops_after_the_deepest_layer_and_leaves_no_hooks(prompts):
     model = build_model("qwen2")
-    seen = []
-    model.blocks[2].attn.register_forward_hook(lambda *a: seen.append("attn2"))
-    model.ln_final.register_forward_hook(lambda *a: seen.append("ln_final"))
+    seen = []  # on the wrapped modules: they run whether or not the bridge's own components do
+    model.blocks[2].attn.original_component.register_forward_hook(lambda *a: seen.append("attn2"))
+    model.ln_final.original_component.register_forward_hook(lambda *a: seen.append("ln_final"))
     extract(model, prompts, [0, 1], "t_post_inst", progress=False)
     assert seen == []  # block 2 never ran
     extract(model, prompts, [2], "t_post_inst", progress=False)
