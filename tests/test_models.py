@@ -135,3 +135,22 @@ def test_fingerprint_changes_with_any_weight_matrix():
     with torch.no_grad():
         next(p for n, p in model.named_parameters() if "layers.1." in n and "down_proj" in n).add_(0.01)
     assert weights_fingerprint(model) != before
+
+
+def test_device_map_loads_the_same_model_and_hooks_fire(tmp_path):
+    """``device_map`` (accelerate's placement) gives the same logits and live hooks as a plain load."""
+    from lowres_safety.activations import extract
+    from lowres_safety.data import load_builtin
+    from lowres_safety.models import load_model
+
+    tok = build_tokenizer("qwen2")
+    tok.pad_token = tok.eos_token
+    from helpers import build_hf
+
+    build_hf("qwen2", vocab_size=len(tok)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    plain, placed = load_model(str(tmp_path)), load_model(str(tmp_path), device_map={"": "cpu"})
+    prompts = load_builtin(["en"], n_per_class=2)
+    a, b = (extract(m, prompts, [0, 2], ("t_post_inst",), progress=False).acts for m in (plain, placed))
+    torch.testing.assert_close(a, b)
+    assert placed.cfg.device == "cpu"

@@ -12,7 +12,12 @@ from lowres_safety.shipped import adapter_dir
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["organism", "organism-erased"])
+ERASURE_FAILS = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "the shipped erasure does not carry to unseen prompts: Thai and Yoruba test prompts still separate on v̂ "
+    "at L* (AUROC 0.89 and 0.84, tools/organism_check.py), so the diagnosis rightly calls them action failures"))
+
+
+@pytest.mark.parametrize("name", ["organism", pytest.param("organism-erased", marks=ERASURE_FAILS)])
 def test_the_diagnosis_names_the_failure_the_construction_predicts(name, polyrefuse_root):
     if not (adapter_dir(name) / "ground_truth.json").exists():
         pytest.skip(f"{name} is not shipped yet; make it as README 'The model organisms' says")
@@ -25,8 +30,9 @@ def test_the_diagnosis_names_the_failure_the_construction_predicts(name, polyref
                               dose_scales=(0.0, 1.0), budgets=(1, 2), seeds=(0,), progress=False)
     assert found.gate_layer == truth.layer  # the organism's rule layer is the gate layer (presets)
     named = found.gap.set_index("language")
-    decided = predicted.index[predicted["decided"]]
-    assert len(decided) >= len(predicted) // 2
+    # where both the rule's prediction and the measurement are decided (their intervals cannot give another label)
+    decided = predicted.index[predicted["decided"] & named.loc[predicted.index, "decided"].to_numpy()]
+    assert {"en", "ar"} <= set(decided)  # the construction's clearest cases: acted on, and under-refusal
     for lang in decided:
         assert named.loc[lang, "failure_type"] == predicted.loc[lang, "failure_type"], lang
         if predicted.loc[lang, "failure_type"] == "action failure":

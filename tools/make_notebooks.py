@@ -173,6 +173,15 @@ NOTEBOOKS = {
         "              title='Swahili harmful prompts with the English last-token residual patched in')\n"
         "fig.add_hline(y=rows[0]['refusal_log_odds'], line_dash='dot', annotation_text='unpatched')\n"
         "fig.update_layout(xaxis_title='patched layer', yaxis_title='mean refusal log-odds')",
+        "**Your own prompts.** Everything above takes any `PromptSet`. A CSV of your own (here written from the "
+        "built-in set, with the column names a red-team sheet might have) loads with your column names; a "
+        "harmful-only file takes `harmless_from=` (a PolyRefuse folder or another file):",
+        "import tempfile, pathlib\n"
+        "sheet = prompts.frame.rename(columns={'text': 'prompt', 'language': 'lang', 'subset': 'label', 'source_id': 'qid'})\n"
+        "path = pathlib.Path(tempfile.mkdtemp()) / 'my_prompts.csv'\n"
+        "sheet[['qid', 'lang', 'label', 'prompt']].to_csv(path, index=False)\n"
+        "mine = ls.load_prompts(path, text='prompt', language='lang', label='label', source_id='qid')\n"
+        "mine.frame.groupby(['language', 'subset']).size()",
         "**Reading it.** A rise well above the dotted line at one layer band says the decision-relevant state "
         "differs there; compare with a control patch (e.g. a harmless English prompt) before concluding.\n\n"
         "**Make it yours:** swap `hooks.patch` for `hooks.add`, `hooks.ablate`, `hooks.route`, or your own "
