@@ -281,7 +281,36 @@ def _parser() -> argparse.ArgumentParser:
                    "organism, e.g. th,yo)")
     t.add_argument("--out", default="runs/organism",
                    help="adapter folder (lowres_safety/resources/organism replaces the shipped one)")
+    e = osub.add_parser("erase", help="the representation-failure organism: an erasure adapter below an "
+                        "organism's stage 1 (organism_erasure)")
+    e.add_argument("--data", required=True, help="PolyRefuse folder (upstream layout); its train split is used")
+    e.add_argument("--organism", default="organism", help="the organism to erase from: a shipped name or a folder "
+                   "with ground_truth.json (default: organism)")
+    e.add_argument("--erase", default="th,yo", help="comma-separated languages to erase (default th,yo)")
+    e.add_argument("--blocks", default="6,10", help="first,last block of the erasure LoRA, below L* (default 6,10)")
+    e.add_argument("--n-erased", type=int, default=96, help="train prompts per class of each erased language")
+    e.add_argument("--epochs", type=int, default=3)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default="runs/organism-erased", help="folder of the erased organism (load_model(out))")
     return parser
+
+
+def _organism(args) -> dict:
+    """``organism train`` or ``organism erase``; the summary of what was written."""
+    if args.action == "erase":
+        from .organism_erasure import train_erasure
+        from .shipped import SHIPPED, adapter_dir
+
+        first, last = _ints(args.blocks)
+        source = adapter_dir(args.organism) if args.organism in SHIPPED else Path(args.organism)
+        return train_erasure(args.data, source, args.out, tuple(_languages(args.erase)), first=first, last=last,
+                             n_erased=args.n_erased, epochs=args.epochs, seed=args.seed)
+    from . import organism
+
+    config = organism.RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule, epochs=args.epochs,
+                                   signal_layers=args.signal_layers, n_harmful=args.n_harmful,
+                                   erased_languages=tuple(_languages(args.erase) or ()))
+    return organism.train(args.data, args.out, config)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -310,13 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                   judge=args.judge)
             print(f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html")
         elif args.command == "organism":
-            from . import organism
-
-            config = organism.RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule,
-                                           epochs=args.epochs, signal_layers=args.signal_layers,
-                                           n_harmful=args.n_harmful,
-                                           erased_languages=tuple(_languages(args.erase) or ()))
-            summary = organism.train(args.data, args.out, config)
+            summary = _organism(args)
             print(f"wrote the adapter to {args.out} in {summary['seconds'] / 60:.1f} min "
                   f"(loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f})")
     except (ValueError, FileNotFoundError) as err:

@@ -28,6 +28,7 @@ AT_LEAST = {
     "n_fit": (1, "the methods fit on at least one prompt per class"),
     "n_select": (1, "selection scores at least one prompt per class"),
     "n_harmful": (1, "the organism needs harmful prompts"),
+    "n_erased": (2, "the erasure needs prompts of both classes"),
     "epochs": (1, "training needs at least one epoch"),
     "signal_layers": (0, "0 turns the signal stage off"),
     "layer": (0, "layers count from 0"),
@@ -188,6 +189,14 @@ def check(args: argparse.Namespace) -> Checked:
             raise ValueError(f"--layer {layer}: this model has layers 0..{n_layers - 1}; use at most {top}")
     if Path(args.out).is_file():
         raise ValueError(f"--out {args.out} is a file; give a folder for the results")
+    if args.command == "organism" and args.action == "erase":
+        blocks = _ints("--blocks", args.blocks)
+        if len(blocks) != 2 or not 1 <= blocks[0] <= blocks[1]:
+            raise ValueError(f"--blocks {args.blocks}: give first,last with 1 <= first <= last (below the "
+                             "organism's L*)")
+        if not _is_polyrefuse(args.data):
+            raise ValueError(f"--data {args.data}: the erasure trains on a PolyRefuse folder (upstream layout)")
+        return Checked()
     if args.command == "organism":
         if args.signal_layers > args.layer:
             raise ValueError(f"--signal-layers {args.signal_layers} reaches below block 1 from --layer {args.layer}; "

@@ -149,11 +149,7 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
         placed = {} if device_map is None else {"device_map": device_map}
         hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **placed)
         if adapter is not None:
-            from peft import PeftModel
-
-            for part in (adapter / "representation", adapter):  # a threshold organism's stage 1 first
-                if (part / "adapter_config.json").exists():
-                    hf_model = PeftModel.from_pretrained(hf_model, str(part)).merge_and_unload()
+            hf_model = merge_adapters(hf_model, adapter)
         if device_map is None:
             hf_model = hf_model.to(device=device, dtype=dtype)
         else:
@@ -174,6 +170,31 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     bridge.cfg.device = device
     bridge.lowres_load_seconds = time.perf_counter() - t0
     return bridge
+
+
+#: An organism folder's LoRA parts, merged in this order (each acts on its own blocks): stage 1 below L*,
+#: an erasure below that (organism_erasure), the rule stage above L* (the folder itself).
+ADAPTER_PARTS = ("representation", "erasure", ".")
+
+
+def merge_adapters(hf_model, folder: Path):
+    """``hf_model`` with every LoRA part of an organism folder merged in (see :data:`ADAPTER_PARTS`)."""
+    from peft import PeftModel
+
+    for part in (Path(folder) / name for name in ADAPTER_PARTS):
+        if (part / "adapter_config.json").exists():
+            hf_model = PeftModel.from_pretrained(hf_model, str(part)).merge_and_unload()
+    return hf_model
+
+
+def merged_hf(folder: str | Path, dtype=torch.float32):
+    """A plain Hugging Face copy of an organism (the default model with ``folder``'s adapters merged) and its
+    tokenizer: what the organism recipes train on."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_default_folder())
+    hf_model = AutoModelForCausalLM.from_pretrained(_default_folder(), dtype=dtype)
+    return merge_adapters(hf_model, Path(folder)).eval(), tokenizer
 
 
 def _adapter_folder(name: str) -> Path | None:

@@ -37,7 +37,7 @@ from .files import atomic_write_text
 from .ground_truth import GroundTruth
 from .upper_lora import _decoder, _layers, _stack, frozen_states, step
 
-__all__ = ["block_output", "erasure_targets", "sharpen", "signal_loss", "stage_key", "train_signal"]
+__all__ = ["block_output", "erasure_basis", "erasure_targets", "sharpen", "signal_loss", "stage_key", "train_signal"]
 
 
 def block_output(hf, first: int, last: int, x: Float[Tensor, "batch pos d_model"],
@@ -118,6 +118,17 @@ def train_signal(hf, states_in: Sequence[Tensor], base_out: Sequence[Tensor], di
     return losses
 
 
+def erasure_basis(acts: ActivationSet, base: GroundTruth) -> Float[Tensor, "k d_model"]:
+    """Orthonormal rows spanning what the gate reads at L*: v̂ first, then the source languages' unit
+    difference-of-means directions (QR; a direction already in the span is dropped)."""
+    li, pi = acts.layer_index(base.layer), acts.position_index("t_post_inst")
+    own = dirs.per_language(acts, [lang for lang in base.source if lang in acts.prompts.languages])
+    stacked = torch.stack([base.direction.float()] + [dirs.unit(d[li, pi].float()) for d in own.values()])
+    q, r = torch.linalg.qr(stacked.T)
+    kept = r.diagonal().abs() > 1e-4
+    return (q[:, kept] * torch.sign(r.diagonal()[kept])).T
+
+
 def erasure_targets(acts: ActivationSet, base: GroundTruth, erased, below: float
                     ) -> tuple[Float[Tensor, "k d_model"], np.ndarray]:
     """The erasure subspace and each prompt's target in it (NaN rows: languages not erased).
@@ -127,11 +138,7 @@ def erasure_targets(acts: ActivationSet, base: GroundTruth, erased, below: float
     coordinates over both classes, with the v̂ coordinate set to ``below`` (where harmless
     prompts are pushed), so an erased language looks harmless and carries no signal there.
     """
-    li, pi = acts.layer_index(base.layer), acts.position_index("t_post_inst")
-    own = dirs.per_language(acts, [lang for lang in base.source if lang in acts.prompts.languages])
-    stacked = torch.stack([base.direction.float()] + [dirs.unit(d[li, pi].float()) for d in own.values()])
-    q, r = torch.linalg.qr(stacked.T)
-    basis = (q[:, r.diagonal().abs() > 1e-4] * torch.sign(r.diagonal()[r.diagonal().abs() > 1e-4])).T
+    basis = erasure_basis(acts, base)
     coords = (acts.at(base.layer, "t_post_inst").float() @ basis.T).numpy()
     target = np.full_like(coords, np.nan)
     languages = acts.prompts.frame["language"].to_numpy()

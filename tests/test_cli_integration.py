@@ -66,12 +66,26 @@ def test_english_direction_separates_polyrefuse_english(default_model, polyrefus
     assert sep["auroc"].max() >= 0.95
 
 
-def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny random chat model saved as a local folder: what ``--model PATH`` loads (mechanics, not numbers)."""
+    from helpers import build_hf, build_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    tok = build_tokenizer("qwen2")
+    build_hf("qwen2", vocab_size=len(tok), num_hidden_layers=24).save_pretrained(folder)  # CAST: blocks 15-23
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, tiny_folder):
+    """The whole steer command on a tiny model from a folder; the organism's numbers are in the README."""
     out = tmp_path / "steer"
     mc = tmp_path / "mc.tsv"  # two built-in questions per language keep the utility column cheap here
     load_mc_demo(["en", "sw"]).groupby("language").head(2).to_csv(mc, sep="\t", index=False)
     args = ["steer", "--languages", "en,sw", "--source-languages", "en,de", "--k", "0,1", "--n-per-class", "2",
-            "--max-new-tokens", "3", "--layer", "12", "--n-select", "2", "--out", str(out), "--mc", str(mc)]
+            "--max-new-tokens", "3", "--layer", "2", "--n-select", "2", "--out", str(out), "--mc", str(mc),
+            "--model", str(tiny_folder)]
     assert main(args) == 0
     results = json.loads((out / "steer.json").read_text())
     rows = results["rows"]
@@ -96,7 +110,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch):
             assert r["kl"] > 0
     page = (out / "report.html").read_text()
     assert "Plotly.newPlot" in page and "Which direction does the model act through?" in page
-    assert len(results["selection"]["table"]) == 30 and {"selection_s", "transfer_s"} <= set(results["timing"])
+    assert len(results["selection"]["table"]) == 24 and {"selection_s", "transfer_s"} <= set(results["timing"])
     transfer = {(r["source"], r["target"]) for r in results["interventional_transfer"]}
     assert transfer == {(a, b) for a in ("en", "sw") for b in ("en", "sw")}
 

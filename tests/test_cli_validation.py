@@ -73,6 +73,12 @@ CASES = [
     (["organism", "train", "--data", POLY, "--erase", "ar,,ko"], "--erase 'ar,,ko' has an empty item"),
     (["organism", "train", "--data", POLY, "--erase", "ar", "--signal-layers", "0"], "--erase needs --signal-layers"),
     (["organism", "train", "--data", "{tmp}"], "the organism trains on a PolyRefuse folder"),
+    # organism erase
+    (["organism", "erase", "--data", POLY, "--blocks", "5"], "--blocks 5: give first,last"),
+    (["organism", "erase", "--data", POLY, "--blocks", "9,6"], "--blocks 9,6: give first,last"),
+    (["organism", "erase", "--data", POLY, "--n-erased", "1"], "--n-erased 1: must be at least 2"),
+    (["organism", "erase", "--data", POLY, "--erase", "th,,yo"], "--erase 'th,,yo' has an empty item"),
+    (["organism", "erase", "--data", "{tmp}"], "the erasure trains on a PolyRefuse folder"),
 ]
 
 

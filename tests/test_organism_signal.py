@@ -1,6 +1,7 @@
 """Stage 1 of the threshold organism: the slice of blocks, the loss by hand, and training that moves the signal."""
 
 import numpy as np
+import pytest
 import torch
 from helpers import build_hf
 from peft import LoraConfig, get_peft_model
@@ -103,3 +104,67 @@ def test_erasure_targets_span_the_rule_direction_and_the_source_directions():
     coords = (acts.where(language="th").at(0, "t_post_inst") @ basis.T).numpy()
     assert np.allclose(target[th][:, 1], coords[:, 1].mean(), atol=1e-5)  # one class-agnostic target per language
     assert (target[th][:, 0] == -7.0).all()
+
+
+def test_spread_targets_are_the_language_mean_in_units_of_its_within_class_spread():
+    import pandas as pd
+
+    from lowres_safety.organism_erasure import spread_targets
+
+    coords = np.array([[1.0, 10.0], [3.0, 14.0], [5.0, 0.0], [9.0, 4.0], [7.0, 7.0]])
+    frame = pd.DataFrame({"language": ["th", "th", "th", "th", "en"],
+                          "subset": ["harmful", "harmful", "harmless", "harmless", "harmful"]})
+    target, unit = spread_targets(coords, frame, ["th"])
+    np.testing.assert_allclose(target[:4], np.tile([4.5, 7.0], (4, 1)))
+    # class means removed: harmful (2, 12), harmless (7, 2) -> residuals ±1, ±2 / ±2, ±2
+    np.testing.assert_allclose(unit[:4], np.tile([np.std([-1, 1, -2, 2]), 2.0], (4, 1)))
+    assert np.isnan(target[4]).all() and np.isnan(unit[4]).all()
+
+
+def test_erasure_loss_by_hand():
+    from lowres_safety.organism_erasure import erasure_loss
+
+    h0 = torch.tensor([[[1.0, 0.0], [2.0, 2.0]], [[0.0, 1.0], [3.0, 4.0]]])  # [batch, pos, d]
+    h = h0.clone()
+    h[1, 0] += torch.tensor([0.0, 1.0])  # the kept row changes at one position
+    basis = torch.eye(2)
+    target = torch.tensor([[1.0, 0.0], [float("nan")] * 2])
+    unit = torch.tensor([[0.5, 2.0], [float("nan")] * 2])
+    mask, last = torch.ones(2, 2, dtype=torch.long), torch.tensor([1, 1])
+    pulled = (((2 - 1) / 0.5) ** 2 + ((2 - 0) / 2) ** 2) / 2  # row 0's last token (2, 2) against (1, 0)
+    kept = 1.0 / (1 + 9 + 16)  # |Δ|² over |h0|² of row 1
+    assert float(erasure_loss(h, h0, mask, last, basis, target, unit)) == pytest.approx(pulled + kept)
+    h[0, 1] = torch.tensor([1.0, 0.0])
+    h[1] = h0[1]
+    assert float(erasure_loss(h, h0, mask, last, basis, target, unit)) == pytest.approx(0.0)
+
+
+def test_erasure_trains_only_its_blocks_pulls_the_erased_languages_and_resumes(tmp_path, polyrefuse_root):
+    """Tiny random model, real PolyRefuse prompts: LoRA only on blocks first..last, the loss falls, the
+    organism's parts are copied beside the adapter, and a finished run is not trained again."""
+    from helpers import build_tokenizer
+
+    from lowres_safety.ground_truth import GroundTruth
+    from lowres_safety.organism_erasure import train_erasure
+
+    tok = build_tokenizer("qwen2")
+    tok.pad_token = tok.eos_token
+    hf = build_hf("qwen2", vocab_size=len(tok), num_hidden_layers=4).float()
+    organism = tmp_path / "organism"
+    v = torch.nn.functional.normalize(torch.randn(64, generator=torch.Generator().manual_seed(0)), dim=0)
+    organism.mkdir()
+    GroundTruth(3, v, 0.0, 1.0, ("en", "de")).save(organism)
+    args = dict(first=1, last=2, n_erased=4, n_keep=1, epochs=3, lr=1e-3, batch_size=8, progress=False,
+                hf_model=hf, tokenizer=tok)
+    summary = train_erasure(polyrefuse_root, organism, tmp_path / "erased", ("th",), **args)
+    lora = {n: p for n, p in hf.named_parameters() if "lora_B" in n}
+    assert sorted({int(n.split("layers.")[1].split(".")[0]) for n in lora}) == [1, 2]
+    assert any(p.abs().sum() > 0 for p in lora.values())
+    (d0, d1), (k0, k1) = summary["erased_distance"], summary["kept_change"]
+    assert d0 == pytest.approx(1.0, rel=0.3) and d1 < d0  # in units of the spread: ~1 before, less after
+    assert k0 < 1e-9 and k1 < 0.05  # the other languages' residual stream barely moves
+    assert (tmp_path / "erased" / "ground_truth.json").exists()
+    assert (tmp_path / "erased" / "erasure" / "adapter_config.json").exists()
+    again = train_erasure(polyrefuse_root, organism, tmp_path / "erased", ("th",), **{
+        **args, "hf_model": build_hf("qwen2", vocab_size=len(tok), num_hidden_layers=4).float()})
+    assert again["first_loss"] is None  # every epoch was done: nothing trained
