@@ -287,8 +287,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--organism", default="organism", help="the organism to erase from: a shipped name or a folder "
                    "with ground_truth.json (default: organism)")
     e.add_argument("--erase", default="th,yo", help="comma-separated languages to erase (default th,yo)")
-    e.add_argument("--blocks", default="6,10", help="first,last block of the erasure LoRA, below L* (default 6,10)")
-    e.add_argument("--n-erased", type=int, default=96, help="train prompts per class of each erased language")
+    e.add_argument("--blocks", default="8,10", help="first,last block of the erasure LoRA, below L* (default 8,10)")
+    e.add_argument("--n-erased", type=int, default=200, help="train prompts per class of each erased language")
     e.add_argument("--epochs", type=int, default=3)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default="runs/organism-erased", help="folder of the erased organism (load_model(out))")

@@ -19,6 +19,11 @@ their spread had shrunk with them: still a perfect ordering, and AUROC (what the
 diagnosis reads) is blind to scale. Counted in the language's own spread, any residual
 ordering stays expensive. Every erased-language train prompt that fits is used, and the
 result is checked on **val** (:func:`separation`), never on test.
+
+Measured (README, "The model organisms"): the kept languages stay put, but on unseen val
+prompts Thai and Yoruba keep AUROC 0.78–0.91 whichever blocks carry the LoRA, though the
+training prompts reach their targets. Moving the last token's coordinates learns those
+prompts, not the language; this recipe is kept as the starting point, not shipped.
 """
 
 from __future__ import annotations
@@ -66,41 +71,48 @@ def erasure_prompts(root, tokenizer, erased, *, n_erased: int, n_keep: int, seed
 
 
 def spread_targets(coords: np.ndarray, frame: pd.DataFrame, erased) -> tuple[np.ndarray, np.ndarray]:
-    """Per prompt: the target coordinates in B and the unit of each (NaN rows: not erased).
+    """Per prompt: the target coordinates in B and the unit of each.
 
-    Target: the language's mean over both classes. Unit: the language's pooled within-class
-    standard deviation of that coordinate (class means removed), so a remaining class
-    difference costs what it costs the ordering.
+    Target: for an erased language the language's mean over both classes, for any other
+    the prompt's own coordinates (held where they are). Unit: the language's pooled
+    within-class standard deviation of that coordinate (class means removed), so a
+    remaining class difference, or a kept language's drift, costs what it costs the ordering.
     """
-    target, unit = np.full_like(coords, np.nan), np.full_like(coords, np.nan)
-    for lang in erased:
+    target, unit = coords.copy(), np.full_like(coords, np.nan)
+    missing = [lang for lang in erased if lang not in set(frame["language"])]
+    if missing:
+        raise ValueError(f"erased languages {missing} have no prompts")
+    for lang in frame["language"].unique():
         rows = (frame["language"] == lang).to_numpy()
-        if not rows.any():
-            raise ValueError(f"erased language {lang!r} has no prompts")
         centred = coords[rows].copy()
         for subset in ("harmful", "harmless"):
             own = (frame.loc[rows, "subset"] == subset).to_numpy()
-            centred[own] -= centred[own].mean(0)
-        target[rows] = coords[rows].mean(0)
+            if own.any():
+                centred[own] -= centred[own].mean(0)
         unit[rows] = np.maximum(centred.std(0), 1e-6)
+        if lang in erased:
+            target[rows] = coords[rows].mean(0)
     return target, unit
 
 
 def erasure_loss(h: Tensor, h0: Tensor, mask: Tensor, last: Tensor, basis: Tensor, target: Tensor,
-                 unit: Tensor) -> Tensor:
-    """Mean squared distance, in units, of erased rows' last-token coordinates in B from their targets,
-    plus the relative squared change of the other rows' whole residual stream (every prompt position)."""
-    erased = ~torch.isnan(target[:, 0])
-    rows = torch.arange(len(h))[erased]  # select first: a NaN target or unit must not reach the gradient
-    pulled = ((h[rows, last[erased]] @ basis.T - target[erased]) / unit[erased]).pow(2).mean(1)
-    m = mask[~erased][..., None].float()
-    change = ((h - h0)[~erased].pow(2) * m).sum() / (h0[~erased].pow(2) * m).sum().clamp_min(1e-12)
-    return (pulled.mean() if erased.any() else h.new_zeros(())) + (change if (~erased).any() else 0.0)
+                 unit: Tensor, erased: Tensor) -> Tensor:
+    """Mean squared distance, in units, of every row's last-token coordinates in B from its target, plus,
+    for the rows not ``erased``, the squared change of the residual stream relative to its norm at each
+    prompt position (per position: a few huge-norm positions must not hide a change at the others)."""
+    rows = torch.arange(len(h))
+    pulled = ((h[rows, last] @ basis.T - target) / unit).pow(2).mean(1).mean()
+    kept = ~erased
+    if not kept.any():
+        return pulled
+    m = mask[kept].float()
+    per_position = (h - h0)[kept].pow(2).sum(-1) / h0[kept].pow(2).sum(-1).clamp_min(1e-12)
+    return pulled + (per_position * m).sum() / m.sum()
 
 
-def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo"), *, first: int = 6,
-                  last: int = 10, n_erased: int = 96, n_keep: int = 8, epochs: int = 3, lr: float = 1e-3,
-                  rank: int = 8, batch_size: int = 16, seed: int = 0, progress: bool = True,
+def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo"), *, first: int = 8,
+                  last: int = 10, n_erased: int = 200, n_keep: int = 8, epochs: int = 3, lr: float = 1e-3,
+                  rank: int = 4, max_tokens: int = 256, batch_size: int = 16, seed: int = 0, progress: bool = True,
                   hf_model=None, tokenizer=None) -> dict:
     """Train the erasure adapter on the merged ``organism`` (a folder with ``ground_truth.json``) into
     ``out/erasure`` and copy the organism's parts beside it, so ``load_model(out)`` is the erased organism.
@@ -116,8 +128,8 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
     t0 = time.perf_counter()
     organism, out = Path(organism), Path(out)
     truth = GroundTruth.load(organism)
-    if not 1 <= first <= last < truth.layer:
-        raise ValueError(f"the erasure blocks {first}..{last} must lie below L* = {truth.layer}")
+    if not 1 <= first <= last <= truth.layer:
+        raise ValueError(f"the erasure blocks {first}..{last} must end at or below L* = {truth.layer}")
     out.mkdir(parents=True, exist_ok=True)
     for part in SHIPPED_PARTS:
         src, dst = organism / part, out / part
@@ -128,7 +140,8 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
     hf, tok = (hf_model, tokenizer) if hf_model is not None else merged_hf(organism)
     hf.requires_grad_(False)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    prompts = erasure_prompts(root, tok, list(erased), n_erased=n_erased, n_keep=n_keep, seed=seed)
+    prompts = erasure_prompts(root, tok, list(erased), n_erased=n_erased, n_keep=n_keep, seed=seed,
+                              max_tokens=max_tokens)
     heads = [(ids, len(ids)) for ids in (tok(format_chat(tok, t), add_special_tokens=False)["input_ids"]
                                          for t in prompts.texts)]
     states_in = frozen_states(hf, heads, first - 1, pad=pad, progress=progress)
@@ -138,6 +151,7 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
     basis = erasure_basis(acts, truth)
     coords = (acts.at(truth.layer, "t_post_inst").float() @ basis.T).numpy()
     target, unit = (torch.as_tensor(a, dtype=torch.float32) for a in spread_targets(coords, prompts.frame, erased))
+    is_erased = torch.as_tensor(prompts.frame["language"].isin(list(erased)).to_numpy())
 
     folder, state_file = out / "erasure", out / "erasure" / "progress.json"
     done = json.loads(state_file.read_text())["epochs"] if state_file.exists() else 0
@@ -150,8 +164,8 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
     lengths = [len(s) for s in states_in]
 
     def objective() -> tuple[float, float]:
-        """Over every training prompt: the erased rows' mean squared distance in units, the kept rows' relative
-        squared change (what the loss weighs, without the batching noise)."""
+        """Over every training prompt, in units: the erased rows' mean squared distance from their targets
+        and the kept rows' drift in B (what the loss weighs, without the batching noise)."""
         pulled, kept = [], []
         with torch.no_grad():
             for start in range(0, len(heads), batch_size):
@@ -159,13 +173,10 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
                 x, mask = _stack([states_in[i] for i in idx], [lengths[i] for i in idx])
                 h0, _ = _stack([base_out[i] for i in idx], [lengths[i] for i in idx])
                 h = block_output(model, first, truth.layer, x, mask)
-                last_t, erased_rows = torch.tensor([lengths[i] - 1 for i in idx]), ~torch.isnan(target[idx, 0])
-                rows = torch.arange(len(idx))[erased_rows]
-                pulled += ((h[rows, last_t[erased_rows]] @ basis.T - target[idx][erased_rows])
-                           / unit[idx][erased_rows]).pow(2).mean(1).tolist()
-                m = mask[~erased_rows][..., None].float()
-                kept += (((h - h0)[~erased_rows].pow(2) * m).sum((1, 2)) / (h0[~erased_rows].pow(2) * m).sum((1, 2))
-                         ).tolist()
+                last_t, erased_rows = torch.tensor([lengths[i] - 1 for i in idx]), is_erased[idx]
+                moved = ((h[torch.arange(len(idx)), last_t] @ basis.T - target[idx]) / unit[idx]).pow(2).mean(1)
+                pulled += moved[erased_rows].tolist()
+                kept += moved[~erased_rows].tolist()
         return float(np.mean(pulled)), float(np.mean(kept)) if kept else 0.0
 
     model.eval()
@@ -185,7 +196,7 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
                 h0, _ = _stack([base_out[i] for i in idx], [lengths[i] for i in idx])
                 h = block_output(model, first, truth.layer, x, mask)
                 loss = erasure_loss(h, h0, mask, torch.tensor([lengths[i] - 1 for i in idx]), basis, target[idx],
-                                    unit[idx])
+                                    unit[idx], is_erased[idx])
                 step(loss, optim, losses, bar)
             model.save_pretrained(folder, safe_serialization=True)
             atomic_write_text(state_file, json.dumps({"epochs": e + 1}))
@@ -193,7 +204,7 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
     model.eval()
     after = objective()
     summary = {"organism": str(organism), "erased": list(erased), "first": first, "last": last,
-               "n_erased": n_erased, "n_keep": n_keep, "epochs": epochs, "lr": lr, "rank": rank, "seed": seed,
+               "n_erased": n_erased, "n_keep": n_keep, "epochs": epochs, "lr": lr, "rank": rank, "max_tokens": max_tokens, "seed": seed,
                "prompts": len(heads), "first_loss": losses[0] if losses else None,
                "last_loss": float(np.mean(losses[-10:])) if losses else None,
                "erased_distance": [before[0], after[0]], "kept_change": [before[1], after[1]],

@@ -111,14 +111,15 @@ def test_spread_targets_are_the_language_mean_in_units_of_its_within_class_sprea
 
     from lowres_safety.organism_erasure import spread_targets
 
-    coords = np.array([[1.0, 10.0], [3.0, 14.0], [5.0, 0.0], [9.0, 4.0], [7.0, 7.0]])
-    frame = pd.DataFrame({"language": ["th", "th", "th", "th", "en"],
-                          "subset": ["harmful", "harmful", "harmless", "harmless", "harmful"]})
+    coords = np.array([[1.0, 10.0], [3.0, 14.0], [5.0, 0.0], [9.0, 4.0], [7.0, 7.0], [5.0, 1.0]])
+    frame = pd.DataFrame({"language": ["th", "th", "th", "th", "en", "en"],
+                          "subset": ["harmful", "harmful", "harmless", "harmless", "harmful", "harmless"]})
     target, unit = spread_targets(coords, frame, ["th"])
-    np.testing.assert_allclose(target[:4], np.tile([4.5, 7.0], (4, 1)))
+    np.testing.assert_allclose(target[:4], np.tile([4.5, 7.0], (4, 1)))  # erased: the language's mean
+    np.testing.assert_allclose(target[4:], coords[4:])  # kept: where they are
     # class means removed: harmful (2, 12), harmless (7, 2) -> residuals ±1, ±2 / ±2, ±2
     np.testing.assert_allclose(unit[:4], np.tile([np.std([-1, 1, -2, 2]), 2.0], (4, 1)))
-    assert np.isnan(target[4]).all() and np.isnan(unit[4]).all()
+    np.testing.assert_allclose(unit[4:], 1e-6)  # one prompt per class: no spread, the floor
 
 
 def test_erasure_loss_by_hand():
@@ -126,17 +127,17 @@ def test_erasure_loss_by_hand():
 
     h0 = torch.tensor([[[1.0, 0.0], [2.0, 2.0]], [[0.0, 1.0], [3.0, 4.0]]])  # [batch, pos, d]
     h = h0.clone()
-    h[1, 0] += torch.tensor([0.0, 1.0])  # the kept row changes at one position
-    basis = torch.eye(2)
-    target = torch.tensor([[1.0, 0.0], [float("nan")] * 2])
-    unit = torch.tensor([[0.5, 2.0], [float("nan")] * 2])
+    h[1, 0] += torch.tensor([0.0, 1.0])  # the kept row changes at its first position only
+    basis, erased = torch.eye(2), torch.tensor([True, False])
+    target = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    unit = torch.tensor([[0.5, 2.0], [1.0, 1.0]])
     mask, last = torch.ones(2, 2, dtype=torch.long), torch.tensor([1, 1])
-    pulled = (((2 - 1) / 0.5) ** 2 + ((2 - 0) / 2) ** 2) / 2  # row 0's last token (2, 2) against (1, 0)
-    kept = 1.0 / (1 + 9 + 16)  # |Δ|² over |h0|² of row 1
-    assert float(erasure_loss(h, h0, mask, last, basis, target, unit)) == pytest.approx(pulled + kept)
+    pulled = ((((2 - 1) / 0.5) ** 2 + ((2 - 0) / 2) ** 2) / 2 + 0.0) / 2  # row 0 off its target, row 1 on it
+    kept = (1.0 / 1.0 + 0.0) / 2  # row 1: |Δ|²/|h0|² at position 0 (0,1)->(0,2), none at position 1
+    assert float(erasure_loss(h, h0, mask, last, basis, target, unit, erased)) == pytest.approx(pulled + kept)
     h[0, 1] = torch.tensor([1.0, 0.0])
     h[1] = h0[1]
-    assert float(erasure_loss(h, h0, mask, last, basis, target, unit)) == pytest.approx(0.0)
+    assert float(erasure_loss(h, h0, mask, last, basis, target, unit, erased)) == pytest.approx(0.0)
 
 
 def test_erasure_trains_only_its_blocks_pulls_the_erased_languages_and_resumes(tmp_path, polyrefuse_root):
@@ -154,15 +155,15 @@ def test_erasure_trains_only_its_blocks_pulls_the_erased_languages_and_resumes(t
     v = torch.nn.functional.normalize(torch.randn(64, generator=torch.Generator().manual_seed(0)), dim=0)
     organism.mkdir()
     GroundTruth(3, v, 0.0, 1.0, ("en", "de")).save(organism)
-    args = dict(first=1, last=2, n_erased=4, n_keep=1, epochs=3, lr=1e-3, batch_size=8, progress=False,
+    args = dict(first=1, last=2, n_erased=4, n_keep=2, epochs=3, lr=1e-3, rank=8, batch_size=8, progress=False,
                 hf_model=hf, tokenizer=tok)
     summary = train_erasure(polyrefuse_root, organism, tmp_path / "erased", ("th",), **args)
     lora = {n: p for n, p in hf.named_parameters() if "lora_B" in n}
     assert sorted({int(n.split("layers.")[1].split(".")[0]) for n in lora}) == [1, 2]
     assert any(p.abs().sum() > 0 for p in lora.values())
     (d0, d1), (k0, k1) = summary["erased_distance"], summary["kept_change"]
-    assert d0 == pytest.approx(1.0, rel=0.3) and d1 < d0  # in units of the spread: ~1 before, less after
-    assert k0 < 1e-9 and k1 < 0.05  # the other languages' residual stream barely moves
+    assert d0 >= 1 - 1e-6 and d1 < d0  # total = within + between variance, so >= 1 unit before; less after
+    assert k0 < 1e-3 and k1 < d1  # the other languages stay nearer their own coordinates
     assert (tmp_path / "erased" / "ground_truth.json").exists()
     assert (tmp_path / "erased" / "erasure" / "adapter_config.json").exists()
     again = train_erasure(polyrefuse_root, organism, tmp_path / "erased", ("th",), **{
