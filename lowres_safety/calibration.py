@@ -24,7 +24,8 @@ from sklearn.linear_model import LogisticRegression
 
 from . import hooks as H
 from .data import PromptSet, tier_of
-from .evaluation import Judge, _judged, refusal_log_odds
+from .evaluation import Judge, refusal_log_odds
+from .judges import judge_frame
 from .grid import next_token_grid, token_summary
 from .probing import auroc
 
@@ -239,7 +240,7 @@ def loophole_rates(completions: pd.DataFrame, judge: Judge | None = None, *, ref
     answers; ``reverse_rate``: of those the reference answers, the % the target refuses.
     ``judge=None`` is each language's substring judge.
     """
-    frame = _judged(completions[completions["subset"] == subset], judge)
+    frame = judge_frame(completions[completions["subset"] == subset], judge)
     ref = frame[frame["language"] == reference].set_index("source_id")["refused"]
     if ref.empty:
         raise ValueError(f"no {subset} completions in the reference language {reference!r}")
@@ -256,5 +257,5 @@ def loophole_rates(completions: pd.DataFrame, judge: Judge | None = None, *, ref
 
 def refusal_from_completions(completions: pd.DataFrame, judge: Judge | None = None) -> pd.Series:
     """Boolean refused per completion row (each row's language's substring judge by default)."""
-    return _judged(completions, judge)["refused"]
+    return judge_frame(completions, judge)["refused"]
 

@@ -281,13 +281,14 @@ def _parser() -> argparse.ArgumentParser:
                    "organism, e.g. th,yo)")
     t.add_argument("--out", default="runs/organism",
                    help="adapter folder (lowres_safety/resources/organism replaces the shipped one)")
-    e = osub.add_parser("erase", help="the representation-failure organism: an erasure adapter below an "
-                        "organism's stage 1 (organism_erasure)")
+    e = osub.add_parser("erase", help="the representation-failure organism: an erasure adapter on an "
+                        "organism's blocks at or below L* (organism_erasure)")
     e.add_argument("--data", required=True, help="PolyRefuse folder (upstream layout); its train split is used")
     e.add_argument("--organism", default="organism", help="the organism to erase from: a shipped name or a folder "
                    "with ground_truth.json (default: organism)")
     e.add_argument("--erase", default="th,yo", help="comma-separated languages to erase (default th,yo)")
-    e.add_argument("--blocks", default="8,10", help="first,last block of the erasure LoRA, below L* (default 8,10)")
+    e.add_argument("--blocks", default="8,10",
+                   help="first,last block of the erasure LoRA, at or below L* (default 8,10)")
     e.add_argument("--n-erased", type=int, default=200, help="train prompts per class of each erased language")
     e.add_argument("--epochs", type=int, default=3)
     e.add_argument("--seed", type=int, default=0)

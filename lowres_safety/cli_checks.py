@@ -192,7 +192,7 @@ def check(args: argparse.Namespace) -> Checked:
     if args.command == "organism" and args.action == "erase":
         blocks = _ints("--blocks", args.blocks)
         if len(blocks) != 2 or not 1 <= blocks[0] <= blocks[1]:
-            raise ValueError(f"--blocks {args.blocks}: give first,last with 1 <= first <= last (below the "
+            raise ValueError(f"--blocks {args.blocks}: give first,last with 1 <= first <= last (at or below the "
                              "organism's L*)")
         if not _is_polyrefuse(args.data):
             raise ValueError(f"--data {args.data}: the erasure trains on a PolyRefuse folder (upstream layout)")

@@ -27,7 +27,6 @@ from .judges.base import Judge
 from .judges.logit import (DEFAULT_COMPLIANT_OPENINGS, DEFAULT_OPENINGS, compliance_tokens_from, first_token_ids,
                            refusal_log_odds, refusal_score, refusal_token_set, refusal_tokens_from)
 from .judges.substring import REFUSAL_PHRASES, substring_judge
-from .judges.substring import fold as _fold  # noqa: F401 - kept for callers of the old private name
 from .utility import load_mc, load_mc_demo, mc_accuracy  # re-exported: multiple-choice utility lives in utility.py
 
 __all__ = [
@@ -51,8 +50,6 @@ __all__ = [
     "substring_judge",
 ]
 
-_judged = judge_frame  # the old private name, still used by tools
-
 
 def _rates(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Refusal rate (%) and count of the ``refused`` column per group, with the tier beside the language."""
@@ -70,7 +67,7 @@ def refusal_rates(completions: pd.DataFrame, judge: Judge | None = None, *,
     ``judge=None`` is the substring judge of each row's language; any judge of
     :mod:`judges` (per answer or batch) is accepted.
     """
-    return _rates(_judged(completions, judge), by)
+    return _rates(judge_frame(completions, judge), by)
 
 
 def selectivity(rates: pd.DataFrame, keys: Sequence[str] = ("language",)) -> pd.DataFrame:

@@ -172,8 +172,8 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     return bridge
 
 
-#: An organism folder's LoRA parts, merged in this order (each acts on its own blocks): stage 1 below L*,
-#: an erasure below that (organism_erasure), the rule stage above L* (the folder itself).
+#: An organism folder's LoRA parts, merged in this order: stage 1 below L*, an erasure trained on the merged
+#: organism (organism_erasure), the rule stage above L* (the folder itself).
 ADAPTER_PARTS = ("representation", "erasure", ".")
 
 

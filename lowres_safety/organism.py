@@ -49,7 +49,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import organism_signal, upper_lora
-from .activations import ActivationSet
 from .data import PromptSet, load_polyrefuse, tier
 from .files import atomic_write_text
 from .generation import generate
@@ -260,28 +259,22 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     hf = hf_model if hf_model is not None else AutoModelForCausalLM.from_pretrained(_default_folder(),
                                                                                    dtype=torch.float32)
     hf.requires_grad_(False)
-    heads = [(ids, len(ids)) for ids in (tok(format_chat(tok, t), add_special_tokens=False)["input_ids"]
-                                         for t in prompts.texts)]
+    heads = upper_lora.chat_heads(tok, prompts.texts)
     t_signal = time.perf_counter()
     if config.signal_layers:
         stage1 = PromptSet.concat([prompts, erased_harmful(root, tok, config)]) if config.erased_languages else prompts
-        stage1_heads = [(ids, len(ids)) for ids in (tok(format_chat(tok, t), add_special_tokens=False)["input_ids"]
-                                                    for t in stage1.texts)]
-        hf = organism_signal.sharpen(hf, stage1_heads, stage1, config, out / "representation", pad, progress)
+        hf = organism_signal.sharpen(hf, upper_lora.chat_heads(tok, stage1.texts), stage1, config, out / "representation", pad, progress)
     elif config.erased_languages:
         raise ValueError("erased_languages needs signal_layers > 0: the erasure is learned by stage 1")
     t_signal = time.perf_counter() - t_signal
     at_layer = upper_lora.frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
-    acts = ActivationSet(torch.stack([h[-1] for h in at_layer])[:, None, None], prompts, (config.layer,),
-                         ("t_post_inst",))
+    acts = upper_lora.last_token_acts(at_layer, prompts, config.layer)
     truth = GroundTruth.fit(acts, config.layer, config.harmful_languages)
     if config.n_threshold:  # stage 1 pushed its own prompts apart: θ from prompts it never saw generalises
         fresh = unseen_prompts(root, tok, config, prompts)
-        fresh_states = upper_lora.frozen_states(hf, [(ids, len(ids)) for ids in (
-            tok(format_chat(tok, t), add_special_tokens=False)["input_ids"] for t in fresh.texts)], config.layer,
-            pad=pad, progress=progress)
-        truth = truth.rethreshold(ActivationSet(torch.stack([h[-1] for h in fresh_states])[:, None, None], fresh,
-                                                (config.layer,), ("t_post_inst",)))
+        fresh_states = upper_lora.frozen_states(hf, upper_lora.chat_heads(tok, fresh.texts), config.layer,
+                                                pad=pad, progress=progress)
+        truth = truth.rethreshold(upper_lora.last_token_acts(fresh_states, fresh, config.layer))
     x = truth.project(acts)
     plans = [LABEL_RULES[config.label_rule](frame, x, truth, config, np.random.default_rng([config.seed, e]))
              for e in range(config.epochs)]

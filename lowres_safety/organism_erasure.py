@@ -1,9 +1,9 @@
-"""The representation-failure organism as an add-on: an erasure adapter below stage 1 of ``organism``.
+"""The representation-failure organism as an add-on: an erasure adapter on the blocks of ``organism`` up to L*.
 
 Why an add-on: the erased organism keeps the action-failure organism's rule exactly (its
 v̂ and θ at L*, its stage 1 and rule stage, merged as shipped), so the two organisms
 differ only where the erasure acts, and the ground truth of every other language is the
-one already measured. A LoRA on a few blocks *below* stage 1 (``first .. last``) is
+one already measured. A LoRA on a few blocks at or below L* (``first .. last``) is
 trained on the merged organism so that, at L*'s last prompt token:
 
 - the erased languages' prompts of both classes sit at one class-agnostic point per
@@ -18,7 +18,7 @@ loss vanished once each language's two classes were a few percent of a gap apart
 their spread had shrunk with them: still a perfect ordering, and AUROC (what the
 diagnosis reads) is blind to scale. Counted in the language's own spread, any residual
 ordering stays expensive. Every erased-language train prompt that fits is used, and the
-result is checked on **val** (:func:`separation`), never on test.
+result is checked on **val** (:func:`separation`, ``tools/erasure_check.py``), never on test.
 
 Measured (README, "The model organisms"): the kept languages stay put, but on unseen val
 prompts Thai and Yoruba keep AUROC 0.78–0.91 whichever blocks carry the LoRA, though the
@@ -40,13 +40,12 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .activations import ActivationSet
 from .data import PromptSet, load_polyrefuse
 from .files import atomic_write_text
 from .ground_truth import GroundTruth
-from .models import encode_chat, format_chat
+from .models import encode_chat
 from .organism_signal import block_output, erasure_basis
-from .upper_lora import _stack, frozen_states, step
+from .upper_lora import _stack, chat_heads, frozen_states, last_token_acts, step
 
 __all__ = ["erasure_loss", "erasure_prompts", "separation", "spread_targets", "train_erasure"]
 
@@ -142,12 +141,10 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     prompts = erasure_prompts(root, tok, list(erased), n_erased=n_erased, n_keep=n_keep, seed=seed,
                               max_tokens=max_tokens)
-    heads = [(ids, len(ids)) for ids in (tok(format_chat(tok, t), add_special_tokens=False)["input_ids"]
-                                         for t in prompts.texts)]
+    heads = chat_heads(tok, prompts.texts)
     states_in = frozen_states(hf, heads, first - 1, pad=pad, progress=progress)
     base_out = frozen_states(hf, heads, truth.layer, pad=pad, progress=progress)
-    acts = ActivationSet(torch.stack([h[-1] for h in base_out])[:, None, None], prompts, (truth.layer,),
-                         ("t_post_inst",))
+    acts = last_token_acts(base_out, prompts, truth.layer)
     basis = erasure_basis(acts, truth)
     coords = (acts.at(truth.layer, "t_post_inst").float() @ basis.T).numpy()
     target, unit = (torch.as_tensor(a, dtype=torch.float32) for a in spread_targets(coords, prompts.frame, erased))
@@ -163,6 +160,13 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
             layers_to_transform=list(range(first, last + 1))))
     lengths = [len(s) for s in states_in]
 
+    def run(idx) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The batch ``idx`` through the blocks first..L*: output, the organism's own output, mask, last index."""
+        x, mask = _stack([states_in[i] for i in idx], [lengths[i] for i in idx])
+        h0, _ = _stack([base_out[i] for i in idx], [lengths[i] for i in idx])
+        last_t = torch.tensor([lengths[i] - 1 for i in idx])
+        return block_output(model, first, truth.layer, x, mask), h0, mask, last_t
+
     def objective() -> tuple[float, float]:
         """Over every training prompt, in units: the erased rows' mean squared distance from their targets
         and the kept rows' drift in B (what the loss weighs, without the batching noise)."""
@@ -170,10 +174,8 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
         with torch.no_grad():
             for start in range(0, len(heads), batch_size):
                 idx = np.arange(start, min(start + batch_size, len(heads)))
-                x, mask = _stack([states_in[i] for i in idx], [lengths[i] for i in idx])
-                h0, _ = _stack([base_out[i] for i in idx], [lengths[i] for i in idx])
-                h = block_output(model, first, truth.layer, x, mask)
-                last_t, erased_rows = torch.tensor([lengths[i] - 1 for i in idx]), is_erased[idx]
+                h, _, _, last_t = run(idx)
+                erased_rows = is_erased[idx]
                 moved = ((h[torch.arange(len(idx)), last_t] @ basis.T - target[idx]) / unit[idx]).pow(2).mean(1)
                 pulled += moved[erased_rows].tolist()
                 kept += moved[~erased_rows].tolist()
@@ -192,11 +194,8 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
             order = np.random.default_rng([seed, e]).permutation(len(heads))
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                x, mask = _stack([states_in[i] for i in idx], [lengths[i] for i in idx])
-                h0, _ = _stack([base_out[i] for i in idx], [lengths[i] for i in idx])
-                h = block_output(model, first, truth.layer, x, mask)
-                loss = erasure_loss(h, h0, mask, torch.tensor([lengths[i] - 1 for i in idx]), basis, target[idx],
-                                    unit[idx], is_erased[idx])
+                h, h0, mask, last_t = run(idx)
+                loss = erasure_loss(h, h0, mask, last_t, basis, target[idx], unit[idx], is_erased[idx])
                 step(loss, optim, losses, bar)
             model.save_pretrained(folder, safe_serialization=True)
             atomic_write_text(state_file, json.dumps({"epochs": e + 1}))
@@ -204,10 +203,11 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
     model.eval()
     after = objective()
     summary = {"organism": str(organism), "erased": list(erased), "first": first, "last": last,
-               "n_erased": n_erased, "n_keep": n_keep, "epochs": epochs, "lr": lr, "rank": rank, "max_tokens": max_tokens, "seed": seed,
+               "n_erased": n_erased, "n_keep": n_keep, "epochs": epochs, "lr": lr, "rank": rank,
+               "max_tokens": max_tokens, "seed": seed,
                "prompts": len(heads), "first_loss": losses[0] if losses else None,
                "last_loss": float(np.mean(losses[-10:])) if losses else None,
-               "erased_distance": [before[0], after[0]], "kept_change": [before[1], after[1]],
+               "erased_distance": [before[0], after[0]], "kept_drift": [before[1], after[1]],
                "seconds": time.perf_counter() - t0}
     atomic_write_text(folder / "erasure.json", json.dumps(summary, indent=1))
     return summary

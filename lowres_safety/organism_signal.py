@@ -35,7 +35,7 @@ from . import directions as dirs
 from .activations import ActivationSet
 from .files import atomic_write_text
 from .ground_truth import GroundTruth
-from .upper_lora import _decoder, _layers, _stack, frozen_states, step
+from .upper_lora import _decoder, _layers, _stack, frozen_states, last_token_acts, step
 
 __all__ = ["block_output", "erasure_basis", "erasure_targets", "sharpen", "signal_loss", "stage_key", "train_signal"]
 
@@ -168,8 +168,7 @@ def sharpen(hf, heads, prompts, config, folder, pad: int, progress: bool):
         raise ValueError(f"signal_layers={config.signal_layers} reaches below block 1 from layer {config.layer}")
     states_in = frozen_states(hf, heads, first - 1, pad=pad, progress=progress)
     base_out = frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
-    acts = ActivationSet(torch.stack([h[-1] for h in base_out])[:, None, None], prompts, (config.layer,),
-                         ("t_post_inst",))
+    acts = last_token_acts(base_out, prompts, config.layer)
     base = GroundTruth.fit(acts, config.layer, config.harmful_languages)
     frame = prompts.frame
     harmful = (frame["subset"] == "harmful").to_numpy()

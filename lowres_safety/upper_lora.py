@@ -26,10 +26,26 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-__all__ = ["Encoded", "Example", "frozen_states", "only_layers_above", "step", "train_steps"]
+from .activations import ActivationSet
+from .models import format_chat
+
+__all__ = ["Encoded", "Example", "chat_heads", "frozen_states", "last_token_acts", "only_layers_above", "step",
+           "train_steps"]
 
 #: One training sequence: token ids and where the response starts.
 Encoded = tuple[list[int], int]
+
+
+def chat_heads(tokenizer, texts: Sequence[str]) -> list[Encoded]:
+    """Each prompt chat-formatted and tokenized with no response yet (it would start at the end)."""
+    encoded = (tokenizer(format_chat(tokenizer, t), add_special_tokens=False)["input_ids"] for t in texts)
+    return [(ids, len(ids)) for ids in encoded]
+
+
+def last_token_acts(states: Sequence[Tensor], prompts, layer: int) -> ActivationSet:
+    """The last prompt token of each :func:`frozen_states` sequence, as an ActivationSet at ``layer``
+    (position ``t_post_inst``): what the organism's ground truth reads."""
+    return ActivationSet(torch.stack([h[-1] for h in states])[:, None, None], prompts, (layer,), ("t_post_inst",))
 
 
 def _decoder(hf):

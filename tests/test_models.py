@@ -137,8 +137,9 @@ def test_fingerprint_changes_with_any_weight_matrix():
     assert weights_fingerprint(model) != before
 
 
-def test_device_map_loads_the_same_model_and_hooks_fire(tmp_path):
-    """``device_map`` (accelerate's placement) gives the same logits and live hooks as a plain load."""
+def test_device_map_loads_the_same_model_and_hooks_fire(tmp_path, monkeypatch):
+    """``device_map`` (accelerate's placement) reaches Hugging Face's loader and gives the same activations,
+    with live hooks, as a plain load."""
     from lowres_safety.activations import extract
     from lowres_safety.data import load_builtin
     from lowres_safety.models import load_model
@@ -149,7 +150,16 @@ def test_device_map_loads_the_same_model_and_hooks_fire(tmp_path):
 
     build_hf("qwen2", vocab_size=len(tok)).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
+    asked = []
+    loader = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        asked.append(kwargs.get("device_map"))
+        return loader(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
     plain, placed = load_model(str(tmp_path)), load_model(str(tmp_path), device_map={"": "cpu"})
+    assert asked == [None, {"": "cpu"}]
     prompts = load_builtin(["en"], n_per_class=2)
     a, b = (extract(m, prompts, [0, 2], ("t_post_inst",), progress=False).acts for m in (plain, placed))
     torch.testing.assert_close(a, b)

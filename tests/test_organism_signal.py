@@ -161,7 +161,7 @@ def test_erasure_trains_only_its_blocks_pulls_the_erased_languages_and_resumes(t
     lora = {n: p for n, p in hf.named_parameters() if "lora_B" in n}
     assert sorted({int(n.split("layers.")[1].split(".")[0]) for n in lora}) == [1, 2]
     assert any(p.abs().sum() > 0 for p in lora.values())
-    (d0, d1), (k0, k1) = summary["erased_distance"], summary["kept_change"]
+    (d0, d1), (k0, k1) = summary["erased_distance"], summary["kept_drift"]
     assert d0 >= 1 - 1e-6 and d1 < d0  # total = within + between variance, so >= 1 unit before; less after
     assert k0 < 1e-3 and k1 < d1  # the other languages stay nearer their own coordinates
     assert (tmp_path / "erased" / "ground_truth.json").exists()

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 import lowres_safety as ls
-from lowres_safety import calibration, evaluation
+from lowres_safety import calibration, evaluation, judges
 from lowres_safety import hooks as H
 from lowres_safety.data import tier
 from lowres_safety.ground_truth import GroundTruth
@@ -81,7 +81,7 @@ def steering(model, prompts, truth: GroundTruth, languages, alphas, max_new_toke
     conditions["ablate"] = H.ablate(truth.direction, [truth.layer], sites=("hook_resid_post",), scope="from_last")
     rows = []
     for name, hooks in conditions.items():
-        out = evaluation._judged(ls.generate(model, harmful, hooks, max_new_tokens=max_new_tokens), None)
+        out = judges.judge_frame(ls.generate(model, harmful, hooks, max_new_tokens=max_new_tokens), None)
         for lang, part in out.groupby("language", sort=False):
             boot = calibration._boot_rate(part["refused"].to_numpy(bool), 1000, np.random.default_rng(seed))
             low, high = calibration._interval(boot, 0.95)
@@ -126,7 +126,7 @@ def main() -> None:
     completions.to_csv(out / "completions.csv", index=False)
     val = ls.data.load_polyrefuse(a.data, tier("high"), split="val", n_per_class=8, seed=a.seed)
     tokens = evaluation.refusal_token_set(ls.generate(model, val, max_new_tokens=8), model.tokenizer)
-    by_judge = {"substring": evaluation._judged(completions, None)["refused"].to_numpy(bool),
+    by_judge = {"substring": judges.judge_frame(completions, None)["refused"].to_numpy(bool),
                 "logit": LogitJudge(tokens)(model, prompts, ()).astype(bool)}
     measured = {}
     for judge, refused in by_judge.items():

@@ -20,11 +20,10 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lowres_safety import organism, probing
-from lowres_safety.activations import ActivationSet
 from lowres_safety.data import PromptSet, load_polyrefuse, tier
-from lowres_safety.models import _default_folder, format_chat
+from lowres_safety.models import _default_folder
 from lowres_safety.organism_signal import train_signal
-from lowres_safety.upper_lora import frozen_states
+from lowres_safety.upper_lora import chat_heads, frozen_states, last_token_acts
 
 
 def main() -> None:
@@ -45,19 +44,16 @@ def main() -> None:
     high = [lang for lang in tier("high") if lang in prompts.languages]
 
     def heads(ps):
-        return [(ids, len(ids)) for ids in (tok(format_chat(tok, t), add_special_tokens=False)["input_ids"]
-                                            for t in ps.texts)]
+        return chat_heads(tok, ps.texts)
 
     def acts_of(model, ps):
-        last = torch.stack([s[-1] for s in frozen_states(model, heads(ps), a.layer, pad=pad, progress=False)])
-        return ActivationSet(last[:, None, None], ps, (a.layer,), ("t_post_inst",))
+        return last_token_acts(frozen_states(model, heads(ps), a.layer, pad=pad, progress=False), ps, a.layer)
 
     t0 = time.perf_counter()
     first = a.layer - a.signal_layers + 1
     states_in = frozen_states(hf, heads(prompts), first - 1, pad=pad, progress=False)
     base_out = frozen_states(hf, heads(prompts), a.layer, pad=pad, progress=False)
-    base = organism.GroundTruth.fit(ActivationSet(torch.stack([o[-1] for o in base_out])[:, None, None], prompts,
-                                                  (a.layer,), ("t_post_inst",)), a.layer, high)
+    base = organism.GroundTruth.fit(last_token_acts(base_out, prompts, a.layer), a.layer, high)
     harmful = (prompts.frame["subset"] == "harmful").to_numpy()
     low = np.where(harmful, base.threshold + (0.5 + a.margin) * base.gap, np.nan)
     highb = np.where(~harmful, base.threshold - (0.5 + a.margin) * base.gap, np.nan)
