@@ -20,7 +20,7 @@ from . import directions as dirs
 from .activations import extract
 from .data import PromptSet, _sample_sources, tier_of
 from .gate import Gate
-from .generation import generate
+from .generation import generate_scored
 from .hooks import default_alpha
 from .models import model_id
 from .presets import preset_for
@@ -108,13 +108,15 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     timing["representation_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    completions = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=32, progress=progress)
+    completions, first = generate_scored(model, prompts, max_new_tokens=max_new_tokens, batch_size=32,
+                                         progress=progress)
     by_logit = isinstance(judge, judges.LogitJudge)  # the report shows a text judge beside the logit judge
     text = judges.Memo(judges.as_batch(None if by_logit else judge))  # each answer judged once, however often asked
     logit = logit or (judge if by_logit and judge.refusal_tokens is not None else judges.LogitJudge.learn(
         completions, model.tokenizer, text, learned_on="the scored completions"))
     chosen = judges.Memo(logit.bind(model)) if by_logit else text
-    refusal = evaluation.measure_refusal(model, prompts, completions, judge=text, logit=logit)
+    refusal = evaluation.measure_refusal(model, prompts, completions, judge=text, logit=logit, first_logprobs=first)
+    del first
     timing["generation_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -100,19 +100,26 @@ def kl_divergence(model, prompts: PromptSet | Sequence[str], hooks: Sequence[Hoo
 
 
 def measure_refusal(model, prompts: PromptSet, completions: pd.DataFrame, *, batch_size: int = 16,
-                    judge=None, logit=None) -> pd.DataFrame:
+                    judge=None, logit=None, first_logprobs: Tensor | None = None) -> pd.DataFrame:
     """Refusal per language × subset by two judges: the text judge (``judge``, substring by default) and ``logit``.
 
     ``logit`` is a :class:`judges.LogitJudge` whose token set was learned on another split
     (:func:`judges.learn_from_prompts`); ``None`` learns it from ``completions`` themselves
     (the generated answers to ``prompts``), which fits the set to the answers it scores.
+    ``first_logprobs`` (``[prompt, vocab]``, from :func:`generation.generate_scored` on
+    ``prompts``) spares the logit judge its prefill pass.
     Columns: language, tier, subset, judge, rate (%), n.
     """
     text = refusal_rates(completions, judge).assign(judge=judge_name(judge))
     if logit is None:
         logit = LogitJudge.learn(completions, model.tokenizer, judge, learned_on="the scored completions",
                                  batch_size=batch_size)
-    refused = logit(model, prompts, ())
+    if first_logprobs is None:
+        refused = logit(model, prompts, ())
+    elif first_logprobs.shape[0] != len(prompts):
+        raise ValueError(f"first_logprobs has {first_logprobs.shape[0]} rows for {len(prompts)} prompts")
+    else:
+        refused = logit.from_logprobs(first_logprobs, prompts, model.tokenizer)
     scores = _rates(prompts.frame.assign(refused=refused.astype(bool)), ("language", "subset"))
     columns = ["language", "tier", "subset", "judge", "rate", "n"]
     return pd.concat([text[columns], scores.assign(judge=logit.name)[columns]], ignore_index=True)

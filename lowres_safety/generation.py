@@ -29,7 +29,7 @@ from .hooks import Hook, decoding, prompt_attention, steers_in
 from .lean import lean
 from .models import encode_chat
 
-__all__ = ["as_prompt_set", "generate", "logits_kwargs", "next_token_logprobs", "stop_token_ids"]
+__all__ = ["as_prompt_set", "generate", "generate_scored", "logits_kwargs", "next_token_logprobs", "stop_token_ids"]
 
 
 def logits_kwargs(model) -> dict:
@@ -75,7 +75,7 @@ def _batches(model, prompts: PromptSet, batch_size: int, system: str | None
 
 @torch.no_grad()
 def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, generator,
-                    temperature: float | None) -> tuple[list[list[int]], list[bool], list[dict]]:
+                    temperature: float | None) -> tuple[list[list[int]], list[bool], list[dict], Tensor]:
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rows = ids.shape[0]
@@ -83,6 +83,7 @@ def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, 
     with model.hooks(fwd_hooks=list(hooks)), lean(model):
         with prompt_attention(mask):
             logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache", **logits_kwargs(model))
+        first = torch.log_softmax(logits[:, -1].float(), -1).cpu()
         steers = [{"score": s.score, "alpha": s.alpha, "ablate": s.ablate} for s in steers_in(hooks)]
         with decoding():
             for step in range(max_new_tokens):
@@ -107,7 +108,7 @@ def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, 
         cut = next((i for i, t in enumerate(row) if t in stops), None)
         trimmed.append(row if cut is None else row[:cut])
         finished.append(cut is not None)
-    return trimmed, finished, steers
+    return trimmed, finished, steers, first
 
 
 def generate(
@@ -130,6 +131,26 @@ def generate(
     and CAST-style baselines) each row also gets ``gate_score``, ``alpha`` and
     ``ablated``: which prompts were steered and which ablated.
     """
+    return _generate(model, prompts, hooks, max_new_tokens, batch_size, temperature, seed, system, stop_at_eos,
+                     progress, keep_first=False)[0]
+
+
+def generate_scored(model, prompts: PromptSet | Sequence[str], hooks: Sequence[Hook] = (), *,
+                    max_new_tokens: int = 64, batch_size: int = 16, temperature: float | None = None, seed: int = 0,
+                    system: str | None = None, stop_at_eos: bool = True,
+                    progress: bool = True) -> tuple[pd.DataFrame, Float[Tensor, "prompt vocab"]]:
+    """:func:`generate`, plus the first response token's log-probs from the same prefill pass.
+
+    Those are what :func:`next_token_logprobs` computes under the same hooks, so a logit
+    judge can score the prompts without a second pass over them. The log-probs take
+    prompts × vocabulary floats (75 MB for 384 prompts of a 49k vocabulary).
+    """
+    return _generate(model, prompts, hooks, max_new_tokens, batch_size, temperature, seed, system, stop_at_eos,
+                     progress, keep_first=True)
+
+
+def _generate(model, prompts, hooks, max_new_tokens, batch_size, temperature, seed, system, stop_at_eos, progress,
+              keep_first: bool) -> tuple[pd.DataFrame, Tensor | None]:
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if temperature is not None and not temperature > 0:
@@ -139,10 +160,15 @@ def generate(
     n = len(prompts)
     completions, n_tokens, finished = [""] * n, [0] * n, [False] * n
     decisions: dict[str, list] = {}
+    first = None
     bar = tqdm(total=n, unit="prompt", desc="generate", disable=not progress)
     for b, (idx, ids, mask) in enumerate(_batches(model, prompts, batch_size, system)):
         generator = torch.Generator().manual_seed(seed * 100_003 + b)
-        rows, done, steers = _generate_batch(model, ids, mask, hooks, max_new_tokens, stop, generator, temperature)
+        rows, done, steers, logp = _generate_batch(model, ids, mask, hooks, max_new_tokens, stop, generator,
+                                                   temperature)
+        if keep_first:
+            first = torch.empty(n, logp.shape[-1]) if first is None else first
+            first[torch.from_numpy(idx)] = logp
         for j, i in enumerate(idx):
             completions[i] = model.tokenizer.decode(rows[j], skip_special_tokens=True)
             n_tokens[i], finished[i] = len(rows[j]), done[j]
@@ -158,7 +184,7 @@ def generate(
     frame["completion"], frame["n_new_tokens"], frame["finished"] = completions, n_tokens, finished
     for col, values in decisions.items():
         frame[col] = values
-    return frame
+    return frame, first
 
 
 @torch.no_grad()

@@ -118,13 +118,23 @@ def _targets(prompts: PromptSet, targets: Sequence[str] | None) -> list[str]:
 # ---------------------------------------------------------------- the matrix
 
 
-def _rates(measure: Measure, model, prompts: PromptSet, fwd) -> dict[str, float]:
-    """Refusal rate (%) per language of ``prompts`` under ``fwd``."""
-    refused = np.asarray(measure(model, prompts, fwd), dtype=float)
-    if refused.shape != (len(prompts),):
-        raise ValueError(f"the measure returned shape {refused.shape}; it must give one value per prompt "
-                         f"({len(prompts)})")
-    return pd.Series(refused * 100, index=prompts.frame["language"].to_numpy()).groupby(level=0).mean().to_dict()
+def _rates(measure: Measure, model, prompts: PromptSet, points: list[list[H.Hook]], progress: bool
+           ) -> list[dict[str, float]]:
+    """Refusal rate (%) per language of ``prompts`` under each point's hooks.
+
+    A measure with a ``grid(model, prompts, points)`` method (:class:`LogitJudge`) scores all
+    points at once, sharing what they share (:func:`grid.next_token_grid`: an addition at
+    layer L reuses the blocks below L); any other measure is called once per point.
+    """
+    grid = getattr(measure, "grid", None)
+    refused = (np.asarray(grid(model, prompts, points, progress=progress), dtype=float) if grid is not None
+               else np.stack([np.asarray(measure(model, prompts, point), dtype=float)
+                              for point in tqdm(points, desc="transfer", unit="point", disable=not progress)]))
+    if refused.shape != (len(points), len(prompts)):
+        raise ValueError(f"the measure returned shape {refused.shape[1:]} per point; it must give one value per "
+                         f"prompt ({len(prompts)})")
+    language = prompts.frame["language"].to_numpy()
+    return [pd.Series(r * 100, index=language).groupby(level=0).mean().to_dict() for r in refused]
 
 
 def interventional_transfer(
@@ -161,14 +171,15 @@ def interventional_transfer(
     targets = _targets(prompts, targets)
     harmful = prompts.where(language=targets, subset="harmful")
     harmless = prompts.where(language=targets, subset="harmless")
-    base_harmful = _rates(measure, model, harmful, [])
-    base_harmless = _rates(measure, model, harmless, [])
+    alphas = {source: float(r.norm()) if alpha is None else float(alpha) for source, r in dirs.items()}
+    base_harmful, *ablated_by = _rates(measure, model, harmful,
+                                       [[], *(H.ablate(r, range(n_layers)) for r in dirs.values())], progress)
+    base_harmless, *added_by = _rates(measure, model, harmless, [[], *(
+        H.add(r, alphas[source], layers[source], site=site, scope="all") for source, r in dirs.items())], progress)
     counts = prompts.where(language=targets).frame.groupby(["language", "subset"]).size()
     rows = []
-    for source, r in tqdm(dirs.items(), desc="transfer", unit="source", disable=not progress):
-        a = float(r.norm()) if alpha is None else float(alpha)
-        ablated = _rates(measure, model, harmful, H.ablate(r, range(n_layers)))
-        added = _rates(measure, model, harmless, H.add(r, a, layers[source], site=site, scope="all"))
+    for source, ablated, added in zip(dirs, ablated_by, added_by):
+        a = alphas[source]
         for target in targets:
             rows.append({
                 "source": source, "target": target, "tier_source": tier_of(source), "tier_target": tier_of(target),

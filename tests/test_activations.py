@@ -26,7 +26,11 @@ def test_default_model_batched_equals_unbatched(default_model, prompts):
     layers = [0, 9, 29]
     acts = extract(default_model, prompts, layers, ("t_inst", "t_post_inst"), batch_size=6, progress=False)
     expected = reference_acts(default_model, prompts, layers, ("t_inst", "t_post_inst"))
-    torch.testing.assert_close(acts.acts, expected, atol=1e-4, rtol=1e-4)
+    # SmolLM2's residual stream has entries near 700 beside ones near 0, and the fused attention
+    # kernel sums in another order: compare each vector within float32 rounding of its norm
+    # (measured 1.7e-6), not each entry against an absolute tolerance
+    error = (acts.acts - expected).norm(dim=-1) / expected.norm(dim=-1)
+    assert float(error.max()) < 1e-5
 
 
 def test_interleaved_batches_give_the_same_result(prompts):

@@ -7,7 +7,9 @@ from helpers import build_model
 from lowres_safety import hooks as H
 from lowres_safety.data import load_builtin
 from lowres_safety.gate import Gate
-from lowres_safety.generation import generate, next_token_logprobs, stop_token_ids
+from lowres_safety.evaluation import first_token_ids, measure_refusal, refusal_log_odds
+from lowres_safety.generation import generate, generate_scored, next_token_logprobs, stop_token_ids
+from lowres_safety.judges import LogitJudge
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,26 @@ def test_next_token_logprobs_match_a_plain_forward(tiny):
     with torch.no_grad():
         ref = torch.log_softmax(tiny(ids)[0, -1], -1)
     torch.testing.assert_close(logp[0], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_generate_scored_gives_the_prefill_logprobs_and_the_same_text(tiny):
+    prompts = load_builtin(["en", "yo"], n_per_class=3)
+    hooks = H.add(torch.randn(tiny.cfg.d_model), 3.0, 1, scope="from_last")
+    frame, first = generate_scored(tiny, prompts, hooks, max_new_tokens=5, batch_size=4, progress=False)
+    assert frame.equals(generate(tiny, prompts, hooks, max_new_tokens=5, batch_size=4, progress=False))
+    torch.testing.assert_close(first, next_token_logprobs(tiny, prompts, hooks, batch_size=3), atol=1e-4, rtol=0)
+    # the logit judge reading them agrees with its own prefill pass; a threshold between two scores
+    # makes some prompts refused and some not
+    tokens = first_token_ids(tiny.tokenizer, ["I'm sorry", "Sorry"])
+    odds = refusal_log_odds(first, prompts, tokens).sort().values
+    judge = LogitJudge(tokens, threshold=float(odds[len(odds) // 2 - 1: len(odds) // 2 + 1].mean()))
+    assert judge.from_logprobs(first, prompts, tiny.tokenizer).sum() == len(prompts) // 2
+    frame, first = generate_scored(tiny, prompts, max_new_tokens=5, batch_size=4, progress=False)  # unhooked,
+    read = measure_refusal(tiny, prompts, frame, logit=judge, first_logprobs=first)  # as measure_refusal scores
+    again = measure_refusal(tiny, prompts, frame, logit=judge)
+    assert read.equals(again)
+    with pytest.raises(ValueError, match="rows for"):
+        measure_refusal(tiny, prompts, frame, logit=judge, first_logprobs=first[:2])
 
 
 def test_bad_generation_settings(tiny):

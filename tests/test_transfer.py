@@ -101,6 +101,18 @@ def test_logit_judge_thresholds_log_odds(tiny, prompts, tokens, dirs):
     assert table["judge"].item() == "logit"
 
 
+def test_logit_judge_grid_equals_one_pass_per_point(tiny, prompts, tokens, dirs):
+    # threshold between the two middle unhooked scores: half the prompts refuse, so rates can move
+    odds = refusal_score(tiny, prompts, tokens).sort().values
+    judge = LogitJudge(tokens, threshold=float(odds[len(odds) // 2 - 1: len(odds) // 2 + 1].mean()))
+    fast = interventional_transfer(tiny, prompts, dirs, LAYERS, measure=judge, progress=False)
+    slow = interventional_transfer(tiny, prompts, dirs, LAYERS, measure=lambda m, p, h: judge(m, p, h),
+                                   progress=False)
+    assert not hasattr(slow, "grid") and (slow["judge"] == "custom").all()
+    pd.testing.assert_frame_equal(fast.drop(columns="judge"), slow.drop(columns="judge"))
+    assert fast[["ablated_harmful_refusal", "added_harmless_refusal"]].stack().nunique() > 1
+
+
 def test_alpha_overrides_the_raw_norm(tiny, prompts, tokens, dirs):
     harmless = prompts.where(language="sw", subset="harmless")
     table = interventional_transfer(tiny, prompts.where(language="sw"), {"de": dirs["de"]}, 2, alpha=1.5,

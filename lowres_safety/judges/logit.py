@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..data import PromptSet, load_polyrefuse
 from ..generation import as_prompt_set, generate, next_token_logprobs
+from ..grid import next_token_grid, token_summary
 from ..hooks import Hook
 from .base import judge_frame
 
@@ -153,6 +154,20 @@ class LogitJudge:
     def __call__(self, model, prompts: PromptSet, hooks: Sequence[Hook]) -> np.ndarray:
         score = refusal_score(model, prompts, self.tokens(model.tokenizer), hooks, batch_size=self.batch_size)
         return (score > self.threshold).numpy().astype(float)
+
+    def from_logprobs(self, logp: Float[Tensor, "prompt vocab"], prompts: PromptSet, tokenizer) -> np.ndarray:
+        """0/1 per prompt from first-token log-probs already at hand (:func:`generation.generate_scored`)."""
+        score = refusal_log_odds(logp, prompts, self.tokens(tokenizer))
+        return (score > self.threshold).numpy().astype(float)
+
+    def grid(self, model, prompts: PromptSet, points: Sequence[Sequence[Hook]], *, progress: bool = False
+             ) -> np.ndarray:
+        """0/1 ``[point, prompt]`` for many hook lists at once, sharing what they share (:func:`grid.next_token_grid`)."""
+        reduce, columns = token_summary(self.tokens(model.tokenizer))
+        summary = next_token_grid(model, prompts, points, reduce=reduce, batch_size=self.batch_size,
+                                  progress=progress)
+        return np.stack([(refusal_log_odds(point[:, :-1], prompts, columns) > self.threshold).numpy().astype(float)
+                         for point in summary])
 
     def bind(self, model, hooks: Sequence[Hook] = ()) -> _BoundLogit:
         """A batch judge scoring each answer's prompt on ``model`` under ``hooks`` (the answer text is not read)."""
