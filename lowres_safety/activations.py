@@ -38,6 +38,7 @@ from .data import PromptSet
 from .files import atomic_save
 from .lean import lean
 from .models import cache_dir, encode_chat, model_id, position_offset, weights_fingerprint
+from .prefix import Prefix, expand
 
 __all__ = ["ActivationSet", "extract", "left_pad", "length_batches", "resolve_layers"]
 
@@ -157,7 +158,9 @@ class _Stop(Exception):
 
 
 @torch.no_grad()
-def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers, hook) -> Float[Tensor, "batch layer n_pos d_model"]:
+def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers, hook, prefix: Prefix | None = None,
+                   prefix_cache=None) -> Float[Tensor, "batch layer n_pos d_model"]:
+    """Capture the requested positions of a left-padded batch (the rest of each prompt after ``prefix`` if given)."""
     device = model.cfg.device
     rows = torch.arange(ids.shape[0], device=device)[:, None]
     cols = (ids.shape[1] + offsets).to(device)
@@ -176,8 +179,12 @@ def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers
 
     fwd = [(f"blocks.{layer}.{hook}", capture(i)) for i, layer in enumerate(layers)]
     try:
+        full, start = mask.to(device), {}
+        if prefix is not None:
+            full, positions = prefix.inputs(mask.to(device))
+            start = {"past_key_values": expand(prefix_cache, ids.shape[0]), "position_ids": positions}
         with model.hooks(fwd_hooks=fwd), lean(model, sdpa=True):
-            model(ids.to(device), attention_mask=mask.to(device))
+            model(ids.to(device), attention_mask=full, **start)
     except _Stop:
         pass
     if len(done) != len(layers):
@@ -237,6 +244,9 @@ def extract(
     spec = [int(p) if p.lstrip("-").isdigit() else p for p in positions]
     offsets = torch.tensor([[position_offset(e, s) for s in spec] for e in encoded], dtype=torch.long)
     batches = length_batches([len(e) for e in encoded], batch_size, group_by_length)
+    # every requested position lies after the prompts' shared opening: that opening runs once (:mod:`prefix`)
+    prefix = Prefix.shared([e.ids for e in encoded], keep=int(-offsets.min()))
+    skip, prefix_cache = len(prefix or ()), None
 
     folder = None
     if cache:
@@ -252,8 +262,10 @@ def extract(
         if path is not None and path.exists():
             chunk = load_file(str(path))["acts"]
         else:
-            ids, mask = left_pad([encoded[i].ids for i in idx], pad_id)
-            chunk = _forward_batch(model, ids, mask, offsets[idx], layers, hook)
+            if prefix is not None and prefix_cache is None:
+                prefix_cache = prefix.run(model, upto=max(layers))
+            ids, mask = left_pad([encoded[i].ids[skip:] for i in idx], pad_id)
+            chunk = _forward_batch(model, ids, mask, offsets[idx], layers, hook, prefix, prefix_cache)
             if path is not None:
                 atomic_save({"acts": chunk}, path)
         acts[torch.from_numpy(idx)] = chunk

@@ -193,8 +193,8 @@ def dose_response(model, prompts: PromptSet, direction, layers: Sequence[int],
         raise ValueError(f"unknown scope {scope!r}; use one of {H.SCOPES}")
     points = [[] if alpha == 0 else H.add(per_layer[layer], alpha, [layer], scope=scope) for layer, alpha in grid]
     reduce, columns = token_summary(refusal_tokens)
-    summary = next_token_grid(model, prompts, points, last_only=scope != "all", reduce=reduce,
-                              batch_size=batch_size, progress=progress)
+    summary = next_token_grid(model, prompts, points, last_only=scope != "all", position_wise=scope == "all",
+                              reduce=reduce, batch_size=batch_size, progress=progress)
     frame = prompts.frame[["language", "subset"]].copy()
     rows = []
     for (layer, alpha), point in zip(grid, summary):

@@ -28,6 +28,7 @@ from .data import PromptSet
 from .hooks import Hook, decoding, prompt_attention, steers_in
 from .lean import lean
 from .models import encode_chat
+from .prefix import Prefix, expand
 
 __all__ = ["as_prompt_set", "generate", "generate_scored", "logits_kwargs", "next_token_logprobs", "stop_token_ids"]
 
@@ -60,12 +61,18 @@ def stop_token_ids(model) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def _batches(model, prompts: PromptSet, batch_size: int, system: str | None
-             ) -> Iterator[tuple[np.ndarray, Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]]:
+def encoded_prompts(model, prompts: PromptSet, system: str | None = None) -> list[tuple[int, ...]]:
+    """Chat-formatted token ids of every prompt."""
     if len(prompts) == 0:
         raise ValueError("the prompt set is empty")
+    return [tuple(encode_chat(model.tokenizer, text, system).ids) for text in prompts.texts]
+
+
+def _batches(model, prompts: PromptSet, batch_size: int, system: str | None, skip: int = 0
+             ) -> Iterator[tuple[np.ndarray, Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]]:
+    """Length-grouped, left-padded batches; ``skip`` drops each prompt's first tokens (a cached prefix)."""
     tok = model.tokenizer
-    encoded = [encode_chat(tok, text, system).ids for text in prompts.texts]
+    encoded = [ids[skip:] for ids in encoded_prompts(model, prompts, system)]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     device = model.cfg.device
     for idx in length_batches([len(e) for e in encoded], batch_size):
@@ -75,14 +82,21 @@ def _batches(model, prompts: PromptSet, batch_size: int, system: str | None
 
 @torch.no_grad()
 def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, generator,
-                    temperature: float | None) -> tuple[list[list[int]], list[bool], list[dict], Tensor]:
+                    temperature: float | None, prefix: Prefix | None = None, prefix_cache=None
+                    ) -> tuple[list[list[int]], list[bool], list[dict], Tensor]:
+    """One batch; with ``prefix``, ``ids`` are the rest of each prompt after it and ``prefix_cache`` its KV cache."""
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rows = ids.shape[0]
     tokens, done = [], torch.zeros(rows, dtype=torch.bool, device=ids.device)
+    full, start, place = mask, {}, None
+    if prefix is not None:
+        full, positions = prefix.inputs(mask)
+        start, place = {"past_key_values": expand(prefix_cache, rows), "position_ids": positions}, positions[:, -1:]
     with model.hooks(fwd_hooks=list(hooks)), lean(model):
         with prompt_attention(mask):
-            logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache", **logits_kwargs(model))
+            logits, cache = model(ids, attention_mask=full, return_type="logits_and_cache", **start,
+                                  **logits_kwargs(model))
         first = torch.log_softmax(logits[:, -1].float(), -1).cpu()
         steers = [{"score": s.score, "alpha": s.alpha, "ablate": s.ablate} for s in steers_in(hooks)]
         with decoding():
@@ -98,9 +112,10 @@ def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, 
                 done |= torch.isin(nxt, stop)
                 if bool(done.all()) or step == max_new_tokens - 1:
                     break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-                logits, cache = model(nxt[:, None], attention_mask=mask, past_key_values=cache,
-                                      return_type="logits_and_cache")
+                full = torch.cat([full, torch.ones_like(full[:, :1])], 1)
+                where = {} if place is None else {"position_ids": place + step + 1}
+                logits, cache = model(nxt[:, None], attention_mask=full, past_key_values=cache,
+                                      return_type="logits_and_cache", **where)
     out = torch.stack(tokens, 1).cpu().tolist() if tokens else [[] for _ in range(rows)]
     stops = set(stop.tolist())
     trimmed, finished = [], []
@@ -161,11 +176,15 @@ def _generate(model, prompts, hooks, max_new_tokens, batch_size, temperature, se
     completions, n_tokens, finished = [""] * n, [0] * n, [False] * n
     decisions: dict[str, list] = {}
     first = None
+    hooks = list(hooks)
+    # unhooked, the prompts' shared opening (the chat template's system turn) runs once
+    prefix = None if hooks else Prefix.shared(encoded_prompts(model, prompts, system))
+    prefix_cache = prefix.run(model) if prefix else None
     bar = tqdm(total=n, unit="prompt", desc="generate", disable=not progress)
-    for b, (idx, ids, mask) in enumerate(_batches(model, prompts, batch_size, system)):
+    for b, (idx, ids, mask) in enumerate(_batches(model, prompts, batch_size, system, len(prefix or ()))):
         generator = torch.Generator().manual_seed(seed * 100_003 + b)
         rows, done, steers, logp = _generate_batch(model, ids, mask, hooks, max_new_tokens, stop, generator,
-                                                   temperature)
+                                                   temperature, prefix, prefix_cache)
         if keep_first:
             first = torch.empty(n, logp.shape[-1]) if first is None else first
             first[torch.from_numpy(idx)] = logp

@@ -32,12 +32,14 @@ from contextlib import nullcontext
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from transformers.cache_utils import Cache
 from tqdm.auto import tqdm
 
 from .data import PromptSet
-from .generation import _batches, as_prompt_set, logits_kwargs
+from .generation import _batches, as_prompt_set, encoded_prompts, logits_kwargs
 from .hooks import Hook, prompt_attention
 from .lean import lean
+from .prefix import Prefix, expand
 
 __all__ = ["entry_block", "next_token_grid", "token_summary"]
 
@@ -124,12 +126,17 @@ class _Replay:
             handles.append(self.live(self.norm).register_forward_pre_hook(grab(self.n), with_kwargs=True))
         return states, calls, handles
 
-    def run(self, h: Tensor, entry: int, calls) -> Float[Tensor, "batch vocab"]:
-        """Blocks ``entry``.. on ``h`` (the input of block ``entry``), then last-position logits."""
+    def run(self, h: Tensor, entry: int, calls, cache=None) -> Float[Tensor, "batch vocab"]:
+        """Blocks ``entry``.. on ``h`` (the input of block ``entry``), then last-position logits.
+
+        ``cache`` replaces the KV cache the blocks were called with (a point's own prefix cache).
+        """
         if entry > 0:
             h = self.model.hook_dict[f"blocks.{entry - 1}.hook_resid_post"](h)
         for k in range(entry, self.n):
             args, kwargs = calls[k]
+            if cache is not None:
+                kwargs = {key: cache if isinstance(value, Cache) else value for key, value in kwargs.items()}
             if args:
                 out = self.live(self.layers[k])(h, *args[1:], **kwargs)
             else:
@@ -159,16 +166,19 @@ def _log_softmax(logits: Tensor) -> Tensor:
 
 @torch.no_grad()
 def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[Sequence[Hook]], *,
-                    last_only: bool = False, reduce: Reduce | None = None, batch_size: int = 16,
-                    system: str | None = None, progress: bool = False) -> Tensor:
+                    last_only: bool = False, position_wise: bool = False, reduce: Reduce | None = None,
+                    batch_size: int = 16, system: str | None = None, progress: bool = False) -> Tensor:
     """First-response-token log-probs of every prompt under every point's hooks: ``[point, prompt, ...]``.
 
     Equal (to float rounding) to :func:`generation.next_token_logprobs` per point, at a
     fraction of the cost (module docstring). ``last_only`` promises that every point's
-    hooks change the last prompt position only (scope ``"last"``/``"from_last"``); a hook
-    that writes elsewhere gives wrong results under it. ``reduce(logp, base)`` maps a
-    batch's ``[rows, vocab]`` log-probs under a point, and unhooked, to ``[rows, k]`` —
-    what is kept per point (the full vocabulary when None).
+    hooks change the last prompt position only (scope ``"last"``/``"from_last"``);
+    ``position_wise`` that they act on each position alone and alike at every position and
+    row (:func:`hooks.ablate`, :func:`hooks.add` with ``scope="all"``). Either promise lets
+    the prompts' shared opening run once (:mod:`prefix`); a hook that breaks its promise
+    gives wrong results. ``reduce(logp, base)`` maps a batch's ``[rows, vocab]`` log-probs
+    under a point, and unhooked, to ``[rows, k]`` — what is kept per point (the full
+    vocabulary when None).
     """
     prompts = as_prompt_set(prompts)
     points = [list(p) for p in points]
@@ -178,17 +188,24 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
     replayable = {e for e, p in zip(entries, points) if e is not None and p}
     out: list[Tensor | None] = [None] * len(points)
     checked = False
-    batches = list(_batches(model, prompts, batch_size, system))
+    prefix = (Prefix.shared(encoded_prompts(model, prompts, system), keep=2 if last_only else 1)
+              if last_only or position_wise or not any(points) else None)
+    base_cache = prefix.run(model) if prefix else None
+    # a point's hooks change the prefix unless they act on the last position only
+    caches = [prefix.run(model, p) if prefix and p and not last_only else base_cache for p in points]
+    batches = list(_batches(model, prompts, batch_size, system, skip=len(prefix) if prefix else 0))
     bar = tqdm(total=len(batches) * len(points), desc="grid", unit="pass", disable=not progress)
     for idx, ids, mask in batches:
         if last_only and int(mask.sum(1).min()) < 2:
             raise ValueError("last_only needs prompts of at least two tokens")
-        base, states, calls, rewind = _shared(model, replay, ids, mask, replayable, last_only)
+        rows = ids.shape[0]
+        fresh = (lambda c: expand(c, rows)) if prefix and not last_only else (lambda c: None)  # noqa: E731
+        base, states, calls, rewind = _shared(model, replay, ids, mask, replayable, last_only, prefix, base_cache)
         if not checked and replayable:
             checked = True
             first = min(replayable)
             with lean(model):
-                again = _log_softmax(replay.run(states[first], first, calls))
+                again = _log_softmax(replay.run(states[first], first, calls, fresh(base_cache)))
             if rewind:
                 rewind()
             if not torch.allclose(again, base, atol=1e-3, rtol=0):
@@ -202,13 +219,14 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
                 mask_now = mask[:, -1:] if last_only else mask
                 with model.hooks(fwd_hooks=point), prompt_attention(mask_now), lean(model):
                     try:
-                        logp = _log_softmax(replay.run(states[entry], entry, calls))
+                        logp = _log_softmax(replay.run(states[entry], entry, calls, fresh(caches[g])))
                     finally:
                         if rewind:
                             rewind()
             else:
+                full, extra = _prefixed(prefix, mask, caches[g])
                 with model.hooks(fwd_hooks=point), prompt_attention(mask), lean(model):
-                    logp = _log_softmax(model(ids, attention_mask=mask, **logits_kwargs(model))[:, -1])
+                    logp = _log_softmax(model(ids, attention_mask=full, **extra, **logits_kwargs(model))[:, -1])
             part = reduce(logp, base)
             if out[g] is None:
                 out[g] = torch.empty(len(prompts), *part.shape[1:], dtype=part.dtype)
@@ -219,22 +237,34 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
     return torch.stack(out)
 
 
-def _shared(model, replay: _Replay, ids, mask, entries: set[int], last_only: bool):
+def _prefixed(prefix: Prefix | None, mask, cache) -> tuple[Tensor, dict]:
+    """Attention mask and keyword arguments for left-padded rows that continue ``prefix`` (as is without one)."""
+    if prefix is None:
+        return mask, {}
+    full, positions = prefix.inputs(mask)
+    return full, {"past_key_values": expand(cache, mask.shape[0]), "position_ids": positions}
+
+
+def _shared(model, replay: _Replay, ids, mask, entries: set[int], last_only: bool, prefix: Prefix | None,
+            cache0):
     """The unhooked pass of one batch: base log-probs, and block inputs/arguments at ``entries``."""
     keep = logits_kwargs(model)
     rewind = None
+    full, extra = _prefixed(prefix, mask, cache0)
     with lean(model):
         if last_only:
-            _, cache = model(ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True,
-                             return_type="logits_and_cache", **keep)
+            head_mask, head = _prefixed(prefix, mask[:, :-1], cache0)
+            _, cache = model(ids[:, :-1], attention_mask=head_mask, use_cache=True,
+                             return_type="logits_and_cache", **head, **keep)
             rewind = _CacheRewind(cache)
-            ids, extra = ids[:, -1:], {"past_key_values": cache}
-        else:
+            ids, extra = ids[:, -1:], {"past_key_values": cache, **(
+                {"position_ids": extra["position_ids"][:, -1:]} if prefix else {})}
+        elif not prefix:
             extra = {"use_cache": False}  # a cache would grow with every replay
         states, calls, handles = replay.capture(entries) if entries else ({}, {}, [])
         try:
             with prompt_attention(mask[:, -1:] if last_only else mask) if entries else nullcontext():
-                logits = model(ids, attention_mask=mask, **extra, **keep)
+                logits = model(ids, attention_mask=full, **extra, **keep)
         finally:
             for handle in handles:
                 handle.remove()

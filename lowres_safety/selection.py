@@ -170,7 +170,8 @@ def score_candidates(
     reduce, columns = token_summary(refusal_tokens)  # refusal-token log-probs and KL, per prompt
 
     def sweep(prompts, points):
-        return next_token_grid(model, prompts, points, reduce=reduce, batch_size=batch_size, progress=progress)
+        return next_token_grid(model, prompts, points, position_wise=True, reduce=reduce, batch_size=batch_size,
+                               progress=progress)
 
     ablated = sweep(both, [[]] + [H.ablate(r, every_layer) for _, _, r in cands])  # point 0: unhooked
     added = sweep(harmless, [H.add(r, float(r.norm()), layer, site=site, scope="all") for layer, _, r in cands])

@@ -122,12 +122,14 @@ def _rates(measure: Measure, model, prompts: PromptSet, points: list[list[H.Hook
            ) -> list[dict[str, float]]:
     """Refusal rate (%) per language of ``prompts`` under each point's hooks.
 
-    A measure with a ``grid(model, prompts, points)`` method (:class:`LogitJudge`) scores all
-    points at once, sharing what they share (:func:`grid.next_token_grid`: an addition at
-    layer L reuses the blocks below L); any other measure is called once per point.
+    A measure with a ``grid(model, prompts, points, position_wise=, progress=)`` method
+    (:class:`LogitJudge`) scores all points at once, sharing what they share
+    (:func:`grid.next_token_grid`: the prompts' common opening runs once per point, an
+    addition at layer L reuses the blocks below L); any other measure is called once per point.
     """
     grid = getattr(measure, "grid", None)
-    refused = (np.asarray(grid(model, prompts, points, progress=progress), dtype=float) if grid is not None
+    refused = (np.asarray(grid(model, prompts, points, position_wise=True, progress=progress), dtype=float)
+               if grid is not None
                else np.stack([np.asarray(measure(model, prompts, point), dtype=float)
                               for point in tqdm(points, desc="transfer", unit="point", disable=not progress)]))
     if refused.shape != (len(points), len(prompts)):

@@ -39,6 +39,19 @@ def test_batched_greedy_equals_unbatched_on_the_default_model(default_model):
         assert batched["completion"].tolist() == one_by_one(default_model, prompts, hooks, 10)
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_unhooked_generation_from_the_shared_prefix_equals_the_whole_prompt(family):
+    # unhooked, the prompts' common opening runs once as a KV cache; a no-op hook turns that off
+    model = build_model(family)
+    prompts = load_builtin(["en", "yo"], n_per_class=3)
+    noop = [("blocks.0.hook_resid_post", lambda act, hook: act)]
+    fast, first = generate_scored(model, prompts, max_new_tokens=8, batch_size=4, progress=False)
+    plain, ref = generate_scored(model, prompts, noop, max_new_tokens=8, batch_size=4, progress=False)
+    assert fast["completion"].tolist() == plain["completion"].tolist()
+    assert fast["n_new_tokens"].sum() > len(prompts)  # not all stopped at once
+    torch.testing.assert_close(first, ref, atol=1e-4, rtol=0)
+
+
 def test_routing_columns_report_each_rows_decision(tiny):
     from lowres_safety import extract
 

@@ -12,9 +12,10 @@ from lowres_safety import calibration as C
 from lowres_safety import evaluation as E
 from lowres_safety import hooks as H
 from lowres_safety.data import load_builtin
-from lowres_safety.generation import _batches
+from lowres_safety.generation import _batches, encoded_prompts
 from lowres_safety.grid import entry_block, next_token_grid, token_summary
 from lowres_safety.lean import lean
+from lowres_safety.prefix import Prefix, expand
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,12 @@ def scale_embed(act, hook):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("last_only", [False, True])
-def test_grid_equals_whole_passes(family, last_only, prompts):
+@pytest.mark.parametrize("mode", ["every position", "position_wise", "last_only"])
+def test_grid_equals_whole_passes(family, mode, prompts):
     model = build_model(family)
+    last_only, position_wise = mode == "last_only", mode == "position_wise"
+    prefix = Prefix.shared(encoded_prompts(model, prompts), keep=2)
+    assert prefix is not None and len(prefix) >= 4  # the promises make the shared opening run once: tested here
     v = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
     scope = "from_last" if last_only else "all"
     points = [[]] + [H.add(v, 6.0, layer, scope=scope) for layer in range(model.cfg.n_layers)]
@@ -55,7 +59,8 @@ def test_grid_equals_whole_passes(family, last_only, prompts):
         points += [H.ablate(v, range(model.cfg.n_layers)), [("hook_embed", scale_embed)]]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the replay check must pass on every family: no fallback
-        got = next_token_grid(model, prompts, points, last_only=last_only, batch_size=3)
+        got = next_token_grid(model, prompts, points, last_only=last_only, position_wise=position_wise,
+                              batch_size=3)
     for g, point in enumerate(points):
         torch.testing.assert_close(got[g], whole_pass(model, prompts, point), atol=1e-4, rtol=0)
     assert (got[1:] - got[0]).abs().amax(dim=(1, 2)).min() > 1e-3  # every point moved the distribution
@@ -132,6 +137,26 @@ def test_an_unknown_output_head_falls_back_to_whole_passes(monkeypatch, prompts)
     with pytest.warns(UserWarning, match="whole passes"):
         got = next_token_grid(model, prompts, points, batch_size=3)
     torch.testing.assert_close(got[0], whole_pass(model, prompts, points[0]), atol=1e-4, rtol=0)
+
+
+def test_prefix_cache_continues_each_prompt_as_a_whole_pass(prompts):
+    """Rest-of-prompt rows after an expanded one-row prefix cache: the same last logits, and the cache untouched."""
+    model = build_model("qwen2")
+    encoded = encoded_prompts(model, prompts)
+    prefix = Prefix.shared(encoded)
+    assert prefix.ids == tuple(encoded[0][: len(prefix)]) and all(e[: len(prefix)] == prefix.ids for e in encoded)
+    assert min(len(e) for e in encoded) > len(prefix)
+    cache = prefix.run(model)
+    before = [layer.keys.clone() for layer in cache.layers]
+    idx, ids, mask = next(_batches(model, prompts, 4, None, skip=len(prefix)))
+    full, positions = prefix.inputs(mask)
+    assert (positions[mask.bool()] >= len(prefix)).all() and (positions[:, -1] == full.sum(1) - 1).all()
+    with torch.no_grad():
+        got = model(ids, attention_mask=full, past_key_values=expand(cache, len(idx)), position_ids=positions)[:, -1]
+    torch.testing.assert_close(torch.log_softmax(got, -1), whole_pass(model, prompts, [])[idx], atol=1e-4, rtol=0)
+    assert all(torch.equal(layer.keys, old) for layer, old in zip(cache.layers, before))
+    assert Prefix.shared([(1, 2, 3, 4, 5), (1, 2, 3, 4)]) is None  # fewer than 4 shared tokens leave one after them
+    assert Prefix.shared([(1, 2, 3, 4, 5, 6), (1, 2, 3, 4, 5, 7)]).ids == (1, 2, 3, 4, 5)
 
 
 def test_token_summary_keeps_the_tokens_and_the_kl():

@@ -160,12 +160,12 @@ class LogitJudge:
         score = refusal_log_odds(logp, prompts, self.tokens(tokenizer))
         return (score > self.threshold).numpy().astype(float)
 
-    def grid(self, model, prompts: PromptSet, points: Sequence[Sequence[Hook]], *, progress: bool = False
-             ) -> np.ndarray:
+    def grid(self, model, prompts: PromptSet, points: Sequence[Sequence[Hook]], *, position_wise: bool = False,
+             progress: bool = False) -> np.ndarray:
         """0/1 ``[point, prompt]`` for many hook lists at once, sharing what they share (:func:`grid.next_token_grid`)."""
         reduce, columns = token_summary(self.tokens(model.tokenizer))
-        summary = next_token_grid(model, prompts, points, reduce=reduce, batch_size=self.batch_size,
-                                  progress=progress)
+        summary = next_token_grid(model, prompts, points, position_wise=position_wise, reduce=reduce,
+                                  batch_size=self.batch_size, progress=progress)
         return np.stack([(refusal_log_odds(point[:, :-1], prompts, columns) > self.threshold).numpy().astype(float)
                          for point in summary])
 
