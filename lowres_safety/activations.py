@@ -38,7 +38,7 @@ from .data import PromptSet
 from .files import atomic_save
 from .lean import lean
 from .models import cache_dir, encode_chat, model_id, position_offset, weights_fingerprint
-from .prefix import Prefix, expand
+from .prefix import Prefix
 
 __all__ = ["ActivationSet", "extract", "left_pad", "length_batches", "resolve_layers"]
 
@@ -179,10 +179,7 @@ def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers
 
     fwd = [(f"blocks.{layer}.{hook}", capture(i)) for i, layer in enumerate(layers)]
     try:
-        full, start = mask.to(device), {}
-        if prefix is not None:
-            full, positions = prefix.inputs(mask.to(device))
-            start = {"past_key_values": expand(prefix_cache, ids.shape[0]), "position_ids": positions}
+        full, start = prefix.continuing(mask.to(device), prefix_cache) if prefix else (mask.to(device), {})
         with model.hooks(fwd_hooks=fwd), lean(model, sdpa=True):
             model(ids.to(device), attention_mask=full, **start)
     except _Stop:

@@ -28,7 +28,7 @@ from .data import PromptSet
 from .hooks import Hook, decoding, prompt_attention, steers_in
 from .lean import lean
 from .models import encode_chat
-from .prefix import Prefix, expand
+from .prefix import Prefix
 
 __all__ = ["as_prompt_set", "generate", "generate_scored", "logits_kwargs", "next_token_logprobs", "stop_token_ids"]
 
@@ -89,10 +89,8 @@ def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rows = ids.shape[0]
     tokens, done = [], torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    full, start, place = mask, {}, None
-    if prefix is not None:
-        full, positions = prefix.inputs(mask)
-        start, place = {"past_key_values": expand(prefix_cache, rows), "position_ids": positions}, positions[:, -1:]
+    full, start = prefix.continuing(mask, prefix_cache) if prefix else (mask, {})
+    place = start["position_ids"][:, -1:] if prefix else None
     with model.hooks(fwd_hooks=list(hooks)), lean(model):
         with prompt_attention(mask):
             logits, cache = model(ids, attention_mask=full, return_type="logits_and_cache", **start,

@@ -241,8 +241,7 @@ def _prefixed(prefix: Prefix | None, mask, cache) -> tuple[Tensor, dict]:
     """Attention mask and keyword arguments for left-padded rows that continue ``prefix`` (as is without one)."""
     if prefix is None:
         return mask, {}
-    full, positions = prefix.inputs(mask)
-    return full, {"past_key_values": expand(cache, mask.shape[0]), "position_ids": positions}
+    return prefix.continuing(mask, cache)
 
 
 def _shared(model, replay: _Replay, ids, mask, entries: set[int], last_only: bool, prefix: Prefix | None,

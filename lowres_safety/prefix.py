@@ -68,6 +68,11 @@ class Prefix:
         positions = (len(self) + mask.cumsum(1) - 1).clamp_min(len(self))
         return full, positions
 
+    def continuing(self, mask: Int[Tensor, "batch pos"], cache) -> tuple[Int[Tensor, "batch all"], dict]:
+        """Attention mask and forward keywords (a fresh expanded ``cache``, position ids) for rows after the prefix."""
+        full, positions = self.inputs(mask)
+        return full, {"past_key_values": expand(cache, mask.shape[0]), "position_ids": positions}
+
 
 class _Halt(Exception):
     pass
