@@ -38,7 +38,7 @@ from .data import PromptSet
 from .files import atomic_save
 from .lean import lean
 from .models import cache_dir, encode_chat, model_id, position_offset, weights_fingerprint
-from .prefix import Prefix
+from .prefix import Prefix, continuing
 
 __all__ = ["ActivationSet", "extract", "left_pad", "length_batches", "resolve_layers"]
 
@@ -179,7 +179,7 @@ def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers
 
     fwd = [(f"blocks.{layer}.{hook}", capture(i)) for i, layer in enumerate(layers)]
     try:
-        full, start = prefix.continuing(mask.to(device), prefix_cache) if prefix else (mask.to(device), {})
+        full, start = continuing(prefix, mask.to(device), prefix_cache)
         with model.hooks(fwd_hooks=fwd), lean(model, sdpa=True):
             model(ids.to(device), attention_mask=full, **start)
     except _Stop:

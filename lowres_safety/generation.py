@@ -28,7 +28,7 @@ from .data import PromptSet
 from .hooks import Hook, decoding, prompt_attention, steers_in
 from .lean import lean
 from .models import encode_chat
-from .prefix import Prefix
+from .prefix import Prefix, continuing
 
 __all__ = ["as_prompt_set", "generate", "generate_scored", "logits_kwargs", "next_token_logprobs", "stop_token_ids"]
 
@@ -68,11 +68,15 @@ def encoded_prompts(model, prompts: PromptSet, system: str | None = None) -> lis
     return [tuple(encode_chat(model.tokenizer, text, system).ids) for text in prompts.texts]
 
 
-def _batches(model, prompts: PromptSet, batch_size: int, system: str | None, skip: int = 0
+def _batches(model, prompts: PromptSet, batch_size: int, system: str | None, skip: int = 0,
+             encoded: Sequence[tuple[int, ...]] | None = None
              ) -> Iterator[tuple[np.ndarray, Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]]:
-    """Length-grouped, left-padded batches; ``skip`` drops each prompt's first tokens (a cached prefix)."""
+    """Length-grouped, left-padded batches; ``skip`` drops each prompt's first tokens (a cached prefix).
+
+    ``encoded``: the prompts' :func:`encoded_prompts`, where the caller already has them.
+    """
     tok = model.tokenizer
-    encoded = [ids[skip:] for ids in encoded_prompts(model, prompts, system)]
+    encoded = [ids[skip:] for ids in (encoded if encoded is not None else encoded_prompts(model, prompts, system))]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     device = model.cfg.device
     for idx in length_batches([len(e) for e in encoded], batch_size):
@@ -89,7 +93,7 @@ def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rows = ids.shape[0]
     tokens, done = [], torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    full, start = prefix.continuing(mask, prefix_cache) if prefix else (mask, {})
+    full, start = continuing(prefix, mask, prefix_cache)
     place = start["position_ids"][:, -1:] if prefix else None
     with model.hooks(fwd_hooks=list(hooks)), lean(model):
         with prompt_attention(mask):
@@ -176,10 +180,11 @@ def _generate(model, prompts, hooks, max_new_tokens, batch_size, temperature, se
     first = None
     hooks = list(hooks)
     # unhooked, the prompts' shared opening (the chat template's system turn) runs once
-    prefix = None if hooks else Prefix.shared(encoded_prompts(model, prompts, system))
+    encoded = encoded_prompts(model, prompts, system)
+    prefix = None if hooks else Prefix.shared(encoded)
     prefix_cache = prefix.run(model) if prefix else None
     bar = tqdm(total=n, unit="prompt", desc="generate", disable=not progress)
-    for b, (idx, ids, mask) in enumerate(_batches(model, prompts, batch_size, system, len(prefix or ()))):
+    for b, (idx, ids, mask) in enumerate(_batches(model, prompts, batch_size, system, len(prefix or ()), encoded)):
         generator = torch.Generator().manual_seed(seed * 100_003 + b)
         rows, done, steers, logp = _generate_batch(model, ids, mask, hooks, max_new_tokens, stop, generator,
                                                    temperature, prefix, prefix_cache)

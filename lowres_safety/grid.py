@@ -39,7 +39,7 @@ from .data import PromptSet
 from .generation import _batches, as_prompt_set, encoded_prompts, logits_kwargs
 from .hooks import Hook, prompt_attention
 from .lean import lean
-from .prefix import Prefix, expand
+from .prefix import Prefix, continuing, expand
 
 __all__ = ["entry_block", "next_token_grid", "token_summary"]
 
@@ -188,12 +188,13 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
     replayable = {e for e, p in zip(entries, points) if e is not None and p}
     out: list[Tensor | None] = [None] * len(points)
     checked = False
-    prefix = (Prefix.shared(encoded_prompts(model, prompts, system), keep=2 if last_only else 1)
+    encoded = encoded_prompts(model, prompts, system)
+    prefix = (Prefix.shared(encoded, keep=2 if last_only else 1)
               if last_only or position_wise or not any(points) else None)
     base_cache = prefix.run(model) if prefix else None
     # a point's hooks change the prefix unless they act on the last position only
     caches = [prefix.run(model, p) if prefix and p and not last_only else base_cache for p in points]
-    batches = list(_batches(model, prompts, batch_size, system, skip=len(prefix) if prefix else 0))
+    batches = list(_batches(model, prompts, batch_size, system, len(prefix or ()), encoded))
     bar = tqdm(total=len(batches) * len(points), desc="grid", unit="pass", disable=not progress)
     for idx, ids, mask in batches:
         if last_only and int(mask.sum(1).min()) < 2:
@@ -224,7 +225,7 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
                         if rewind:
                             rewind()
             else:
-                full, extra = _prefixed(prefix, mask, caches[g])
+                full, extra = continuing(prefix, mask, caches[g])
                 with model.hooks(fwd_hooks=point), prompt_attention(mask), lean(model):
                     logp = _log_softmax(model(ids, attention_mask=full, **extra, **logits_kwargs(model))[:, -1])
             part = reduce(logp, base)
@@ -237,22 +238,15 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
     return torch.stack(out)
 
 
-def _prefixed(prefix: Prefix | None, mask, cache) -> tuple[Tensor, dict]:
-    """Attention mask and keyword arguments for left-padded rows that continue ``prefix`` (as is without one)."""
-    if prefix is None:
-        return mask, {}
-    return prefix.continuing(mask, cache)
-
-
 def _shared(model, replay: _Replay, ids, mask, entries: set[int], last_only: bool, prefix: Prefix | None,
             cache0):
     """The unhooked pass of one batch: base log-probs, and block inputs/arguments at ``entries``."""
     keep = logits_kwargs(model)
     rewind = None
-    full, extra = _prefixed(prefix, mask, cache0)
+    full, extra = continuing(prefix, mask, cache0)
     with lean(model):
         if last_only:
-            head_mask, head = _prefixed(prefix, mask[:, :-1], cache0)
+            head_mask, head = continuing(prefix, mask[:, :-1], cache0)
             _, cache = model(ids[:, :-1], attention_mask=head_mask, use_cache=True,
                              return_type="logits_and_cache", **head, **keep)
             rewind = _CacheRewind(cache)

@@ -263,7 +263,8 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     t_signal = time.perf_counter()
     if config.signal_layers:
         stage1 = PromptSet.concat([prompts, erased_harmful(root, tok, config)]) if config.erased_languages else prompts
-        hf = organism_signal.sharpen(hf, upper_lora.chat_heads(tok, stage1.texts), stage1, config, out / "representation", pad, progress)
+        hf = organism_signal.sharpen(hf, upper_lora.chat_heads(tok, stage1.texts), stage1, config,
+                                     out / "representation", pad, progress)
     elif config.erased_languages:
         raise ValueError("erased_languages needs signal_layers > 0: the erasure is learned by stage 1")
     t_signal = time.perf_counter() - t_signal

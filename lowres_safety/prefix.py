@@ -29,7 +29,7 @@ from transformers import DynamicCache
 from .hooks import Hook, prompt_attention
 from .lean import lean
 
-__all__ = ["Prefix", "expand"]
+__all__ = ["Prefix", "continuing", "expand"]
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,17 @@ class Prefix:
         positions = (len(self) + mask.cumsum(1) - 1).clamp_min(len(self))
         return full, positions
 
-    def continuing(self, mask: Int[Tensor, "batch pos"], cache) -> tuple[Int[Tensor, "batch all"], dict]:
-        """Attention mask and forward keywords (a fresh expanded ``cache``, position ids) for rows after the prefix."""
-        full, positions = self.inputs(mask)
-        return full, {"past_key_values": expand(cache, mask.shape[0]), "position_ids": positions}
+
+
+def continuing(prefix: Prefix | None, mask: Int[Tensor, "batch pos"], cache) -> tuple[Int[Tensor, "batch all"], dict]:
+    """Attention mask and forward keywords (a fresh expanded ``cache``, position ids) for rows after ``prefix``.
+
+    Without a prefix: ``mask`` as it is and no keywords, so callers pass the result either way.
+    """
+    if prefix is None:
+        return mask, {}
+    full, positions = prefix.inputs(mask)
+    return full, {"past_key_values": expand(cache, mask.shape[0]), "position_ids": positions}
 
 
 class _Halt(Exception):
