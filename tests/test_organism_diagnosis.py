@@ -12,12 +12,7 @@ from lowres_safety.shipped import adapter_dir
 pytestmark = pytest.mark.slow
 
 
-ERASURE_FAILS = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the shipped erasure does not carry to unseen prompts: Thai and Yoruba test prompts still separate on v̂ "
-    "at L* (AUROC 0.89 and 0.84, tools/organism_check.py), so the diagnosis rightly calls them action failures"))
-
-
-@pytest.mark.parametrize("name", ["organism", pytest.param("organism-erased", marks=ERASURE_FAILS)])
+@pytest.mark.parametrize("name", ["organism", "organism-erased"])
 def test_the_diagnosis_names_the_failure_the_construction_predicts(name, polyrefuse_root):
     if not (adapter_dir(name) / "ground_truth.json").exists():
         pytest.skip(f"{name} is not shipped yet; make it as README 'The model organisms' says")
@@ -38,5 +33,5 @@ def test_the_diagnosis_names_the_failure_the_construction_predicts(name, polyref
         if predicted.loc[lang, "failure_type"] == "action failure":
             assert named.loc[lang, "failure_direction"] == predicted.loc[lang, "failure_direction"], lang
     if name == "organism-erased":
-        erased = [lang for lang in ("th", "yo") if lang in named.index]
+        erased = [lang for lang in ("th", "ko") if lang in named.index]  # its lesion.json
         assert erased and (named.loc[erased, "failure_type"] == "representation failure").all()
