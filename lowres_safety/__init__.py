@@ -4,12 +4,19 @@ Load a chat model as a TransformerLens bridge, extract multilingual activations,
 harmfulness direction, and measure where it separates and where the model acts on it.
 """
 
+import warnings
+
+# The TransformerLens bridge passes a KV cache to Hugging Face as ``past_key_values``, which transformers 5.24
+# deprecates on every call; nothing a user of this package can act on, so it is not shown.
+warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+
 from . import (activations, data, directions, evaluation, generation, hooks, judges, methods, models, plots, presets,
                probing, prompt_files, report, steering, utility)
 from .activations import ActivationSet, extract
 from .data import PromptSet
 from .gate import Gate
 from .generation import generate
+from .lesion import ScriptLesion
 from .models import load_model, show_tokens
 from .prompt_files import load_prompts
 from .notebook import notebook_setup
@@ -18,6 +25,7 @@ __all__ = [
     "ActivationSet",
     "Gate",
     "PromptSet",
+    "ScriptLesion",
     "activations",
     "data",
     "directions",

@@ -45,6 +45,7 @@ class CausalCheck:
     transfer_layer: int
     n_select: int
     timing: dict[str, float]
+    transfer_note: str = ""  # languages without a direction of their own, left out of the transfer rows
 
 
 def check(model, acts: ActivationSet, prompts: PromptSet, source: list[str], refusal_tokens, *, reference: str,
@@ -86,10 +87,15 @@ def check(model, acts: ActivationSet, prompts: PromptSet, source: list[str], ref
     li, pi = acts.layer_index(layer), acts.position_index(position)
     sources = list(dict.fromkeys([reference, *prompts.languages]))
     own = {lang: v[li, pi] for lang, v in per_language(acts.where(language=sources)).items()}
+    largest = max(float(v.norm()) for v in own.values())
+    silent = [lang for lang, v in own.items() if not float(v.norm()) > 1e-6 * largest]  # e.g. a lesioned script
+    own = {lang: v for lang, v in own.items() if lang not in silent}
+    why = (f"No row for {', '.join(silent)}: harmful and harmless prompts have the same mean activation there, so "
+           "there is no direction of its own to move anything with." if silent else "")
     transfer = interventional_transfer(model, prompts, own, layer, measure=LogitJudge(refusal_tokens),
                                        progress=progress)
     timing["transfer_s"] = time.perf_counter() - t
-    return CausalCheck(table, chosen, note, transfer, layer, n_select, timing)
+    return CausalCheck(table, chosen, note, transfer, layer, n_select, timing, transfer_note=why)
 
 
 def sections(c: CausalCheck, first: int | None = None) -> list[Section]:
@@ -119,7 +125,7 @@ def sections(c: CausalCheck, first: int | None = None) -> list[Section]:
             f"{lead2}Does one language's direction move another's refusal? (PolyRefuse's transfer matrix)",
             f"Each language's own direction at layer {c.transfer_layer} ({where}), ablated at every layer on "
             f"every language's harmful prompts and added (raw, coefficient 1) on its harmless ones; refusal by "
-            f"the first-token logit judge. Took {c.timing['transfer_s']:.0f} s.",
+            f"the first-token logit judge. Took {c.timing['transfer_s']:.0f} s. {c.transfer_note}".strip(),
             ((plots.transfer_intervention_heatmap(c.transfer),
               "Rows: whose direction; columns: whose prompts. A shared direction moves every column from every "
               "row; a row that moves only its own column is a language-specific direction."),),

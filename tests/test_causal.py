@@ -37,3 +37,23 @@ def test_selection_keeps_half_of_a_small_set_for_the_candidates():
     found = causal.check(tiny, acts, prompts, ["en"], tokens, reference="en", gate_layer=1, n_select=8,
                          progress=False)
     assert found.n_select == 1 and len(found.selection) == tiny.cfg.n_layers
+
+
+def test_a_language_without_a_direction_of_its_own_gets_no_transfer_row():
+    """A representation failure by construction (identical activations for both classes, as under a script
+    lesion) has a zero difference of means: it is left out of the rows, said so, and still measured as a target."""
+    from dataclasses import replace
+
+    tiny = build_model("qwen2")
+    prompts = load_builtin(["en", "sw"], n_per_class=4)
+    acts = extract(tiny, prompts, "all", ("t_post_inst",), progress=False)
+    sw = torch.tensor((prompts.frame["language"] == "sw").to_numpy())
+    blind = acts.acts.clone()
+    blind[sw] = acts.acts[sw].mean(0)  # both classes read the same
+    acts = replace(acts, acts=blind)
+    tokens = first_token_ids(tiny.tokenizer, ["Sorry"])
+    found = causal.check(tiny, acts, prompts, ["en"], tokens, reference="en", gate_layer=1, n_select=1,
+                         progress=False)
+    assert set(found.transfer["source"]) == {"en"} and set(found.transfer["target"]) == {"en", "sw"}
+    assert "No row for sw" in found.transfer_note
+    assert found.transfer_note in causal.sections(found)[1].intro
