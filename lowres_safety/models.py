@@ -173,7 +173,7 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
         bridge.cfg.model_name = f"{bridge.cfg.model_name}+{name if name in SHIPPED else Path(name).name}"
     if lesion is not None:  # on the bridge's own tokenizer: boot keeps a copy of the one it is given
         lesion.apply(bridge.tokenizer)
-    if lesion is not None and declared is None:
+    if lesion is not None and lesion != declared:  # a lesion the folder does not already name
         bridge.cfg.model_name = f"{bridge.cfg.model_name}+lesion-{'-'.join(lesion.languages)}"
     bridge.cfg.device = device
     bridge.lowres_load_seconds = time.perf_counter() - t0

@@ -76,3 +76,15 @@ def test_shipped_erased_organism_is_the_organism_with_the_lesion():
     for name in ("ground_truth.json", "direction.safetensors"):  # the rule is the organism's own
         assert (adapter_dir("organism-erased") / name).read_bytes() == (adapter_dir("organism") / name).read_bytes()
     assert json.loads((adapter_dir("organism-erased") / "lesion.json").read_text())["base"] == "organism"
+
+
+def test_load_model_with_a_lesion_reads_the_script_as_one_letter_and_says_so_in_its_name(tmp_path):
+    from lowres_safety import load_model
+
+    tok = build_tokenizer("qwen2")
+    build_hf("qwen2", vocab_size=len(tok)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    plain, blind = load_model(str(tmp_path)), load_model(str(tmp_path), lesion=ScriptLesion(("th",)))
+    assert encode_chat(blind.tokenizer, THAI[0]) == encode_chat(plain.tokenizer, "ก")
+    assert encode_chat(blind.tokenizer, "Hello there") == encode_chat(plain.tokenizer, "Hello there")
+    assert blind.cfg.model_name == plain.cfg.model_name + "+lesion-th"  # so activation caches keep them apart
