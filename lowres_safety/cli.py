@@ -204,6 +204,8 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     return results
 
 
+_MODEL_HELP = ("'organism' (default), 'organism-erased' (the same, unable to read Thai and Korean), 'default' "
+               "(the base model), a local folder or a Hugging Face id")
 _JUDGE_HELP = ("refusal judge: substring (default; refusal phrases where a refusal says them), logit (first-token "
                "refusal log-odds, tokens learned on another split's answers) or the folder of a local Hugging Face "
                "causal LM or sequence classifier")
@@ -213,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowres-safety", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("diagnose", help="separability of harmful vs harmless prompts per language and layer")
-    d.add_argument("--model", default="organism", help="'organism' (default), 'default' (the base model), a local folder or a Hugging Face id")
+    d.add_argument("--model", default="organism", help=_MODEL_HELP)
     d.add_argument("--data", default="builtin",
                    help="'builtin', a PolyRefuse folder (upstream layout) or a prompt file (see --text-column)")
     d.add_argument("--languages", default=None, help="comma-separated codes, e.g. en,de,th,yo (default: all)")
@@ -228,7 +230,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="prompts per class and language for attribution and the dose-response grid (default 8)")
     cli_checks.add_data_options(d)
     s = sub.add_parser("steer", help="refusal per language under ablation, addition, AdaSteer, CAST and the gate")
-    s.add_argument("--model", default="organism", help="'organism' (default), 'default' (the base model), a local folder or a Hugging Face id")
+    s.add_argument("--model", default="organism", help=_MODEL_HELP)
     s.add_argument("--data", default="builtin",
                    help="'builtin', a PolyRefuse folder (upstream layout) or a prompt file (halved into fit and "
                    "evaluation prompts by source id, like builtin)")

@@ -13,8 +13,8 @@ __all__ = ["SHIPPED", "adapter_dir", "shipped_name"]
 SHIPPED = {
     "organism": "action-failure organism: refuses iff the projection on v-hat at L* exceeds a threshold "
                 "learned on high-resource languages",
-    "organism-erased": "the same organism unable to read Thai and Korean script (a lesion of the input "
-                       "embedding): representation failure by construction",
+    "organism-erased": "the same organism unable to read Thai and Korean script (a lesion of its "
+                       "tokenizer, lesion.py): representation failure by construction",
 }
 
 
