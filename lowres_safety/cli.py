@@ -110,12 +110,22 @@ def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, spli
     return fit, data_mod.load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)
 
 
+def _calibration_from_split(data: str, languages, n_per_class: int, n_fit: int, split: str, seed: int,
+                            evaluation: data_mod.PromptSet) -> data_mod.PromptSet:
+    """``--calibrate-on split``: the targets' calibration pool from the evaluation split, ``n_fit`` source ids
+    per class that are not among the evaluated ones (PolyRefuse only)."""
+    every = data_mod.load_polyrefuse(data, languages, split=split, seed=seed)
+    rest = every.frame[~every.frame["source_id"].isin(set(evaluation.frame["source_id"]))]
+    pool = data_mod._sample_sources(rest.reset_index(drop=True), n_fit, seed + 1, every.origin)
+    return data_mod.PromptSet(pool.reset_index(drop=True), every.origin + f" (calibration pool, {split})")
+
+
 def steer(model_name: str = "organism", data: str = "builtin", languages=None, source_languages=None,
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
           seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32,
           strength: float = 1.0, scope: str = "from_last", ablation: str = "gate_layer",
           recalibration: str = "paper", n_select: int = 8, files: FileOptions | None = None,
-          mc: str | Path = "builtin", judge: str = "substring") -> dict:
+          mc: str | Path = "builtin", judge: str = "substring", calibrate_on: str = "train") -> dict:
     """Refusal per language under no intervention, ablation, addition, AdaSteer, CAST and the routed gate.
 
     ``strength`` is λ in α = λ·(q75 harmful − q25 harmless) of the source projections, shared
@@ -123,6 +133,9 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     it ("from_last": last prompt token onward; "all": every position); ``ablation`` where
     the gate ablates ("gate_layer", the released code; "all_later_layers");
     ``recalibration`` how it resets per language ("paper": refit + F1 search; "threshold").
+    ``calibrate_on`` is where a target language's k examples (and the adapted baselines' 32)
+    come from: "train" (default, as the released code; the fit prompts) or "split" (other
+    prompts of the evaluation split, for a model whose train and test prompts differ).
     A model the paper's code has settings for (:mod:`presets`) gets its gate layer. The
     report adds direction selection on ``n_select`` + ``n_select`` reference-language fit
     prompts and the interventional transfer matrix on the evaluation prompts (:mod:`causal`).
@@ -132,6 +145,9 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     judge's tokens are learned on ``n_select`` fit prompts per class and language.
     """
     judges.resolve(judge)  # a wrong --judge fails before minutes of work
+    if calibrate_on == "split" and (str(data) == "builtin" or is_prompt_file(data)):
+        raise ValueError("--calibrate-on split needs a PolyRefuse folder: with the built-in set or a prompt file the "
+                         "calibration pool already is the other half of the same prompts")
     mc_items = utility.load_mc_demo() if str(mc) == "builtin" else utility.load_mc(mc)
     if strength <= 0:
         raise ValueError(f"strength must be positive, got {strength}")
@@ -151,6 +167,9 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     fitted = steering.fit_methods(model, fit_acts, source, layer=layer, seed=seed, lam=strength, scope=scope,
                                   ablation=ablation, recalibration=recalibration, preset=preset)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
+    calib_acts = (fit_acts.where(language=list(languages)) if calibrate_on == "train" else extract(
+        model, _calibration_from_split(data, list(languages), n_per_class, n_fit, split, seed, eval_prompts), "all",
+        ("t_post_inst",), cache=True))
     reference = "en" if "en" in source else source[0]
     logit, _ = judges.learn_from_prompts(model, judges.per_class(  # tokens from fit answers, not the scored ones
         fit_prompts.where(language=list(dict.fromkeys([reference, *languages]))), n_select, seed))
@@ -158,11 +177,12 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     config = {"model": model_name, "data": str(data), "languages": list(languages), "source": list(source),
               "ks": list(ks), "n_per_class": n_per_class, "n_fit": n_fit, "split": split,
               "max_new_tokens": max_new_tokens, "seed": seed, "layer": fitted.layer, "strength": strength,
-              "scope": scope, "ablation": ablation, "recalibration": recalibration, "mc": str(mc), "judge": judge}
+              "scope": scope, "ablation": ablation, "recalibration": recalibration, "mc": str(mc), "judge": judge,
+              **({"calibrate_on": calibrate_on} if calibrate_on != "train" else {})}
     out = Path(out)
     t = time.perf_counter()
     table, completions = steering.evaluate(
-        model, fitted, eval_prompts, eval_acts, fit_acts.where(language=list(languages)), ks=ks,
+        model, fitted, eval_prompts, eval_acts, calib_acts, ks=ks,
         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
         parts=out / f".parts-{steering.config_key(config)}", mc=mc_items, judge=judges.resolve(judge, logit=logit))
     timing["evaluate_s"] = time.perf_counter() - t
@@ -255,6 +275,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--recalibration", default="paper", choices=("paper", "threshold"),
                    help="per-language gate reset: refit on source + k target examples then search the threshold "
                    "(default, the released code), or search the threshold of the frozen readout")
+    s.add_argument("--calibrate-on", default="train", choices=("train", "split"),
+                   help="where each target language's k recalibration examples come from: PolyRefuse train "
+                   "(default, the released code) or other prompts of --split, disjoint from the scored ones")
     s.add_argument("--judge", default="substring", help=_JUDGE_HELP)
     s.add_argument("--n-select", type=int, default=8,
                    help="reference-language prompts per class for the report's direction selection (default 8)")
@@ -339,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                   args.n_per_class, args.n_fit, args.split, args.max_new_tokens, args.seed, args.out, args.layer,
                   strength=args.strength, scope=args.scope, ablation=args.ablation,
                   recalibration=args.recalibration, n_select=args.n_select, files=checked.files, mc=args.mc,
-                  judge=args.judge)
+                  judge=args.judge, calibrate_on=args.calibrate_on)
             print(f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html")
         elif args.command == "organism":
             summary = _organism(args)

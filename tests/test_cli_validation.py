@@ -110,3 +110,20 @@ def test_good_options_are_parsed_into_tiers_and_file_options(folder, polyrefuse_
     assert checked.files == FileOptions(harmful_values=("unsafe", "1"), harmless_from=str(polyrefuse_root))
     assert checked.files.flags() == f"--harmful-values unsafe,1 --harmless-from {polyrefuse_root}"
     assert cli_checks.check(_parser().parse_args(["steer", "--data", str(polyrefuse_root)])).files is None
+
+
+def test_calibration_pool_from_the_evaluation_split_is_disjoint_from_the_scored_prompts(polyrefuse_root):
+    from lowres_safety.cli import _calibration_from_split, _steer_data
+
+    _, evaluation = _steer_data(str(polyrefuse_root), ["ar", "pl"], ["en"], 4, 8, "test", 0)
+    pool = _calibration_from_split(str(polyrefuse_root), ["ar", "pl"], 4, 8, "test", 0, evaluation)
+    assert set(pool.frame["split"]) == {"test"}
+    assert not set(pool.frame["source_id"]) & set(evaluation.frame["source_id"])
+    assert (pool.frame.groupby(["language", "subset"]).size() == 8).all()
+
+
+def test_calibrate_on_split_needs_polyrefuse():
+    from lowres_safety.cli import steer
+
+    with pytest.raises(ValueError, match="--calibrate-on split needs a PolyRefuse folder"):
+        steer("default", "builtin", calibrate_on="split")
