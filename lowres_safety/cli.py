@@ -110,7 +110,7 @@ def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, spli
     return fit, data_mod.load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)
 
 
-def _calibration_from_split(data: str, languages, n_per_class: int, n_fit: int, split: str, seed: int,
+def _calibration_from_split(data: str, languages, n_fit: int, split: str, seed: int,
                             evaluation: data_mod.PromptSet) -> data_mod.PromptSet:
     """``--calibrate-on split``: the targets' calibration pool from the evaluation split, ``n_fit`` source ids
     per class that are not among the evaluated ones (PolyRefuse only)."""
@@ -168,7 +168,7 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
                                   ablation=ablation, recalibration=recalibration, preset=preset)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
     calib_acts = (fit_acts.where(language=list(languages)) if calibrate_on == "train" else extract(
-        model, _calibration_from_split(data, list(languages), n_per_class, n_fit, split, seed, eval_prompts), "all",
+        model, _calibration_from_split(data, list(languages), n_fit, split, seed, eval_prompts), "all",
         ("t_post_inst",), cache=True))
     reference = "en" if "en" in source else source[0]
     logit, _ = judges.learn_from_prompts(model, judges.per_class(  # tokens from fit answers, not the scored ones

@@ -85,7 +85,6 @@ class ScriptLesion:
         steps = [] if backend.normalizer is None else [backend.normalizer]
         steps += [normalizers.Replace(Regex(self.pattern(lang)), self.placeholder(lang)) for lang in self.languages]
         backend.normalizer = normalizers.Sequence(steps)
-        tokenizer.lowres_lesion = self
         return tokenizer
 
     def save(self, folder: str | Path, base: str | None = None) -> None:

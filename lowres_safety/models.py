@@ -213,9 +213,8 @@ def _adapter_folder(name: str) -> tuple[Path | None, ScriptLesion | None]:
     folder = adapter_dir(name) if name in SHIPPED else Path(name)
     declared = ScriptLesion.read(folder) if folder.is_dir() else None
     if declared is not None and declared[1] is not None:
-        base = declared[1]
-        adapter = adapter_dir(base) if base in SHIPPED else (folder / base).resolve()
-        return _adapter_folder(str(base) if base in SHIPPED else str(adapter))[0], declared[0]
+        base = declared[1] if declared[1] in SHIPPED else str((folder / declared[1]).resolve())
+        return _adapter_folder(base)[0], declared[0]
     if (folder / "adapter_config.json").exists():
         return folder, declared[0] if declared else None
     if name in SHIPPED:

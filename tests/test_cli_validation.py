@@ -116,7 +116,7 @@ def test_calibration_pool_from_the_evaluation_split_is_disjoint_from_the_scored_
     from lowres_safety.cli import _calibration_from_split, _steer_data
 
     _, evaluation = _steer_data(str(polyrefuse_root), ["ar", "pl"], ["en"], 4, 8, "test", 0)
-    pool = _calibration_from_split(str(polyrefuse_root), ["ar", "pl"], 4, 8, "test", 0, evaluation)
+    pool = _calibration_from_split(str(polyrefuse_root), ["ar", "pl"], 8, "test", 0, evaluation)
     assert set(pool.frame["split"]) == {"test"}
     assert not set(pool.frame["source_id"]) & set(evaluation.frame["source_id"])
     assert (pool.frame.groupby(["language", "subset"]).size() == 8).all()
