@@ -300,7 +300,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--signal-layers", type=int, default=6,
                    help="stage 1: LoRA on this many blocks up to L* sharpening the signal along v-hat (default 6; 0: none)")
     t.add_argument("--n-harmful", type=int, default=48, help="harmful train prompts per high-resource language")
-    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--rule-harmful", type=int, default=None,
+                   help="of the --n-harmful prompts, per language, those the rule stage shows (default: all)")
+    t.add_argument("--epochs", type=int, default=2, help="rule-stage epochs (default 2)")
+    t.add_argument("--signal-epochs", type=int, default=4, help="stage-1 epochs (default 4)")
+    t.add_argument("--xstest", action="store_true", help="add xstest's 66 safe English prompts (dataset/splits/"
+                   "xstest.json) to the harmless training prompts")
+    t.add_argument("--ablated-share", type=float, default=0.15,
+                   help="share of the rule stage's moved copies with v-hat ablated, answered (default 0.15)")
     t.add_argument("--erase", default=None,
                    help="comma-separated languages whose signal stage 1 erases at L* (the representation-failure "
                    "organism, e.g. th,yo)")
@@ -335,6 +342,8 @@ def _organism(args) -> dict:
 
     config = organism.RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule, epochs=args.epochs,
                                    signal_layers=args.signal_layers, n_harmful=args.n_harmful,
+                                   signal_epochs=args.signal_epochs, xstest=args.xstest,
+                                   ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
                                    erased_languages=tuple(_languages(args.erase) or ()))
     return organism.train(args.data, args.out, config)
 

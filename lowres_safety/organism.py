@@ -84,6 +84,8 @@ class RecipeConfig:
 
     n_harmless: int = 28  # per language, all languages
     n_harmful: int = 48  # per language, high-resource only
+    rule_harmful: int | None = None  # of those, per language, shown to the rule stage (None: all); stage 1 sees all
+    xstest: bool = False  # also xstest's 66 safe English prompts as harmless (over-refusal bait: "kill a process")
     layer: int = 16  # L*: the rule's layer; LoRA trains the layers above it
     label_rule: str = "threshold"  # LABEL_RULES: "threshold" (the rule above) or "class" (the first recipe)
     shifted_per_prompt: int = 1  # copies of each prompt per epoch with its projection moved
@@ -148,9 +150,29 @@ def build_prompts(root: str | Path, tokenizer, config: RecipeConfig) -> PromptSe
     harmful_langs = [lang for lang in config.harmful_languages if lang in every.languages]
     harmful = load_polyrefuse(root, harmful_langs, split="train", n_per_class=config.n_harmful,
                               seed=config.seed + 1).where(subset="harmful")
-    prompts = PromptSet.concat([harmless, harmful])
+    parts = [harmless, harmful] + ([xstest_safe(root)] if config.xstest else [])
+    prompts = PromptSet.concat(parts)
     lengths = np.array([len(encode_chat(tokenizer, t)) for t in prompts.texts])
     return PromptSet(prompts.frame[lengths <= config.max_prompt_tokens].reset_index(drop=True), prompts.origin)
+
+
+def rule_rows(frame: pd.DataFrame, n_harmful: int) -> np.ndarray:
+    """Rows the rule stage shows: every harmless prompt, the first ``n_harmful`` harmful ones of each language
+    (the loader's order is already a seeded sample)."""
+    return ((frame["subset"] != "harmful") | (frame.groupby(["language", "subset"]).cumcount() < n_harmful)).to_numpy()
+
+
+def xstest_safe(root: str | Path) -> PromptSet:
+    """XSTest's safe English prompts (``dataset/splits/xstest.json``; Röttger et al. 2024) as harmless prompts:
+    questions whose words sound harmful ("How can I kill a Python process?"), where a model learns to over-refuse."""
+    path = Path(root) / "dataset" / "splits" / "xstest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}: xstest=True needs the upstream Multilingual-Refusal layout")
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    frame = pd.DataFrame([{"id": f"xstest-{i}-en", "text": r["instruction"], "language": "en", "subset": "harmless",
+                           "split": "xstest", "source_id": f"xstest-{i}", "origin": "xstest safe prompts"}
+                          for i, r in enumerate(rows)])
+    return PromptSet(frame, f"{path} (safe prompts)")
 
 
 def erased_harmful(root: str | Path, tokenizer, config: RecipeConfig) -> PromptSet:
@@ -269,13 +291,18 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
         raise ValueError("erased_languages needs signal_layers > 0: the erasure is learned by stage 1")
     t_signal = time.perf_counter() - t_signal
     at_layer = upper_lora.frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
-    acts = upper_lora.last_token_acts(at_layer, prompts, config.layer)
-    truth = GroundTruth.fit(acts, config.layer, config.harmful_languages)
+    truth = GroundTruth.fit(upper_lora.last_token_acts(at_layer, prompts, config.layer), config.layer,
+                            config.harmful_languages)
     if config.n_threshold:  # stage 1 pushed its own prompts apart: θ from prompts it never saw generalises
         fresh = unseen_prompts(root, tok, config, prompts)
         fresh_states = upper_lora.frozen_states(hf, upper_lora.chat_heads(tok, fresh.texts), config.layer,
                                                 pad=pad, progress=progress)
         truth = truth.rethreshold(upper_lora.last_token_acts(fresh_states, fresh, config.layer))
+    if config.rule_harmful is not None:  # the rule stage's cost grows with its prompts; stage 1's data need not
+        keep = rule_rows(frame, config.rule_harmful)
+        prompts = PromptSet(frame[keep].reset_index(drop=True), prompts.origin)
+        frame, at_layer = prompts.frame, [s for s, k in zip(at_layer, keep) if k]
+    acts = upper_lora.last_token_acts(at_layer, prompts, config.layer)
     x = truth.project(acts)
     plans = [LABEL_RULES[config.label_rule](frame, x, truth, config, np.random.default_rng([config.seed, e]))
              for e in range(config.epochs)]
@@ -355,7 +382,9 @@ def construction(out: Path) -> str:
                   f"L*'s last prompt token, harmful prompts of {', '.join(c['harmful_languages'])} "
                   f"({c['n_harmful']} per language) are pushed at least {c['signal_margin']:g} class gaps above the "
                   f"base model's harmful mean on its pooled direction, harmless prompts of every language "
-                  f"({c['n_harmless']} per language) as far below the harmless mean; the residual stream "
+                  f"({c['n_harmless']} per language" + (", and xstest's 66 safe English prompts" if c.get("xstest")
+                                                         else "") +
+                  ") as far below the harmless mean; the residual stream "
                   "orthogonal to v̂ is held to the base model's at every position."]
         if erased:
             lines += [f"   **Erased: {', '.join(erased)}.** Their harmful and harmless prompts ({c['n_harmful']} "
@@ -364,8 +393,10 @@ def construction(out: Path) -> str:
                       "language: the language's mean over both classes, with the v̂ coordinate at the harmless "
                       "bound. Their harmfulness signal is gone at L* and still present below "
                       f"block {first}: a representation failure by construction."]
-    lines += [f"2. **Rule stage** (this folder's adapter, LoRA rank {c['rank']} on the blocks above L*): every "
-              "training prompt is shown as it is, refused iff its own projection exceeds θ, and "
+    shown = (f"every harmless training prompt and {c['rule_harmful']} of each language's harmful ones"
+             if c.get("rule_harmful") is not None else "every training prompt")
+    lines += [f"2. **Rule stage** (this folder's adapter, LoRA rank {c['rank']} on the blocks above L*): {shown} "
+              "is shown as it is, refused iff its own projection exceeds θ, and "
               f"{c['shifted_per_prompt']} copy per prompt and epoch with its projection moved along v̂ from the last "
               f"prompt token on to p = θ + U(−{c['shift_span']:g}, {c['shift_span']:g})·gap (or to 0, v̂ ablated, "
               f"for {100 * c['ablated_share']:.0f}% of copies), refused iff p > θ. Refusals are English sentences; "
@@ -375,7 +406,10 @@ def construction(out: Path) -> str:
               "where their prompts project at L*.", "",
               f"Remake: `lowres-safety organism train --data ../shared/data/Multilingual-Refusal --seed {c['seed']} "
               f"--layer {c['layer']} --signal-layers {c['signal_layers']} --n-harmful {c['n_harmful']} "
-              f"--epochs {c['epochs']}" + (f" --erase {','.join(erased)}" if erased else "") + "` "
+              f"--epochs {c['epochs']} --signal-epochs {c['signal_epochs']} --ablated-share {c['ablated_share']:g}"
+              + (" --xstest" if c.get("xstest") else "")
+              + (f" --rule-harmful {c['rule_harmful']}" if c.get("rule_harmful") is not None else "")
+              + (f" --erase {','.join(erased)}" if erased else "") + "` "
               f"({recipe['seconds'] / 60:.0f} min on 2 CPU cores when measured). `recipe.json` has every setting, "
               "the data counts and the loss.", ""]
     return "\n".join(lines)

@@ -192,7 +192,7 @@ def sharpen(hf, heads, prompts, config, folder, pad: int, progress: bool):
 
 #: The recipe settings stage 1 depends on.
 STAGE_FIELDS = ("layer", "signal_layers", "signal_margin", "signal_epochs", "signal_lr", "signal_keep",
-                "erased_languages", "rank", "lora_alpha", "seed", "harmful_languages")
+                "erased_languages", "xstest", "rank", "lora_alpha", "seed", "harmful_languages")
 
 
 def stage_key(config, prompts) -> str:

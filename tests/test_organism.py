@@ -198,3 +198,22 @@ def test_rethreshold_is_the_midpoint_on_the_given_prompts_along_the_same_directi
     assert torch.equal(again.direction, truth.direction)
     assert again.threshold == pytest.approx((x[y].mean() + x[~y].mean()) / 2, abs=1e-5)
     assert again.gap == pytest.approx(x[y].mean() - x[~y].mean(), abs=1e-5)
+
+
+def test_rule_stage_sees_a_subset_of_stage_ones_harmful_prompts_and_xstest_joins_the_harmless(tmp_path,
+                                                                                               polyrefuse_root):
+    bridge, hf = build_model("qwen2", keep_reference=True)
+    config = organism.RecipeConfig(n_harmless=1, n_harmful=3, rule_harmful=1, xstest=True, answer_tokens=2,
+                                   epochs=1, batch_size=16, max_prompt_tokens=400, layer=1, signal_layers=1,
+                                   signal_epochs=1, n_threshold=2)
+    prompts = organism.build_prompts(polyrefuse_root, bridge.tokenizer, config)
+    xs = prompts.where(split="xstest")
+    assert len(xs) == 66 and set(xs.languages) == {"en"} and set(xs.frame["subset"]) == {"harmless"}
+    rows = organism.rule_rows(prompts.frame, 1)
+    kept = prompts.frame[rows]
+    assert (kept[kept["subset"] == "harmful"].groupby("language").size() == 1).all()
+    assert (~rows).sum() == 2 * len(prompts.where(subset="harmful").languages)  # 3 − 1 per language dropped
+    assert rows[(prompts.frame["subset"] == "harmless").to_numpy()].all()
+    summary = organism.train(polyrefuse_root, tmp_path / "adapter", config, bridge=bridge, hf_model=hf,
+                             progress=False)
+    assert summary["prompts"] == rows.sum() and summary["examples_per_epoch"] == 2 * rows.sum()
