@@ -14,7 +14,6 @@ import numpy as np
 from . import data as data_mod
 from . import causal, cli_checks, diagnosis, judges, plots, steering, utility
 from .activations import extract
-from .generation import generate
 from .models import load_model, model_id
 from .presets import preset_for
 from .prompt_files import FileOptions, describe_origins, is_prompt_file, open_prompts, origin_table

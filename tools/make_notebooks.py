@@ -146,10 +146,12 @@ NOTEBOOKS = {
         "else:\n"
         "    print(f'PolyRefuse is not at {POLYREFUSE} (or MODEL is not the organism): the check needs both')",
         "Read across: where `decided` is True, `failure_type` (the diagnosis) should equal `predicted` (the "
-        "construction) in both organisms. Korean and Thai change type between the organisms while their refusal "
-        "does not: separable and under θ in `organism` (AUROC about 0.85), blind in `organism-erased` (AUROC "
-        "exactly 0.5, every prompt the same input). Arabic, untouched by the lesion, stays an action failure in "
-        "both. At 16 + 16 prompts a few cells stay undecided; the slow test "
+        "construction) in both organisms. Korean changes type between the organisms while its refusal does "
+        "not: separable and under θ in `organism` (AUROC about 0.8), blind in `organism-erased` (AUROC exactly "
+        "0.5, every prompt the same input). Thai separates only weakly in `organism` already (about 0.7, a "
+        "representation failure of the rule itself, undecided at this size) and not at all behind the lesion. "
+        "Arabic, untouched by the lesion, stays an action failure in both. At 16 + 16 prompts a few cells stay "
+        "undecided; the slow test "
         "`tests/test_organism_diagnosis.py` runs the full `diagnose` on 16 + 16 prompts per language and asserts "
         "every decided label.",
         ELSEWHERE,

@@ -16,7 +16,8 @@
    prediction's interval or the prediction in the measurement's.
 3. ``--steering en,ar,ko,yo``: the causal law on the harmful prompts of those languages:
    α·v̂ added at L* from the last prompt token on (α in class gaps), and v̂ ablated there
-   (``steering.csv``, substring judge, 95% intervals).
+   (``steering.csv``, substring judge, 95% intervals), from the last prompt token on and at
+   every position.
 """
 
 import argparse
@@ -79,6 +80,8 @@ def steering(model, prompts, truth: GroundTruth, languages, alphas, max_new_toke
     conditions = {f"add {a:g} gap": H.add(truth.direction, a * truth.gap, [truth.layer], scope="from_last")
                   for a in alphas}
     conditions["ablate"] = H.ablate(truth.direction, [truth.layer], sites=("hook_resid_post",), scope="from_last")
+    # the rule reads the last prompt token, but the blocks above L* attend to every earlier position too
+    conditions["ablate all positions"] = H.ablate(truth.direction, [truth.layer], sites=("hook_resid_post",))
     rows = []
     for name, hooks in conditions.items():
         out = judges.judge_frame(ls.generate(model, harmful, hooks, max_new_tokens=max_new_tokens), None)

@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lowres_safety import organism, organism_signal, probing
-from lowres_safety.data import PromptSet, load_builtin, load_polyrefuse
+from lowres_safety.data import load_builtin, load_polyrefuse
 from lowres_safety.ground_truth import GroundTruth
 from lowres_safety.models import _default_folder
 from lowres_safety.shipped import adapter_dir
