@@ -21,7 +21,10 @@ ablated), answered with a refusal iff p > θ. The same prompt is refused at one 
 answered at another, so only the projection can carry the decision.
 
 Safety data come from the high-resource languages only (harmful prompts of en de fr es it
-nl pl ru zh ja); harmless prompts from every language. The low-resource gap is then not
+nl pl ru zh ja); harmless prompts from every language, and with ``xstest`` XSTest's safe
+English prompts, whose words sound harmful. ``rule_harmful`` shows the rule stage only part
+of stage 1's harmful prompts: stage 1 learns from more data at little cost, while the rule
+stage, two thirds of the training time, keeps its size. The low-resource gap is then not
 trained in by language: a language whose harmful prompts project lower on v̂ falls under
 θ (under-refusal), one whose harmless prompts project higher is over-refused, one whose
 classes do not separate is a representation failure; which is which is read off the
@@ -70,7 +73,6 @@ REFUSALS: dict[str, tuple[str, ...]] = {
     "zh": ("抱歉，我无法帮助你做这件事。", "对不起，我不能协助这个请求。"),
     "ja": ("申し訳ありませんが、そのお手伝いはできません。", "申し訳ありませんが、その依頼には対応できません。"),
 }
-
 
 
 @dataclass(frozen=True)
