@@ -54,10 +54,11 @@ def construction(out: Path) -> str:
                       "language: the language's mean over both classes, with the v̂ coordinate at the harmless "
                       "bound. Their harmfulness signal is gone at L* and still present below "
                       f"block {first}: a representation failure by construction."]
-    shown = (f"every harmless training prompt and {c['rule_harmful']} of each language's harmful ones"
-             if c.get("rule_harmful") is not None else "every training prompt")
-    lines += [f"2. **Rule stage** (this folder's adapter, LoRA rank {c['rank']} on the blocks above L*): {shown} "
-              f"{'are' if c.get('rule_harmful') is not None else 'is'} shown as it is, refused iff its own projection exceeds θ, and "
+    subset = c.get("rule_harmful")  # harmful prompts per language the rule stage saw (None: all of stage 1's)
+    shown = ("every training prompt is shown as it is" if subset is None else
+             f"every harmless training prompt and {subset} of each language's harmful ones are shown as they are")
+    lines += [f"2. **Rule stage** (this folder's adapter, LoRA rank {c['rank']} on the blocks above L*): {shown}, "
+              "refused iff its own projection exceeds θ, and "
               f"{c['shifted_per_prompt']} copy per prompt and epoch with its projection moved along v̂ from the last "
               f"prompt token on to p = θ + U(−{c['shift_span']:g}, {c['shift_span']:g})·gap (or to 0, v̂ ablated, "
               f"for {100 * c['ablated_share']:.0f}% of copies), refused iff p > θ. Refusals are English sentences; "
@@ -69,7 +70,7 @@ def construction(out: Path) -> str:
               f"--layer {c['layer']} --signal-layers {c['signal_layers']} --n-harmful {c['n_harmful']} "
               f"--epochs {c['epochs']} --signal-epochs {c['signal_epochs']} --ablated-share {c['ablated_share']:g}"
               + (" --xstest" if c.get("xstest") else "")
-              + (f" --rule-harmful {c['rule_harmful']}" if c.get("rule_harmful") is not None else "")
+              + (f" --rule-harmful {subset}" if subset is not None else "")
               + (f" --erase {','.join(erased)}" if erased else "") + "` "
               f"({recipe['seconds'] / 60:.0f} min on 2 CPU cores when measured). `recipe.json` has every setting, "
               "the data counts and the loss.", ""]

@@ -65,12 +65,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     if a.organism:
+        from dataclasses import replace
+
         from peft import PeftModel
 
         merged = PeftModel.from_pretrained(hf, str(adapter_dir(a.organism) / "representation")).merge_and_unload()
         truth = GroundTruth.load(adapter_dir(a.organism))
-        config = organism.RecipeConfig()
-        prompts = organism.build_prompts(a.data, tok, config)
+        config = replace(config, layer=truth.layer)  # acts_of reads the organism's own L*
+        made = f"{a.organism}'s stage 1"
     else:
         import tempfile
         from pathlib import Path
@@ -79,12 +81,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(a.out) / "representation" if a.out else Path(scratch)
             merged = organism_signal.sharpen(hf, chat_heads(tok, prompts.texts), prompts, config, folder, pad, True)
-        fitted = GroundTruth.fit(acts_of(merged, prompts), config.layer,
-                                 config.harmful_languages)
+        fitted = GroundTruth.fit(acts_of(merged, prompts), config.layer, config.harmful_languages)
         fresh = organism.unseen_prompts(a.data, tok, config, prompts)
         truth = fitted.rethreshold(acts_of(merged, fresh))
-    print(f"stage 1: {time.perf_counter() - t0:.0f} s; {len(prompts)} prompts; θ {truth.threshold:.1f} "
-          f"(gap {truth.gap:.1f})")
+        made = f"stage 1 on {len(prompts)} prompts"
+    print(f"{made}: {time.perf_counter() - t0:.0f} s; θ {truth.threshold:.1f} (gap {truth.gap:.1f})")
     print("PolyRefuse val:")
     print("\n".join(rates(truth, acts_of(merged, load_polyrefuse(a.data, split="val")))))
     print("built-in demo set:")
