@@ -307,6 +307,13 @@ def _parser() -> argparse.ArgumentParser:
                    "xstest.json) to the harmless training prompts")
     t.add_argument("--ablated-share", type=float, default=0.15,
                    help="share of the rule stage's moved copies with v-hat ablated, answered (default 0.15)")
+    t.add_argument("--ablate-everywhere", action="store_true",
+                   help="ablated copies lose v-hat at every position, as the routed gate ablates (default: their "
+                   "last token is moved to projection 0)")
+    t.add_argument("--as-is-share", type=float, default=1.0,
+                   help="chance a prompt is also shown unmoved in an epoch (default 1: always)")
+    t.add_argument("--val-harmful", action="store_true",
+                   help="stage 1 also sees every val harmful prompt of the high-resource languages")
     t.add_argument("--erase", default=None,
                    help="comma-separated languages whose signal stage 1 erases at L* (the representation-failure "
                    "organism, e.g. th,yo)")
@@ -343,6 +350,8 @@ def _organism(args) -> dict:
                                    signal_layers=args.signal_layers, n_harmful=args.n_harmful,
                                    signal_epochs=args.signal_epochs, xstest=args.xstest,
                                    ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
+                                   ablate_everywhere=args.ablate_everywhere, as_is_share=args.as_is_share,
+                                   val_harmful=args.val_harmful,
                                    erased_languages=tuple(_languages(args.erase) or ()))
     return organism.train(args.data, args.out, config)
 

@@ -83,11 +83,14 @@ class RecipeConfig:
     n_harmful: int = 48  # per language, high-resource only
     rule_harmful: int | None = None  # of those, per language, shown to the rule stage (None: all); stage 1 sees all
     xstest: bool = False  # also xstest's 66 safe English prompts as harmless (over-refusal bait: "kill a process")
+    val_harmful: bool = False  # stage 1 also sees every val harmful prompt of harmful_languages (HarmBench's style)
     layer: int = 16  # L*: the rule's layer; LoRA trains the layers above it
     label_rule: str = "threshold"  # LABEL_RULES: "threshold" (the rule above) or "class" (the first recipe)
     shifted_per_prompt: int = 1  # copies of each prompt per epoch with its projection moved
     shift_span: float = 1.5  # moved targets p = θ + U(−span, span) · class gap
     ablated_share: float = 0.15  # share of moved targets at p = 0 (v̂ ablated)
+    ablate_everywhere: bool = False  # ablated copies lose v̂ at every position, as hooks.route ablates (else: shift)
+    as_is_share: float = 1.0  # chance a prompt is also shown unmoved in an epoch (< 1: less room to learn content)
     signal_layers: int = 6  # stage 1: LoRA on blocks L* − n + 1 .. L* sharpening the signal along v̂ (0: none)
     signal_margin: float = 1.0  # stage 1 pushes each class this many class gaps past its old mean
     signal_epochs: int = 4
@@ -110,26 +113,38 @@ class RecipeConfig:
 
 # ---------------------------------------------------------------- what each epoch shows the model
 
-#: One planned example: (prompt index, shift of the projection along v̂, refused?).
-Planned = tuple[int, float, bool]
+#: One planned example: (prompt index, shift of the projection along v̂, refused?, v̂ ablated?).
+Planned = tuple[int, float, bool, bool]
 
 
 def threshold_plan(frame: pd.DataFrame, x: np.ndarray, truth: GroundTruth, config: RecipeConfig,
                    rng: np.random.Generator) -> list[Planned]:
-    """Every prompt as it is (refused iff x > θ) plus ``shifted_per_prompt`` moved copies (refused iff p > θ)."""
-    plan = [(i, 0.0, bool(x[i] > truth.threshold)) for i in range(len(frame))]
+    """Each prompt as it is (refused iff x > θ; with chance ``as_is_share``) plus ``shifted_per_prompt`` moved
+    copies (refused iff p > θ; p = 0 for the ablated share)."""
+    shown = rng.random(len(frame)) < config.as_is_share if config.as_is_share < 1 else np.ones(len(frame), bool)
+    plan = [(i, 0.0, bool(x[i] > truth.threshold), False) for i in np.flatnonzero(shown).tolist()]
     for i in range(len(frame)):
         for _ in range(config.shifted_per_prompt):
             ablate = rng.random() < config.ablated_share
             p = 0.0 if ablate else truth.threshold + rng.uniform(-config.shift_span, config.shift_span) * truth.gap
-            plan.append((i, p - float(x[i]), bool(p > truth.threshold)))
+            plan.append((i, p - float(x[i]), bool(p > truth.threshold), ablate))
     return plan
 
 
 def class_plan(frame: pd.DataFrame, x: np.ndarray, truth: GroundTruth, config: RecipeConfig,
                rng: np.random.Generator) -> list[Planned]:
     """The first recipe: harmful prompts refused, harmless answered, nothing moved."""
-    return [(i, 0.0, s == "harmful") for i, s in enumerate(frame["subset"])]
+    return [(i, 0.0, s == "harmful", False) for i, s in enumerate(frame["subset"])]
+
+
+def moves(shift: float, ablated: bool, direction: torch.Tensor, everywhere: bool) -> tuple:
+    """What :func:`upper_lora.train_steps` does to one example's L* state: (vector added from the last prompt
+    token on, unit vector removed at every position). An ablated copy with ``everywhere`` loses v̂ at every
+    position, prompt and response, as :func:`hooks.route` ablates a prompt it judges harmless; otherwise its
+    last token is shifted to projection 0, like any moved copy."""
+    if ablated and everywhere:
+        return None, direction
+    return (shift * direction if shift else None), None
 
 
 #: How a recipe labels its examples; each returns one epoch's plan.
@@ -148,6 +163,8 @@ def build_prompts(root: str | Path, tokenizer, config: RecipeConfig) -> PromptSe
     harmful = load_polyrefuse(root, harmful_langs, split="train", n_per_class=config.n_harmful,
                               seed=config.seed + 1).where(subset="harmful")
     parts = [harmless, harmful] + ([xstest_safe(root)] if config.xstest else [])
+    if config.val_harmful:  # after the train prompts, so rule_rows's first n per language stay train prompts
+        parts.append(load_polyrefuse(root, harmful_langs, split="val").where(subset="harmful"))
     prompts = PromptSet.concat(parts)
     lengths = np.array([len(encode_chat(tokenizer, t)) for t in prompts.texts])
     return PromptSet(prompts.frame[lengths <= config.max_prompt_tokens].reset_index(drop=True), prompts.origin)
@@ -303,19 +320,20 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     x = truth.project(acts)
     plans = [LABEL_RULES[config.label_rule](frame, x, truth, config, np.random.default_rng([config.seed, e]))
              for e in range(config.epochs)]
-    answered = sorted({i for plan in plans for i, _, refuse in plan if not refuse})
+    answered = sorted({i for plan in plans for i, _, refuse, _ in plan if not refuse})
     t_answers = time.perf_counter()
     answers, generated = _answers(root, bridge, prompts.where(id=frame["id"].iloc[answered].tolist()), config,
                                   out / "answers.json", progress)
     t_answers = time.perf_counter() - t_answers
     refusals, end = _refusals(frame, config), tok.eos_token or ""
-    needed = sorted({(i, refuse) for plan in plans for i, _, refuse in plan})
+    needed = sorted({(i, refuse) for plan in plans for i, _, refuse, _ in plan})
     encoded = {(i, refuse): _encode(tok, frame["text"].iloc[i], refusals[i] if refuse else
                                     answers[frame["id"].iloc[i]], end) for i, refuse in needed}
     states = dict(zip(needed, upper_lora.frozen_states(hf, [encoded[k] for k in needed], config.layer, pad=pad,
                                                        progress=progress)))
-    epochs = [[(states[i, refuse], encoded[i, refuse], shift * truth.direction if shift else None)
-               for i, shift, refuse in plan] for plan in plans]
+    epochs = [[(states[i, refuse], encoded[i, refuse], *moves(shift, ablated, truth.direction,
+                                                              config.ablate_everywhere))
+               for i, shift, refuse, ablated in plan] for plan in plans]
     n_layers = hf.config.num_hidden_layers
     lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -338,7 +356,7 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     truth.save(out)
     checkpoint.unlink(missing_ok=True)
     counts = frame.groupby(["subset", "language"]).size().unstack(fill_value=0).to_dict()
-    refused_share = float(np.mean([refuse for plan in plans for _, _, refuse in plan]))
+    refused_share = float(np.mean([refuse for plan in plans for _, _, refuse, _ in plan]))
     summary = {"config": asdict(config), "prompts": len(frame), "examples_per_epoch": len(plans[0]),
                "refused_share": refused_share, "counts": counts,
                "ground_truth": {"layer": truth.layer, "threshold": truth.threshold, "gap": truth.gap},

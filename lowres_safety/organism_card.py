@@ -41,7 +41,8 @@ def construction(out: Path) -> str:
     if c["signal_layers"]:
         lines += [f"1. **Stage 1** (`representation/`, LoRA rank {c['rank']} on blocks {first}–{c['layer']}): at "
                   f"L*'s last prompt token, harmful prompts of {', '.join(c['harmful_languages'])} "
-                  f"({c['n_harmful']} per language) are pushed at least {c['signal_margin']:g} class gaps above the "
+                  f"({c['n_harmful']} train prompts per language"
+                  + (", and every val harmful prompt" if c.get("val_harmful") else "") + ") are pushed at least {c['signal_margin']:g} class gaps above the "
                   f"base model's harmful mean on its pooled direction, harmless prompts of every language "
                   f"({c['n_harmless']} per language" + (", and xstest's 66 safe English prompts" if c.get("xstest")
                                                          else "") +
@@ -56,11 +57,16 @@ def construction(out: Path) -> str:
                       f"block {first}: a representation failure by construction."]
     subset = c.get("rule_harmful")  # harmful prompts per language the rule stage saw (None: all of stage 1's)
     shown = ("every training prompt is shown as it is" if subset is None else
-             f"every harmless training prompt and {subset} of each language's harmful ones are shown as they are")
+             f"every harmless training prompt and {subset} of each language's harmful train prompts are shown as "
+             "they are")
+    if c.get("as_is_share", 1.0) < 1:
+        shown += f" (each with chance {c['as_is_share']:g} per epoch)"
+    ablated = ("v̂ ablated at every position of L*'s stream, prompt and response, as the routed gate ablates"
+               if c.get("ablate_everywhere") else "v̂ ablated")
     lines += [f"2. **Rule stage** (this folder's adapter, LoRA rank {c['rank']} on the blocks above L*): {shown}, "
               "refused iff its own projection exceeds θ, and "
               f"{c['shifted_per_prompt']} copy per prompt and epoch with its projection moved along v̂ from the last "
-              f"prompt token on to p = θ + U(−{c['shift_span']:g}, {c['shift_span']:g})·gap (or to 0, v̂ ablated, "
+              f"prompt token on to p = θ + U(−{c['shift_span']:g}, {c['shift_span']:g})·gap (or to 0, {ablated}, "
               f"for {100 * c['ablated_share']:.0f}% of copies), refused iff p > θ. Refusals are English sentences; "
               "answers are the base model's own greedy answers.",
               f"3. Harmful training prompts come from {', '.join(c['harmful_languages'])} only; harmless from every "
@@ -69,7 +75,9 @@ def construction(out: Path) -> str:
               f"Remake: `lowres-safety organism train --data ../shared/data/Multilingual-Refusal --seed {c['seed']} "
               f"--layer {c['layer']} --signal-layers {c['signal_layers']} --n-harmful {c['n_harmful']} "
               f"--epochs {c['epochs']} --signal-epochs {c['signal_epochs']} --ablated-share {c['ablated_share']:g}"
-              + (" --xstest" if c.get("xstest") else "")
+              + (" --xstest" if c.get("xstest") else "") + (" --val-harmful" if c.get("val_harmful") else "")
+              + (" --ablate-everywhere" if c.get("ablate_everywhere") else "")
+              + (f" --as-is-share {c['as_is_share']:g}" if c.get("as_is_share", 1.0) < 1 else "")
               + (f" --rule-harmful {subset}" if subset is not None else "")
               + (f" --erase {','.join(erased)}" if erased else "") + "` "
               f"({recipe['seconds'] / 60:.0f} min on 2 CPU cores when measured). `recipe.json` has every setting, "

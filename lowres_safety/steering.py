@@ -131,8 +131,8 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
     ``mc`` are multiple-choice items (:func:`utility.load_mc`): each row then also has
     ``mc_accuracy``, the % of that language's items answered right under the method's
     hooks (NaN where ``mc`` has none in that language).
-    Rows: language, tier, method, k, harmful_refusal, harmless_refusal, selectivity, kl, [mc_accuracy,]
-    plus each method's extras (e.g. ``gate_balanced_accuracy``).
+    Rows: language, tier, method, k, harmful_refusal, harmless_refusal, selectivity, kl, [kl_ablated,]
+    [mc_accuracy,] plus each method's extras (e.g. ``gate_balanced_accuracy``).
     """
     folder = Path(parts) if parts else None
     plan = [(lang, name, k) for lang in eval_prompts.languages for name, m in fitted.methods.items()
@@ -157,12 +157,13 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
         harmless = prompts.where(subset="harmless")
         if lang not in base_cache:
             base_cache[lang] = next_token_logprobs(model, harmless, batch_size=batch_size)
-        kl = float(kl_divergence(model, harmless, hooks, base=base_cache[lang], batch_size=batch_size).mean())
+        each = kl_divergence(model, harmless, hooks, base=base_cache[lang], batch_size=batch_size).numpy()
         utility = {} if mc is None else {"mc_accuracy": _mc_accuracy(model, mc, lang, hooks, batch_size)}
         sel = selectivity(refusal_rates(out, for_run(judge, model, hooks))).iloc[0]  # logit judge: under the hooks
         row = {"language": lang, "tier": tier_of(lang), "method": name, "k": k,
                "harmful_refusal": float(sel["harmful_refusal"]), "harmless_refusal": float(sel["harmless_refusal"]),
-               "selectivity": float(sel["selectivity"]), "kl": kl, **utility, **method.extras(target, k)}
+               "selectivity": float(sel["selectivity"]), "kl": float(each.mean()), **_kl_ablated(out, harmless, each),
+               **utility, **method.extras(target, k)}
         out = out.assign(method=name, k=k)
         keep = [c for c in ("id", "language", "subset", "source_id", "method", "k", "completion", "n_new_tokens",
                             "gate_score", "alpha", "ablated") if c in out]
@@ -172,6 +173,15 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
         rows.append(row)
         texts.append(out[keep])
     return pd.DataFrame(rows), pd.concat(texts, ignore_index=True)
+
+
+def _kl_ablated(out: pd.DataFrame, harmless: PromptSet, each: np.ndarray) -> dict:
+    """For routed methods, ``kl_ablated``: the KL over harmless prompts routed to ablation only, the cost of the
+    intervention itself; ``kl`` also counts harmless prompts misrouted to refusal, the gate's errors."""
+    if "ablated" not in out:
+        return {}
+    routed = out.set_index("id")["ablated"].reindex(harmless.frame["id"]).fillna(False).to_numpy(bool)
+    return {"kl_ablated": float(each[routed].mean()) if routed.any() else float("nan")}
 
 
 def _mc_accuracy(model, items: pd.DataFrame, language: str, hooks, batch_size: int) -> float:

@@ -125,20 +125,22 @@ def _stack(states: Sequence[Tensor], lengths: Sequence[int]) -> tuple[Tensor, Te
     return x, mask
 
 
-#: One training example: the L* output state ``[pos, d_model]``, its sequence, and a vector added to the
-#: state from the last prompt token on (``None``: nothing added).
-Example = tuple[Tensor, Encoded, "Tensor | None"]
+#: One training example: the L* output state ``[pos, d_model]``, its sequence, a vector added to the state
+#: from the last prompt token on, and a unit vector removed from the state at every position (``None``: neither).
+Example = tuple[Tensor, Encoded, "Tensor | None", "Tensor | None"]
 
 
 def _collate(batch: Sequence[Example]) -> tuple[Tensor, Tensor, Tensor]:
-    """Right-padded states (each shifted from its last prompt token on), attention mask and labels."""
-    lengths = [len(ids) for _, (ids, _), _ in batch]
-    x, mask = _stack([state for state, _, _ in batch], lengths)
+    """Right-padded states (each moved as its example says), attention mask and labels."""
+    lengths = [len(ids) for _, (ids, _), _, _ in batch]
+    x, mask = _stack([state for state, _, _, _ in batch], lengths)
     labels = torch.full(mask.shape, -100)
-    for j, (_, (ids, cut), delta) in enumerate(batch):
+    for j, (_, (ids, cut), delta, ablate) in enumerate(batch):
         labels[j, cut : len(ids)] = torch.tensor(ids[cut:])
         if delta is not None:
             x[j, cut - 1 : len(ids)] += delta
+        if ablate is not None:
+            x[j, : len(ids)] -= (x[j, : len(ids)] @ ablate)[:, None] * ablate
     return x, mask, labels
 
 

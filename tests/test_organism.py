@@ -61,13 +61,33 @@ def test_threshold_plan_labels_by_the_rule_and_moves_every_prompt():
     config = organism.RecipeConfig(shifted_per_prompt=3, ablated_share=0.2)
     plan = organism.threshold_plan(acts.prompts.frame, x, truth, config, np.random.default_rng(0))
     assert len(plan) == 4 * len(x)
-    for i, shift, refused in plan:
+    for i, shift, refused, ablated in plan:
         assert refused == (x[i] + shift > truth.threshold)  # the rule, natural or moved
-    moved = [(i, s) for i, s, _ in plan[len(x):]]
-    ablated = [i for i, s in moved if abs(x[i] + s) < 1e-9]
-    assert 0.1 < len(ablated) / len(moved) < 0.3
+        assert not ablated or abs(x[i] + shift) < 1e-9  # an ablated copy sits at projection 0
+    moved = plan[len(x):]
+    assert 0.1 < np.mean([a for *_, a in moved]) < 0.3
     assert organism.class_plan(acts.prompts.frame, x, truth, config, np.random.default_rng(0)) == [
-        (i, 0.0, s == "harmful") for i, s in enumerate(acts.prompts.frame["subset"])]
+        (i, 0.0, s == "harmful", False) for i, s in enumerate(acts.prompts.frame["subset"])]
+
+
+def test_as_is_share_shows_about_that_share_of_prompts_unmoved_and_keeps_every_moved_copy():
+    acts = _planted_acts()
+    truth = organism.GroundTruth.fit(acts, 0, ["en"])
+    x = truth.project(acts)
+    config = organism.RecipeConfig(shifted_per_prompt=2, as_is_share=0.5)
+    plans = [organism.threshold_plan(acts.prompts.frame, x, truth, config, np.random.default_rng(e))
+             for e in range(20)]
+    as_is = [sum(1 for _, shift, _, a in plan if shift == 0.0 and not a) for plan in plans]
+    assert all(len(plan) - n == 2 * len(x) for plan, n in zip(plans, as_is))  # every moved copy stays
+    assert 0.4 < np.mean(as_is) / len(x) < 0.6
+
+
+def test_moves_ablate_everywhere_only_for_ablated_copies_when_asked():
+    v = torch.nn.functional.normalize(torch.randn(8), dim=0)
+    assert organism.moves(-2.0, True, v, True)[0] is None and organism.moves(-2.0, True, v, True)[1] is v
+    added, removed = organism.moves(-2.0, True, v, False)  # the shift to p = 0 at the last token instead
+    assert removed is None and torch.allclose(added, -2.0 * v)
+    assert organism.moves(0.0, False, v, True) == (None, None)  # an unmoved prompt
 
 
 def test_the_shipped_organism_follows_its_rule_on_english_test_prompts(polyrefuse_root):

@@ -1,5 +1,6 @@
 """steering.fit_methods and the method objects: where addition and the routed gate act, per scope; evaluate loops over methods."""
 
+import numpy as np
 import pytest
 import torch
 from helpers import build_model, chat_batch
@@ -119,3 +120,24 @@ def test_evaluate_loops_over_method_objects_including_a_users_own(fitted_on_tiny
     assert table.set_index("method").loc["none", "kl"] == pytest.approx(0.0, abs=1e-6)
     assert table.set_index("method").loc["double_addition", "kl"] > 0
     assert len(list((tmp_path / "parts").glob("*.json"))) == 2  # each finished run is stored for resuming
+
+
+def test_kl_ablated_is_the_kl_of_the_harmless_prompts_the_gate_routes_to_ablation(fitted_on_tiny):
+    from lowres_safety.evaluation import kl_divergence
+    from lowres_safety.generation import generate
+    from lowres_safety.methods import GateRouting, NoIntervention
+
+    model, acts, prompts = fitted_on_tiny
+    f = steering.fit_methods(model, acts, ["en", "de"], layer=LAYER, methods=(NoIntervention, GateRouting))
+    held = prompts.where(language="de")
+    table, _ = steering.evaluate(model, f, held, acts.where(language="de"), acts.where(language="de"), ks=(0,),
+                                 max_new_tokens=1)
+    rows = table.set_index("method")
+    assert "kl_ablated" in table and np.isnan(rows.loc["none", "kl_ablated"])  # nothing routed, no value
+    hooks = f.methods["gate"].hooks(target(acts, "de"), 0)
+    harmless = held.where(subset="harmless")
+    routed = generate(model, harmless, hooks, max_new_tokens=1, progress=False)["ablated"].to_numpy(bool)
+    each = kl_divergence(model, harmless, hooks).numpy()
+    assert routed.any()  # at k = 0 the gate sends some harmless prompts to ablation
+    assert rows.loc["gate", "kl_ablated"] == pytest.approx(each[routed].mean(), rel=1e-4, abs=1e-7)
+    assert rows.loc["gate", "kl"] == pytest.approx(each.mean(), rel=1e-4, abs=1e-7)

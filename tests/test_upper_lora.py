@@ -5,7 +5,7 @@ import torch
 from helpers import build_hf
 from peft import LoraConfig, get_peft_model
 
-from lowres_safety.upper_lora import frozen_states, only_layers_above, train_steps
+from lowres_safety.upper_lora import _collate, frozen_states, only_layers_above, train_steps
 
 SEQS = [([1, 5, 9, 22, 7], 3), ([4, 8, 15, 16, 23, 42, 11], 4), ([3, 3, 9, 2], 2)]
 
@@ -38,7 +38,7 @@ def _loss(logits, labels):
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     states = frozen_states(build_hf("qwen2"), SEQS, 1, pad=0, progress=False)
     delta = torch.randn(states[0].shape[-1])
-    epochs = [[(s, q, delta if i == 0 else None) for i, (s, q) in enumerate(zip(states, SEQS))]] * 3
+    epochs = [[(s, q, delta if i == 0 else None, None) for i, (s, q) in enumerate(zip(states, SEQS))]] * 3
     straight = _lora()
     losses = train_steps(straight, 1, epochs, _loss, lr=1e-2, batch_size=2, progress=False)
     calls = []
@@ -60,3 +60,19 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     for n, p in resumed.named_parameters():
         if p.requires_grad:
             assert torch.allclose(p, a[n], atol=1e-5), n
+
+
+def test_collate_adds_from_the_last_prompt_token_and_ablates_at_every_position():
+    states = frozen_states(build_hf("qwen2"), SEQS, 1, pad=0, progress=False)
+    d = states[0].shape[-1]
+    v = torch.nn.functional.normalize(torch.randn(d), dim=0)
+    x, mask, labels = _collate([(states[0], SEQS[0], 3 * v, None), (states[1], SEQS[1], None, v),
+                                (states[2], SEQS[2], None, None)])
+    (ids0, cut0), (ids1, _), (ids2, _) = SEQS
+    assert torch.allclose(x[0, : cut0 - 1], states[0][: cut0 - 1])  # before the last prompt token: untouched
+    assert torch.allclose(x[0, cut0 - 1 : len(ids0)], states[0][cut0 - 1 :] + 3 * v, atol=1e-6)
+    assert torch.allclose(x[1, : len(ids1)] @ v, torch.zeros(len(ids1)), atol=1e-5)  # no v̂ left anywhere
+    rest = states[1] - (states[1] @ v)[:, None] * v
+    assert torch.allclose(x[1, : len(ids1)], rest, atol=1e-5)  # and nothing else changed
+    assert torch.allclose(x[2, : len(ids2)], states[2]) and mask.sum(1).tolist() == [5, 7, 4]
+    assert labels[0, :cut0].eq(-100).all() and labels[0, cut0:5].tolist() == ids0[cut0:]

@@ -43,6 +43,8 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--organism", help="evaluate this shipped organism's stage 1 and θ instead of training one")
     p.add_argument("--xstest", action="store_true", help="stage 1 also pushes xstest's 66 safe English prompts down")
+    p.add_argument("--val-harmful", action="store_true", help="stage 1 also sees every val harmful prompt of the "
+                   "high-resource languages (their val figures are then seen prompts: choose on the demo set)")
     p.add_argument("--out", help="keep stage 1 in OUT/representation, where `lowres-safety organism train --out OUT` "
                    "with the same settings picks it up instead of training it again")
     for name, kind, default in (("layer", int, 16), ("signal-layers", int, 6), ("epochs", int, 4),
@@ -57,7 +59,8 @@ def main() -> None:
     pad = tok.pad_token_id or 0
     config = organism.RecipeConfig(layer=a.layer, signal_layers=a.signal_layers, signal_epochs=a.epochs,
                                    n_harmful=a.n_harmful, n_harmless=a.n_harmless, signal_margin=a.margin,
-                                   signal_keep=a.keep, signal_lr=a.lr, seed=a.seed, xstest=a.xstest)
+                                   signal_keep=a.keep, signal_lr=a.lr, seed=a.seed, xstest=a.xstest,
+                                   val_harmful=a.val_harmful)
 
     def acts_of(model, ps):
         return last_token_acts(frozen_states(model, chat_heads(tok, ps.texts), config.layer, pad=pad, progress=False),
