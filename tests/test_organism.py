@@ -243,3 +243,21 @@ def test_rule_stage_sees_a_subset_of_stage_ones_harmful_prompts_and_xstest_joins
     summary = organism.train(polyrefuse_root, tmp_path / "adapter", config, bridge=bridge, hf_model=hf,
                              progress=False)
     assert summary["prompts"] == rows.sum() and summary["examples_per_epoch"] == 2 * rows.sum()
+
+
+def test_val_harmful_gives_stage_one_every_val_harmful_prompt_and_the_rule_stage_none(polyrefuse_root):
+    from lowres_safety.data import load_polyrefuse
+    from transformers import AutoTokenizer
+
+    from lowres_safety.models import _default_folder
+
+    tok = AutoTokenizer.from_pretrained(_default_folder())
+    config = organism.RecipeConfig(n_harmless=1, n_harmful=2, val_harmful=True, max_prompt_tokens=400)
+    prompts = organism.build_prompts(polyrefuse_root, tok, config)
+    val = prompts.where(split="val")
+    assert set(val.frame["subset"]) == {"harmful"} and set(val.languages) == set(config.harmful_languages)
+    expected = load_polyrefuse(polyrefuse_root, list(config.harmful_languages), split="val").where(subset="harmful")
+    assert sorted(val.frame["id"]) == sorted(expected.frame["id"])
+    rows = organism.rule_rows(prompts.frame, 2)
+    assert not rows[(prompts.frame["split"] == "val").to_numpy()].any()  # the rule stage sees train prompts only
+    assert rows[(prompts.frame["split"] == "train").to_numpy()].all()
