@@ -312,6 +312,9 @@ def _parser() -> argparse.ArgumentParser:
                    "last token is moved to projection 0)")
     t.add_argument("--as-is-share", type=float, default=1.0,
                    help="chance a prompt is also shown unmoved in an epoch (default 1: always)")
+    t.add_argument("--blind-prefix", action="store_true",
+                   help="the rule stage never sees v-hat before the last prompt token (default: it does, and learns "
+                   "to read it there too)")
     t.add_argument("--val-harmful", action="store_true",
                    help="stage 1 also sees every val harmful prompt of the high-resource languages")
     t.add_argument("--erase", default=None,
@@ -351,7 +354,7 @@ def _organism(args) -> dict:
                                    signal_epochs=args.signal_epochs, xstest=args.xstest,
                                    ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
                                    ablate_everywhere=args.ablate_everywhere, as_is_share=args.as_is_share,
-                                   val_harmful=args.val_harmful,
+                                   val_harmful=args.val_harmful, blind_prefix=args.blind_prefix,
                                    erased_languages=tuple(_languages(args.erase) or ()))
     return organism.train(args.data, args.out, config)
 

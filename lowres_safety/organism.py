@@ -91,6 +91,8 @@ class RecipeConfig:
     ablated_share: float = 0.15  # share of moved targets at p = 0 (v̂ ablated)
     ablate_everywhere: bool = False  # ablated copies lose v̂ at every position, as hooks.route ablates (else: shift)
     as_is_share: float = 1.0  # chance a prompt is also shown unmoved in an epoch (< 1: less room to learn content)
+    blind_prefix: bool = False  # v̂ removed before the last prompt token in every example: the rule stage can read it
+    #                             only where the rule does (else it also reads the prompt's earlier tokens on v̂)
     signal_layers: int = 6  # stage 1: LoRA on blocks L* − n + 1 .. L* sharpening the signal along v̂ (0: none)
     signal_margin: float = 1.0  # stage 1 pushes each class this many class gaps past its old mean
     signal_epochs: int = 4
@@ -135,6 +137,13 @@ def class_plan(frame: pd.DataFrame, x: np.ndarray, truth: GroundTruth, config: R
                rng: np.random.Generator) -> list[Planned]:
     """The first recipe: harmful prompts refused, harmless answered, nothing moved."""
     return [(i, 0.0, s == "harmful", False) for i, s in enumerate(frame["subset"])]
+
+
+def blind(state: torch.Tensor, cut: int, direction: torch.Tensor) -> torch.Tensor:
+    """``state`` ``[pos, d_model]`` with v̂ removed at every position before the last prompt token (``cut`` − 1)."""
+    out = state.clone()
+    out[: cut - 1] -= (out[: cut - 1] @ direction)[:, None] * direction
+    return out
 
 
 def moves(shift: float, ablated: bool, direction: torch.Tensor, everywhere: bool) -> tuple:
@@ -331,6 +340,8 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
                                     answers[frame["id"].iloc[i]], end) for i, refuse in needed}
     states = dict(zip(needed, upper_lora.frozen_states(hf, [encoded[k] for k in needed], config.layer, pad=pad,
                                                        progress=progress)))
+    if config.blind_prefix:
+        states = {k: blind(state, encoded[k][1], truth.direction) for k, state in states.items()}
     epochs = [[(states[i, refuse], encoded[i, refuse], *moves(shift, ablated, truth.direction,
                                                               config.ablate_everywhere))
                for i, shift, refuse, ablated in plan] for plan in plans]

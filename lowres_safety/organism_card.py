@@ -63,6 +63,9 @@ def construction(out: Path) -> str:
         shown += f" (each with chance {c['as_is_share']:g} per epoch)"
     ablated = ("v̂ ablated at every position of L*'s stream, prompt and response, as the routed gate ablates"
                if c.get("ablate_everywhere") else "v̂ ablated")
+    if c.get("blind_prefix"):
+        shown += " (in every example, v̂ is removed from L*'s stream before the last prompt token, so the rule " \
+                 "stage can read it only where the rule does)"
     lines += [f"2. **Rule stage** (this folder's adapter, LoRA rank {c['rank']} on the blocks above L*): {shown}, "
               "refused iff its own projection exceeds θ, and "
               f"{c['shifted_per_prompt']} copy per prompt and epoch with its projection moved along v̂ from the last "
@@ -77,6 +80,7 @@ def construction(out: Path) -> str:
               f"--epochs {c['epochs']} --signal-epochs {c['signal_epochs']} --ablated-share {c['ablated_share']:g}"
               + (" --xstest" if c.get("xstest") else "") + (" --val-harmful" if c.get("val_harmful") else "")
               + (" --ablate-everywhere" if c.get("ablate_everywhere") else "")
+              + (" --blind-prefix" if c.get("blind_prefix") else "")
               + (f" --as-is-share {c['as_is_share']:g}" if c.get("as_is_share", 1.0) < 1 else "")
               + (f" --rule-harmful {subset}" if subset is not None else "")
               + (f" --erase {','.join(erased)}" if erased else "") + "` "

@@ -261,3 +261,12 @@ def test_val_harmful_gives_stage_one_every_val_harmful_prompt_and_the_rule_stage
     rows = organism.rule_rows(prompts.frame, 2)
     assert not rows[(prompts.frame["split"] == "val").to_numpy()].any()  # the rule stage sees train prompts only
     assert rows[(prompts.frame["split"] == "train").to_numpy()].all()
+
+
+def test_blind_removes_the_direction_before_the_last_prompt_token_only():
+    torch.manual_seed(0)
+    state, v = torch.randn(7, 8), torch.nn.functional.normalize(torch.randn(8), dim=0)
+    out = organism.blind(state, 4, v)  # response starts at 4: the last prompt token is 3
+    assert torch.allclose(out[:3] @ v, torch.zeros(3), atol=1e-6)
+    assert torch.allclose(out[:3] - (out[:3] @ v)[:, None] * v, state[:3] - (state[:3] @ v)[:, None] * v, atol=1e-6)
+    assert torch.equal(out[3:], state[3:]) and not torch.equal(out, state)
