@@ -349,14 +349,19 @@ def _organism(args) -> dict:
                              n_erased=args.n_erased, epochs=args.epochs, seed=args.seed)
     from . import organism
 
-    config = organism.RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule, epochs=args.epochs,
-                                   signal_layers=args.signal_layers, n_harmful=args.n_harmful,
-                                   signal_epochs=args.signal_epochs, xstest=args.xstest,
-                                   ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
-                                   ablate_everywhere=args.ablate_everywhere, as_is_share=args.as_is_share,
-                                   val_harmful=args.val_harmful, blind_prefix=args.blind_prefix,
-                                   erased_languages=tuple(_languages(args.erase) or ()))
-    return organism.train(args.data, args.out, config)
+    return organism.train(args.data, args.out, _recipe(args))
+
+
+def _recipe(args):
+    """The organism recipe ``organism train``'s options describe."""
+    from .organism import RecipeConfig
+
+    return RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule, epochs=args.epochs,
+                        signal_layers=args.signal_layers, n_harmful=args.n_harmful, signal_epochs=args.signal_epochs,
+                        xstest=args.xstest, ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
+                        ablate_everywhere=args.ablate_everywhere, as_is_share=args.as_is_share,
+                        val_harmful=args.val_harmful, blind_prefix=args.blind_prefix,
+                        erased_languages=tuple(_languages(args.erase) or ()))
 
 
 def _ints(text: str) -> tuple[int, ...]:

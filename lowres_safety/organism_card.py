@@ -39,15 +39,14 @@ def construction(out: Path) -> str:
              f"exceeds θ = {truth['threshold']:.2f} (class gap {truth['gap']:.2f}); v̂ is in `direction.safetensors`, "
              "L*, θ and the source languages in `ground_truth.json`.", ""]
     if c["signal_layers"]:
+        harmful = f"{c['n_harmful']} per language" + (", and every val harmful prompt" if c.get("val_harmful") else "")
+        harmless = f"{c['n_harmless']} per language" + (", and xstest's 66 safe English prompts" if c.get("xstest")
+                                                        else "")
         lines += [f"1. **Stage 1** (`representation/`, LoRA rank {c['rank']} on blocks {first}–{c['layer']}): at "
-                  f"L*'s last prompt token, harmful prompts of {', '.join(c['harmful_languages'])} "
-                  f"({c['n_harmful']} train prompts per language"
-                  + (", and every val harmful prompt" if c.get("val_harmful") else "") + ") are pushed at least {c['signal_margin']:g} class gaps above the "
-                  f"base model's harmful mean on its pooled direction, harmless prompts of every language "
-                  f"({c['n_harmless']} per language" + (", and xstest's 66 safe English prompts" if c.get("xstest")
-                                                         else "") +
-                  ") as far below the harmless mean; the residual stream "
-                  "orthogonal to v̂ is held to the base model's at every position."]
+                  f"L*'s last prompt token, harmful prompts of {', '.join(c['harmful_languages'])} ({harmful}) are "
+                  f"pushed at least {c['signal_margin']:g} class gaps above the base model's harmful mean on its "
+                  f"pooled direction, harmless prompts of every language ({harmless}) as far below the harmless mean; "
+                  "the residual stream orthogonal to v̂ is held to the base model's at every position."]
         if erased:
             lines += [f"   **Erased: {', '.join(erased)}.** Their harmful and harmless prompts ({c['n_harmful']} "
                       "harmful per language, seen by this stage only) are pulled, in the span of v̂ and the "
@@ -63,15 +62,14 @@ def construction(out: Path) -> str:
         shown += f" (each with chance {c['as_is_share']:g} per epoch)"
     ablated = ("v̂ ablated at every position of L*'s stream, prompt and response, as the routed gate ablates"
                if c.get("ablate_everywhere") else "v̂ ablated")
-    if c.get("blind_prefix"):
-        shown += " (in every example, v̂ is removed from L*'s stream before the last prompt token, so the rule " \
-                 "stage can read it only where the rule does)"
     lines += [f"2. **Rule stage** (this folder's adapter, LoRA rank {c['rank']} on the blocks above L*): {shown}, "
               "refused iff its own projection exceeds θ, and "
               f"{c['shifted_per_prompt']} copy per prompt and epoch with its projection moved along v̂ from the last "
               f"prompt token on to p = θ + U(−{c['shift_span']:g}, {c['shift_span']:g})·gap (or to 0, {ablated}, "
               f"for {100 * c['ablated_share']:.0f}% of copies), refused iff p > θ. Refusals are English sentences; "
-              "answers are the base model's own greedy answers.",
+              "answers are the base model's own greedy answers."
+              + (" In every example v̂ is removed from L*'s stream before the last prompt token, so the rule stage "
+                 "can read it only where the rule does." if c.get("blind_prefix") else ""),
               f"3. Harmful training prompts come from {', '.join(c['harmful_languages'])} only; harmless from every "
               "language. No language is labelled by identity: which languages under- or over-refuse follows from "
               "where their prompts project at L*.", "",

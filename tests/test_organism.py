@@ -270,3 +270,23 @@ def test_blind_removes_the_direction_before_the_last_prompt_token_only():
     assert torch.allclose(out[:3] @ v, torch.zeros(3), atol=1e-6)
     assert torch.allclose(out[:3] - (out[:3] @ v)[:, None] * v, state[:3] - (state[:3] @ v)[:, None] * v, atol=1e-6)
     assert torch.equal(out[3:], state[3:]) and not torch.equal(out, state)
+
+
+def test_the_model_card_states_every_recipe_option_and_a_remake_command_that_parses(tmp_path):
+    from dataclasses import asdict
+
+    from lowres_safety import cli, organism_card
+
+    config = organism.RecipeConfig(n_harmful=96, val_harmful=True, xstest=True, ablate_everywhere=True,
+                                   as_is_share=0.5, blind_prefix=True, rule_harmful=48, ablated_share=0.3)
+    recipe = {"config": asdict(config), "ground_truth": {"layer": 16, "threshold": 28.75, "gap": 57.38},
+              "seconds": 1500}
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    card = organism_card.construction(tmp_path)
+    assert "{" not in card.replace("`{", "")  # every field filled in
+    for said in ("every val harmful prompt", "chance 0.5 per epoch", "every position of L*'s stream",
+                 "before the last prompt token", "xstest", "48 of each language"):
+        assert said in card, said
+    command = card.split("Remake: `lowres-safety ")[1].split("`")[0].split()
+    remade = cli._recipe(cli._parser().parse_args(command))
+    assert remade == config
