@@ -198,7 +198,10 @@ NOTEBOOKS = {
         "language, measured 2026-12-04) has the k = 4 gate at Δ = harmful − harmless refusal of 75 (ar), 31 (ko) "
         "and 50 (yo), against 0, 6 and 12 with no intervention, while AdaSteer and CAST stay within 7 of no "
         "intervention. The cost is a KL of 1.3–4.1 on harmless prompts, 6–25% of which the gate sends to "
-        "refusal. Here, at 12 + 12 prompts, each cell moves by a prompt or two. "
+        "refusal. Here, at 12 + 12 prompts, each cell moves by a prompt or two, and Korean's gain, the smallest "
+        "there, can vanish: executed on 2026-12-04 at the default settings this notebook gave Δ 50 (ar) and 75 (yo) "
+        "against 0 and 25 with no intervention, but 17 in Korean with the gate as without it (balanced accuracy "
+        "0.58 at k = 4): four train examples per class place Korean's threshold poorly for its test prompts. "
         "On the built-in demo set (used when `../shared` is absent) the organism answers every "
         "Arabic and Hindi prompt, harmful or not. There the gate's balanced accuracy stays near 0.5 and every "
         "method reads 0%: that is a dataset the organism was not built on, not a fix at work.",
