@@ -205,7 +205,8 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         f"{judge} judge. gate k=0 keeps the source threshold; k>0 recalibrates it ({recalibration}) with k "
         f"examples per class and routes (harmful: +alpha at layer {fitted.layer}; harmless: ablated at "
         f"{ablation.replace('_', ' ')}). AdaSteer and CAST k=0 are fitted on the source languages, k=32 on 32 "
-        f"target examples per class (the paper's adapted baselines). mc_accuracy: % of the language's "
+        f"target examples per class (the paper's adapted baselines). kl_ablated: KL over the harmless prompts "
+        f"the gate routed to ablation only (kl adds those it sent to addition). mc_accuracy: % of the language's "
         f"multiple-choice items ({'built-in set' if str(mc) == 'builtin' else mc}) answered right "
         f"under the method, scored as the paper scores Global-MMLU (empty where the set has no items in it).",
         ((plots.selectivity_bars(table),
