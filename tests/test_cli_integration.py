@@ -90,7 +90,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     results = json.loads((out / "steer.json").read_text())
     rows = results["rows"]
     assert results["strength"] == 1.0 and results["alpha"] > 0
-    keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl",
+    keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl", "kl_ablated",
             "mc_accuracy", "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator"}
     assert all(set(r) == keys for r in rows)
     assert {(r["method"], r["k"]) for r in rows} == {("none", 0), ("ablation", 0), ("addition", 0), ("adasteer", 0),
