@@ -53,6 +53,7 @@ from . import organism_card, organism_signal, upper_lora
 from .data import PromptSet, load_polyrefuse, tier
 from .files import atomic_write_text
 from .generation import generate
+from .hooks import _remove
 from .ground_truth import GroundTruth
 from .models import encode_chat, format_chat
 from .shipped import adapter_dir
@@ -142,7 +143,7 @@ def class_plan(frame: pd.DataFrame, x: np.ndarray, truth: GroundTruth, config: R
 def blind(state: torch.Tensor, cut: int, direction: torch.Tensor) -> torch.Tensor:
     """``state`` ``[pos, d_model]`` with v̂ removed at every position before the last prompt token (``cut`` − 1)."""
     out = state.clone()
-    out[: cut - 1] -= (out[: cut - 1] @ direction)[:, None] * direction
+    out[: cut - 1] = _remove(state[: cut - 1], direction)
     return out
 
 

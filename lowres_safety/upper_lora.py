@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .activations import ActivationSet
+from .hooks import _remove
 from .models import format_chat
 
 __all__ = ["Encoded", "Example", "chat_heads", "frozen_states", "last_token_acts", "only_layers_above", "step",
@@ -140,7 +141,7 @@ def _collate(batch: Sequence[Example]) -> tuple[Tensor, Tensor, Tensor]:
         if delta is not None:
             x[j, cut - 1 : len(ids)] += delta
         if ablate is not None:
-            x[j, : len(ids)] -= (x[j, : len(ids)] @ ablate)[:, None] * ablate
+            x[j, : len(ids)] = _remove(x[j, : len(ids)], ablate)
     return x, mask, labels
 
 
