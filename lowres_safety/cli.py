@@ -9,10 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import data as data_mod
-from . import causal, cli_checks, diagnosis, judges, plots, steering, utility
+from . import causal, cli_checks, diagnosis, judges, plots, steer_prompts, steering, utility
 from .activations import extract
 from .models import load_model, model_id
 from .presets import preset_for
@@ -82,43 +80,6 @@ def diagnose(model_name: str = "organism", data: str = "builtin", languages=None
     return results
 
 
-def _steer_data(data: str, languages, source, n_per_class: int, n_fit: int, split: str, seed: int,
-                files: FileOptions | None = None):
-    """(fit prompts, evaluation prompts): disjoint source ids; builtin or a file is split in halves by source id."""
-    if str(data) == "builtin" or is_prompt_file(data):
-        every = open_prompts(data, sorted(set(languages) | set(source), key=(languages + source).index), split=split,
-                             files=files)
-        rng = np.random.default_rng(seed)
-        fit_ids = set()
-        for subset in data_mod.SUBSETS:
-            own = sorted(set(every.frame[every.frame["subset"] == subset]["source_id"]))
-            fit_ids |= set(rng.choice(own, size=len(own) // 2, replace=False))
-        fit = data_mod.PromptSet(every.frame[every.frame["source_id"].isin(fit_ids)].reset_index(drop=True),
-                                 every.origin + " (fit half)")
-        rest = every.frame[~every.frame["source_id"].isin(fit_ids) & every.frame["language"].isin(languages)]
-        evaluation = data_mod.PromptSet(rest.reset_index(drop=True), every.origin + " (evaluation half)")
-        n_have = int(min(evaluation.frame.groupby(["language", "subset"]).size()))
-        if n_per_class > n_have:
-            raise ValueError(f"{every.origin} leaves {n_have} evaluation prompts per class; ask for at most that")
-        keep = evaluation.frame.groupby(["language", "subset"], sort=False).head(n_per_class)
-        return fit, data_mod.PromptSet(keep.reset_index(drop=True), evaluation.origin)
-    if split == "train":
-        raise ValueError("evaluate on 'val' or 'test': the train split fits the methods")
-    fit = data_mod.load_polyrefuse(data, list(dict.fromkeys(source + languages)), split="train", n_per_class=n_fit,
-                                   seed=seed)
-    return fit, data_mod.load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)
-
-
-def _calibration_from_split(data: str, languages, n_fit: int, split: str, seed: int,
-                            evaluation: data_mod.PromptSet) -> data_mod.PromptSet:
-    """``--calibrate-on split``: the targets' calibration pool from the evaluation split, ``n_fit`` source ids
-    per class that are not among the evaluated ones (PolyRefuse only)."""
-    every = data_mod.load_polyrefuse(data, languages, split=split, seed=seed)
-    rest = every.frame[~every.frame["source_id"].isin(set(evaluation.frame["source_id"]))]
-    pool = data_mod._sample_sources(rest.reset_index(drop=True), n_fit, seed + 1, every.origin)
-    return data_mod.PromptSet(pool.reset_index(drop=True), every.origin + f" (calibration pool, {split})")
-
-
 def steer(model_name: str = "organism", data: str = "builtin", languages=None, source_languages=None,
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
           seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32,
@@ -133,8 +94,10 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     the gate ablates ("gate_layer", the released code; "all_later_layers");
     ``recalibration`` how it resets per language ("paper": refit + F1 search; "threshold").
     ``calibrate_on`` is where a target language's k examples (and the adapted baselines' 32)
-    come from: "train" (default, as the released code; the fit prompts) or "split" (other
-    prompts of the evaluation split, for a model whose train and test prompts differ).
+    come from: "train" (default, as the released code; the fit prompts), "val" (PolyRefuse val,
+    prompts a model trained on train has never seen: the organism's stage 1 pushed its train
+    prompts) or "split" (other prompts of the evaluation split, for a model whose train and
+    test prompts differ).
     A model the paper's code has settings for (:mod:`presets`) gets its gate layer. The
     report adds direction selection on ``n_select`` + ``n_select`` reference-language fit
     prompts and the interventional transfer matrix on the evaluation prompts (:mod:`causal`).
@@ -144,9 +107,9 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     judge's tokens are learned on ``n_select`` fit prompts per class and language.
     """
     judges.resolve(judge)  # a wrong --judge fails before minutes of work
-    if calibrate_on == "split" and (str(data) == "builtin" or is_prompt_file(data)):
-        raise ValueError("--calibrate-on split needs a PolyRefuse folder: with the built-in set or a prompt file the "
-                         "calibration pool already is the other half of the same prompts")
+    if calibrate_on != "train" and (str(data) == "builtin" or is_prompt_file(data)):
+        raise ValueError(f"--calibrate-on {calibrate_on} needs a PolyRefuse folder: with the built-in set or a prompt "
+                         "file the calibration pool already is the other half of the same prompts")
     mc_items = utility.load_mc_demo() if str(mc) == "builtin" else utility.load_mc(mc)
     if strength <= 0:
         raise ValueError(f"strength must be positive, got {strength}")
@@ -158,8 +121,8 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         raise ValueError(f"no high-resource source language in {available}; name some with --source-languages")
     if any(k < 0 for k in ks):
         raise ValueError(f"k must be 0 (source threshold) or a positive number of examples per class, got {ks}")
-    fit_prompts, eval_prompts = _steer_data(data, list(languages), list(source), n_per_class, n_fit, split, seed,
-                                            files)
+    fit_prompts, eval_prompts = steer_prompts.fit_and_evaluation(data, list(languages), list(source), n_per_class,
+                                                                 n_fit, split, seed, files)
     model = load_model(model_name)
     preset = preset_for(model_name)
     fit_acts = extract(model, fit_prompts, "all", ("t_post_inst",), cache=True)  # AdaSteer reads every layer
@@ -167,8 +130,9 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
                                   ablation=ablation, recalibration=recalibration, preset=preset)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
     calib_acts = (fit_acts.where(language=list(languages)) if calibrate_on == "train" else extract(
-        model, _calibration_from_split(data, list(languages), n_fit, split, seed, eval_prompts), "all",
-        ("t_post_inst",), cache=True))
+        model, steer_prompts.calibration_pool(data, list(languages), n_fit, split if calibrate_on == "split"
+                                              else calibrate_on, seed, eval_prompts), "all", ("t_post_inst",),
+        cache=True))
     reference = "en" if "en" in source else source[0]
     logit, _ = judges.learn_from_prompts(model, judges.per_class(  # tokens from fit answers, not the scored ones
         fit_prompts.where(language=list(dict.fromkeys([reference, *languages]))), n_select, seed))
@@ -275,9 +239,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--recalibration", default="paper", choices=("paper", "threshold"),
                    help="per-language gate reset: refit on source + k target examples then search the threshold "
                    "(default, the released code), or search the threshold of the frozen readout")
-    s.add_argument("--calibrate-on", default="train", choices=("train", "split"),
+    s.add_argument("--calibrate-on", default="train", choices=("train", "val", "split"),
                    help="where each target language's k recalibration examples come from: PolyRefuse train "
-                   "(default, the released code) or other prompts of --split, disjoint from the scored ones")
+                   "(default, the released code), val (prompts a model trained on train never saw) or other "
+                   "prompts of --split, disjoint from the scored ones")
     s.add_argument("--judge", default="substring", help=_JUDGE_HELP)
     s.add_argument("--n-select", type=int, default=8,
                    help="reference-language prompts per class for the report's direction selection (default 8)")

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from .data import PromptSet, tier_of
-from .generation import as_prompt_set, next_token_logprobs
+from .generation import next_token_logprobs
 from .hooks import Hook
 from .judges import LogitJudge, judge_frame, judge_name
 from .judges.base import Judge

@@ -113,17 +113,33 @@ def test_good_options_are_parsed_into_tiers_and_file_options(folder, polyrefuse_
 
 
 def test_calibration_pool_from_the_evaluation_split_is_disjoint_from_the_scored_prompts(polyrefuse_root):
-    from lowres_safety.cli import _calibration_from_split, _steer_data
+    from lowres_safety.steer_prompts import calibration_pool, fit_and_evaluation
 
-    _, evaluation = _steer_data(str(polyrefuse_root), ["ar", "pl"], ["en"], 4, 8, "test", 0)
-    pool = _calibration_from_split(str(polyrefuse_root), ["ar", "pl"], 8, "test", 0, evaluation)
+    _, evaluation = fit_and_evaluation(str(polyrefuse_root), ["ar", "pl"], ["en"], 4, 8, "test", 0)
+    pool = calibration_pool(str(polyrefuse_root), ["ar", "pl"], 8, "test", 0, evaluation)
     assert set(pool.frame["split"]) == {"test"}
     assert not set(pool.frame["source_id"]) & set(evaluation.frame["source_id"])
     assert (pool.frame.groupby(["language", "subset"]).size() == 8).all()
 
 
-def test_calibrate_on_split_needs_polyrefuse():
+def test_calibration_pool_from_val_is_val_prompts_paired_across_languages(polyrefuse_root):
+    """--calibrate-on val: prompts of another split, so none is dropped, and the same source ids per language."""
+    from lowres_safety.data import load_polyrefuse
+    from lowres_safety.steer_prompts import calibration_pool, fit_and_evaluation
+
+    _, evaluation = fit_and_evaluation(str(polyrefuse_root), ["ar", "pl"], ["en"], 4, 8, "test", 0)
+    pool = calibration_pool(str(polyrefuse_root), ["ar", "pl"], 8, "val", 0, evaluation)
+    val = load_polyrefuse(str(polyrefuse_root), ["ar", "pl"], split="val")
+    assert set(pool.frame["split"]) == {"val"}
+    assert (pool.frame.groupby(["language", "subset"]).size() == 8).all()
+    assert set(pool.frame["text"]) <= set(val.frame["text"])
+    ids = pool.frame.groupby(["subset", "language"])["source_id"].apply(frozenset)
+    assert ids["harmful", "ar"] == ids["harmful", "pl"] and ids["harmless", "ar"] == ids["harmless", "pl"]
+
+
+@pytest.mark.parametrize("where", ["split", "val"])
+def test_calibrate_on_another_split_needs_polyrefuse(where):
     from lowres_safety.cli import steer
 
-    with pytest.raises(ValueError, match="--calibrate-on split needs a PolyRefuse folder"):
-        steer("default", "builtin", calibrate_on="split")
+    with pytest.raises(ValueError, match=f"--calibrate-on {where} needs a PolyRefuse folder"):
+        steer("default", "builtin", calibrate_on=where)

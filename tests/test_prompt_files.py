@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lowres_safety import data, parallel
-from lowres_safety.cli import _steer_data
+from lowres_safety.steer_prompts import fit_and_evaluation
 from lowres_safety.prompt_files import FileOptions, describe_origins, load_prompts, open_prompts, origin_table
 
 LONG = pd.DataFrame({
@@ -191,7 +191,7 @@ def test_parallel_signals_tell_translations_from_a_shuffle(polyrefuse_root):
 def test_steer_halves_a_prompt_file_by_source_id(tmp_path, polyrefuse_root):
     path = tmp_path / "jailbreak.csv"
     HARMFUL_ONLY.to_csv(path, index=False)
-    fit, evaluation = _steer_data(str(path), ["de"], ["en"], 2, 32, "val", 0,
+    fit, evaluation = fit_and_evaluation(str(path), ["de"], ["en"], 2, 32, "val", 0,
                                   FileOptions(harmless_from=str(polyrefuse_root)))
     assert fit.languages == ["de", "en"] and evaluation.languages == ["de"]
     assert not set(fit.frame["source_id"]) & set(evaluation.frame["source_id"])

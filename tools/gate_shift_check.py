@@ -8,8 +8,9 @@ calibration pool (train) and on the scored prompts (test, 16 per class), and the
 accuracy on test after recalibrating with 4 + 4 train examples, over 10 draws, both ways
 (``paper``: refit then search; ``threshold``: search only), and, to test whether the
 split is what fails, the same with the 4 + 4 drawn from 16 + 16 *other* test prompts
-(same source ids in no two halves). The README's figures on Thai, Polish and Arabic come
-from it.
+(same source ids in no two halves) and from 16 + 16 **val** prompts (``steer --calibrate-on
+val``: a split no organism recipe trains on). The README's figures on Thai, Polish and
+Arabic come from it.
 """
 
 import argparse
@@ -41,17 +42,20 @@ def main() -> None:
     fa = ls.extract(model, fit, [layer], ("t_post_inst",), progress=False)
     ta = ls.extract(model, test, [layer], ("t_post_inst",), progress=False)
     pa = ls.extract(model, pool, [layer], ("t_post_inst",), progress=False)
+    val = ls.data.load_polyrefuse(a.data, targets, split="val", n_per_class=16, seed=1)
+    va = ls.extract(model, val, [layer], ("t_post_inst",), progress=False)
     source = [lang for lang in tier("high") if lang in fa.prompts.languages]
     gate = Gate(seed=0).fit(fa, layer, "t_post_inst", source)
     v = ls.directions.unit(ls.directions.pooled(fa.where(language=source))[0, 0])
     for lang in targets:
         print(lang)
-        for split, acts in (("train", fa.where(language=lang)), ("test", ta.where(language=lang))):
+        for split, acts in (("train", fa.where(language=lang)), ("val", va.where(language=lang)),
+                            ("test", ta.where(language=lang))):
             y = acts.prompts.labels.astype(bool)
             logit, proj = gate.raw_logits(acts).numpy(), (acts.at(layer, "t_post_inst") @ v).numpy()
             print(f"  {split}: readout AUROC {auroc(logit, y):.2f}, means {logit[y].mean():.2f} / {logit[~y].mean():.2f};"
                   f" v AUROC {auroc(proj, y):.2f}, means {proj[y].mean():.1f} / {proj[~y].mean():.1f}")
-        for calib, acts in (("train", fa), ("other test", pa)):
+        for calib, acts in (("train", fa), ("val", va), ("other test", pa)):
             for method in ("paper", "threshold"):
                 bas = [gate.recalibrate(acts.where(language=lang), 4, seed=s, method=method).balanced_accuracy(
                     ta.where(language=lang)) for s in range(a.draws)]

@@ -1,0 +1,53 @@
+"""The ``steer`` command's prompts: methods fit on one set, are scored on another, recalibrate on a third.
+
+Disjoint by source id wherever two come from the same split, so no scored prompt is ever a fit
+or calibration example.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import data as data_mod
+from .prompt_files import FileOptions, is_prompt_file, open_prompts
+
+__all__ = ["calibration_pool", "fit_and_evaluation"]
+
+
+def fit_and_evaluation(data: str, languages, source, n_per_class: int, n_fit: int, split: str, seed: int,
+                files: FileOptions | None = None):
+    """(fit prompts, evaluation prompts): disjoint source ids; builtin or a file is split in halves by source id."""
+    if str(data) == "builtin" or is_prompt_file(data):
+        every = open_prompts(data, sorted(set(languages) | set(source), key=(languages + source).index), split=split,
+                             files=files)
+        rng = np.random.default_rng(seed)
+        fit_ids = set()
+        for subset in data_mod.SUBSETS:
+            own = sorted(set(every.frame[every.frame["subset"] == subset]["source_id"]))
+            fit_ids |= set(rng.choice(own, size=len(own) // 2, replace=False))
+        fit = data_mod.PromptSet(every.frame[every.frame["source_id"].isin(fit_ids)].reset_index(drop=True),
+                                 every.origin + " (fit half)")
+        rest = every.frame[~every.frame["source_id"].isin(fit_ids) & every.frame["language"].isin(languages)]
+        evaluation = data_mod.PromptSet(rest.reset_index(drop=True), every.origin + " (evaluation half)")
+        n_have = int(min(evaluation.frame.groupby(["language", "subset"]).size()))
+        if n_per_class > n_have:
+            raise ValueError(f"{every.origin} leaves {n_have} evaluation prompts per class; ask for at most that")
+        keep = evaluation.frame.groupby(["language", "subset"], sort=False).head(n_per_class)
+        return fit, data_mod.PromptSet(keep.reset_index(drop=True), evaluation.origin)
+    if split == "train":
+        raise ValueError("evaluate on 'val' or 'test': the train split fits the methods")
+    fit = data_mod.load_polyrefuse(data, list(dict.fromkeys(source + languages)), split="train",
+                                   n_per_class=n_fit, seed=seed)
+    return fit, data_mod.load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)
+
+
+def calibration_pool(data: str, languages, n_fit: int, pool_split: str, seed: int,
+                     evaluation: data_mod.PromptSet) -> data_mod.PromptSet:
+    """``--calibrate-on val|split``: the targets' calibration pool, ``n_fit`` source ids per class from
+    PolyRefuse's ``pool_split``; from the evaluation split itself only ids that are not evaluated."""
+    every = data_mod.load_polyrefuse(data, languages, split=pool_split, seed=seed)
+    rest = every.frame
+    if pool_split in set(evaluation.frame["split"]):
+        rest = rest[~rest["source_id"].isin(set(evaluation.frame["source_id"]))]
+    pool = data_mod._sample_sources(rest.reset_index(drop=True), n_fit, seed + 1, every.origin)
+    return data_mod.PromptSet(pool.reset_index(drop=True), every.origin + f" (calibration pool, {pool_split})")
