@@ -173,6 +173,9 @@ NOTEBOOKS = {
         "    targets = os.environ.get('LOWRES_NB_TARGETS', 'ar,ko,yo').split(',')\n"
         "    fit = ls.data.load_polyrefuse(POLYREFUSE, high + targets, split='train', n_per_class=4 * N_PER_CLASS)\n"
         "    held = ls.data.load_polyrefuse(POLYREFUSE, targets, split='test', n_per_class=N_PER_CLASS)\n"
+        "    # the k examples: the organism's stage 1 was trained on the train split, so they come from val,\n"
+        "    # which it never saw (`steer --calibrate-on val`); the train split's are shown beside them\n"
+        "    val = ls.data.load_polyrefuse(POLYREFUSE, targets, split='val', n_per_class=32)  # val has 39 harmful\n"
         "else:  # the built-in demo set: disjoint source ids, half fit the methods and half are held out\n"
         "    every = ls.data.load_builtin(LANGUAGES)\n"
         "    targets = [lang for lang in every.languages if lang not in high][:2]\n"
@@ -184,11 +187,17 @@ NOTEBOOKS = {
         "# the organism's rule layer L* where the model has one (as `steer` uses), else a chosen middle layer\n"
         "fitted = steering.fit_methods(model, fit_acts, high, preset=preset_for(MODEL))\n"
         "print(held.origin, targets)\nfitted.gate, fitted.layer, round(fitted.alpha, 2)",
-        "held_acts = ls.extract(model, held, [fitted.layer], ('t_post_inst',), cache=True)\nrows = []\n"
-        "for lang in targets:\n    pool = fit_acts.where(language=lang)\n"
-        "    for k in (0, 1, 2, 4):\n        g = fitted.gate if k == 0 else fitted.gate.recalibrate(pool, k, seed=0)\n"
-        "        rows.append({'language': lang, 'k': k, 'balanced_accuracy': g.balanced_accuracy(held_acts.where(language=lang))})\n"
-        "pd.DataFrame(rows).pivot(index='language', columns='k', values='balanced_accuracy').round(3)",
+        "held_acts = ls.extract(model, held, [fitted.layer], ('t_post_inst',), cache=True)\n"
+        "pools = {'train': fit_acts.where(language=targets)}\n"
+        "if POLYREFUSE.is_dir():  # every layer: AdaSteer and CAST at k = 32 rebuild from these too\n"
+        "    pools['val'] = ls.extract(model, val, 'all', ('t_post_inst',), cache=True)\n"
+        "calib_acts = pools.get('val', pools['train'])  # where the routed gate below takes its k examples\nrows = []\n"
+        "for name, pool in pools.items():\n    for lang in targets:\n"
+        "        for k in (0, 1, 2, 4):\n"
+        "            g = fitted.gate if k == 0 else fitted.gate.recalibrate(pool.where(language=lang), k, seed=0)\n"
+        "            rows.append({'k from': name, 'language': lang, 'k': k,\n"
+        "                         'balanced_accuracy': g.balanced_accuracy(held_acts.where(language=lang))})\n"
+        "pd.DataFrame(rows).pivot(index=['k from', 'language'], columns='k', values='balanced_accuracy').round(3)",
         "With k = 0 the gate keeps the English threshold; a handful of target examples move it to where that "
         "language's harmful and harmless prompts actually sit. Now route generation through it, next to the "
         "baselines (ablation, fixed addition, AdaSteer, CAST).\n\n"
@@ -205,12 +214,12 @@ NOTEBOOKS = {
         "On the built-in demo set (used when `../shared` is absent) the organism answers every "
         "Arabic and Hindi prompt, harmful or not. There the gate's balanced accuracy stays near 0.5 and every "
         "method reads 0%: that is a dataset the organism was not built on, not a fix at work.",
-        "table, completions = steering.evaluate(model, fitted, held, held_acts, fit_acts.where(language=targets),\n"
+        "table, completions = steering.evaluate(model, fitted, held, held_acts, calib_acts,\n"
         "                                       ks=(0, 4), max_new_tokens=MAX_NEW_TOKENS)\n"
         "display(table.round(3))\nplots.selectivity_bars(table)",
         "plots.refusal_tradeoff(table)",
         "One routed generation by hand, to see the hooks compose: `route` returns plain `(hook_name, fn)` pairs.",
-        "gate4 = fitted.gate.recalibrate(fit_acts.where(language=targets[0]), 4, seed=0)\n"
+        "gate4 = fitted.gate.recalibrate(calib_acts.where(language=targets[0]), 4, seed=0)\n"
         "routed = hooks.route(gate4, fitted.direction, fitted.alpha, n_layers=model.cfg.n_layers)\n"
         "out = ls.generate(model, held.where(language=targets[0]), routed, max_new_tokens=MAX_NEW_TOKENS)\n"
         "out[['subset', 'gate_score', 'ablated', 'completion']].head(8)",
