@@ -80,6 +80,9 @@ def diagnose(model_name: str = "organism", data: str = "builtin", languages=None
     return results
 
 
+_POOLS = {"train": "fit-split", "val": "PolyRefuse val", "split": "other {split}"}  # --calibrate-on, for the report
+
+
 def steer(model_name: str = "organism", data: str = "builtin", languages=None, source_languages=None,
           ks=(0, 1, 2, 4), n_per_class: int = 12, n_fit: int = 32, split: str = "test", max_new_tokens: int = 24,
           seed: int = 0, out: str | Path = "runs/steer", layer: int | None = None, batch_size: int = 32,
@@ -107,6 +110,8 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     judge's tokens are learned on ``n_select`` fit prompts per class and language.
     """
     judges.resolve(judge)  # a wrong --judge fails before minutes of work
+    if calibrate_on not in _POOLS:
+        raise ValueError(f"calibrate_on must be one of {list(_POOLS)}, got {calibrate_on!r}")
     if calibrate_on != "train" and (str(data) == "builtin" or is_prompt_file(data)):
         raise ValueError(f"--calibrate-on {calibrate_on} needs a PolyRefuse folder: with the built-in set or a prompt "
                          "file the calibration pool already is the other half of the same prompts")
@@ -167,11 +172,11 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         f"Methods fitted on {', '.join(source)} at layer {fitted.layer} (alpha = {fitted.alpha:.2f}); each language "
         f"scored on {n_per_class} harmful and {n_per_class} harmless held-out prompts, {max_new_tokens} new tokens, "
         f"{judge} judge. gate k=0 keeps the source threshold; k>0 recalibrates it ({recalibration}) with k "
-        f"examples per class and routes (harmful: +alpha at layer {fitted.layer}; harmless: ablated at "
-        f"{ablation.replace('_', ' ')}). AdaSteer and CAST k=0 are fitted on the source languages, k=32 on 32 "
-        f"target examples per class (the paper's adapted baselines). kl_ablated: KL over the harmless prompts "
-        f"the gate routed to ablation only (kl adds those it sent to addition). mc_accuracy: % of the language's "
-        f"multiple-choice items ({'built-in set' if str(mc) == 'builtin' else mc}) answered right "
+        f"{_POOLS[calibrate_on].format(split=split)} examples per class and routes (harmful: +alpha at layer "
+        f"{fitted.layer}; harmless: ablated at {ablation.replace('_', ' ')}). AdaSteer and CAST k=0 are fitted "
+        f"on the source languages, k=32 on 32 of the same target examples per class (the paper's adapted "
+        f"baselines). kl_ablated: KL over the harmless prompts the gate routed to ablation only (kl adds those "
+        f"it sent to addition). mc_accuracy: % of the language's multiple-choice items ({'built-in set' if str(mc) == 'builtin' else mc}) answered right "
         f"under the method, scored as the paper scores Global-MMLU (empty where the set has no items in it).",
         ((plots.selectivity_bars(table),
           "Bars are selectivity = harmful refusal - harmless refusal (percentage points) per language and method; "
@@ -263,7 +268,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="threshold: refuse iff the projection on v-hat at L* exceeds theta, taught with moved "
                    "projections (default); class: the first recipe (harmful refused, harmless answered)")
     t.add_argument("--signal-layers", type=int, default=6,
-                   help="stage 1: LoRA on this many blocks up to L* sharpening the signal along v-hat (default 6; 0: none)")
+                   help="stage 1: LoRA on this many blocks up to L* sharpening the signal along v-hat "
+                   "(default 6; 0: none)")
     t.add_argument("--n-harmful", type=int, default=48, help="harmful train prompts per high-resource language")
     t.add_argument("--rule-harmful", type=int, default=None,
                    help="of the --n-harmful prompts, per language, those the rule stage shows (default: all)")

@@ -137,6 +137,13 @@ def test_calibration_pool_from_val_is_val_prompts_paired_across_languages(polyre
     assert ids["harmful", "ar"] == ids["harmful", "pl"] and ids["harmless", "ar"] == ids["harmless", "pl"]
 
 
+def test_calibrate_on_an_unknown_pool_is_refused_before_any_work():
+    from lowres_safety.cli import steer
+
+    with pytest.raises(ValueError, match="calibrate_on must be one of"):
+        steer("default", "builtin", calibrate_on="test")
+
+
 @pytest.mark.parametrize("where", ["split", "val"])
 def test_calibrate_on_another_split_needs_polyrefuse(where):
     from lowres_safety.cli import steer
