@@ -177,7 +177,8 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
         f"on the source languages, k=32 on 32 of the same target examples per class (the paper's adapted "
         f"baselines). kl_ablated: KL over the harmless prompts the gate routed to ablation only (kl adds those "
         f"it sent to addition). mc_accuracy: % of the language's multiple-choice items "
-        f"({'built-in set' if str(mc) == 'builtin' else mc}) answered right under the method, scored as the paper scores Global-MMLU (empty where the set has no items in it).",
+        f"({'built-in set' if str(mc) == 'builtin' else mc}) answered right under the method, scored as the "
+        f"paper scores Global-MMLU (empty where the set has no items in it).",
         ((plots.selectivity_bars(table),
           "Bars are selectivity = harmful refusal - harmless refusal (percentage points) per language and method; "
           "higher is better, and a method that refuses everything scores 0."),
