@@ -245,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--recalibration", default="paper", choices=("paper", "threshold"),
                    help="per-language gate reset: refit on source + k target examples then search the threshold "
                    "(default, the released code), or search the threshold of the frozen readout")
-    s.add_argument("--calibrate-on", default="train", choices=("train", "val", "split"),
+    s.add_argument("--calibrate-on", default="train", choices=tuple(_POOLS),
                    help="where each target language's k recalibration examples come from: PolyRefuse train "
                    "(default, the released code), val (prompts a model trained on train never saw) or other "
                    "prompts of --split, disjoint from the scored ones")

@@ -15,7 +15,7 @@ __all__ = ["calibration_pool", "fit_and_evaluation"]
 
 
 def fit_and_evaluation(data: str, languages, source, n_per_class: int, n_fit: int, split: str, seed: int,
-                files: FileOptions | None = None):
+                       files: FileOptions | None = None):
     """(fit prompts, evaluation prompts): disjoint source ids; builtin or a file is split in halves by source id."""
     if str(data) == "builtin" or is_prompt_file(data):
         every = open_prompts(data, sorted(set(languages) | set(source), key=(languages + source).index), split=split,

@@ -192,7 +192,7 @@ def test_steer_halves_a_prompt_file_by_source_id(tmp_path, polyrefuse_root):
     path = tmp_path / "jailbreak.csv"
     HARMFUL_ONLY.to_csv(path, index=False)
     fit, evaluation = fit_and_evaluation(str(path), ["de"], ["en"], 2, 32, "val", 0,
-                                  FileOptions(harmless_from=str(polyrefuse_root)))
+                                         FileOptions(harmless_from=str(polyrefuse_root)))
     assert fit.languages == ["de", "en"] and evaluation.languages == ["de"]
     assert not set(fit.frame["source_id"]) & set(evaluation.frame["source_id"])
     assert evaluation.frame.groupby("subset").size().eq(2).all()
