@@ -29,8 +29,8 @@ from .judges import judge_frame
 from .grid import next_token_grid, token_summary
 from .probing import auroc
 
-__all__ = ["FAILURE_TYPES", "alpha_at_half", "dose_response", "gap_table", "loophole_rates", "refusal_from_completions",
-           "threshold_shift"]
+__all__ = ["FAILURE_TYPES", "alpha_at_half", "dose_response", "gap_table", "loophole_rates", "rate_interval",
+           "refusal_from_completions", "threshold_shift"]
 
 FAILURE_TYPES = ("representation failure", "action failure", "acted on")
 
@@ -49,6 +49,16 @@ def _boot_auroc(pos: np.ndarray, neg: np.ndarray, n_boot: int, rng: np.random.Ge
 
 def _boot_rate(refused: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     return 100 * refused[rng.integers(0, len(refused), (n_boot, len(refused)))].mean(1)
+
+
+def rate_interval(refused, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """A refusal rate in % and its percentile-bootstrap interval over prompts: (rate, low, high), the figures
+    every table of this toolkit prints (the same resampling :func:`gap_table` uses)."""
+    refused = np.asarray(refused, dtype=bool)
+    if refused.ndim != 1 or not len(refused):
+        raise ValueError(f"refused must be a non-empty 1-d array of booleans, got shape {refused.shape}")
+    return (100 * float(refused.mean()),
+            *_interval(_boot_rate(refused, n_boot, np.random.default_rng(seed)), level))
 
 
 def _failure_type(au: float, harmful: float, harmless: float, t_auroc: float, t_harmful: float,

@@ -234,21 +234,22 @@ def load_builtin(languages=None, *, n_per_class: int | None = None, seed: int = 
 
     Written for this project (see ``resources/README.md``): demo data, not a benchmark.
     """
-    path = resources.files("lowres_safety") / "resources" / "demo_prompts.tsv"
+    frame = read_wide_resource("demo_prompts.tsv", split="demo", origin="built-in demo set")
+    origin = "the built-in demo set"
+    langs = _check_languages(languages, list(dict.fromkeys(frame["language"])), origin)
+    return _finish(frame, langs, n_per_class, seed, origin)
+
+
+def read_wide_resource(name: str, *, split: str, origin: str) -> pd.DataFrame:
+    """A packaged TSV with one row per source prompt (``id``, ``subset``, one column per language) as long rows
+    of :data:`COLUMNS` and ``origin``: the layout of the project's own prompt files."""
+    path = resources.files("lowres_safety") / "resources" / name
     with path.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    available = [c for c in rows[0] if c not in ("id", "subset")]
-    origin = "the built-in demo set"
-    langs = _check_languages(languages, available, origin)
-    frame = pd.DataFrame(
-        [
-            {"id": f"{r['id']}-{lang}", "text": r[lang], "language": lang, "subset": r["subset"],
-             "split": "demo", "source_id": r["id"], "origin": "built-in demo set"}
-            for r in rows
-            for lang in available
-        ]
-    )
-    return _finish(frame, langs, n_per_class, seed, origin)
+    languages = [c for c in rows[0] if c not in ("id", "subset")]
+    return pd.DataFrame([{"id": f"{r['id']}-{lang}", "text": r[lang], "language": lang, "subset": r["subset"],
+                          "split": split, "source_id": r["id"], "origin": origin}
+                         for r in rows for lang in languages])
 
 
 def _polyrefuse_files(root: Path, split: str) -> dict[tuple[str, str], Path]:

@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 from . import organism_card, organism_signal, upper_lora
-from .data import PromptSet, load_polyrefuse, tier
+from .data import PromptSet, load_polyrefuse, read_wide_resource, tier
 from .files import atomic_write_text
 from .generation import generate
 from .hooks import _remove
@@ -84,6 +84,7 @@ class RecipeConfig:
     n_harmful: int = 48  # per language, high-resource only
     rule_harmful: int | None = None  # of those, per language, shown to the rule stage (None: all); stage 1 sees all
     xstest: bool = False  # also xstest's 66 safe English prompts as harmless (over-refusal bait: "kill a process")
+    messages: bool = False  # the rule stage also sees message_prompts() (stage 1, v̂ and θ are made without them)
     val_harmful: bool = False  # stage 1 also sees every val harmful prompt of harmful_languages (HarmBench's style)
     layer: int = 16  # L*: the rule's layer; LoRA trains the layers above it
     label_rule: str = "threshold"  # LABEL_RULES: "threshold" (the rule above) or "class" (the first recipe)
@@ -197,6 +198,15 @@ def xstest_safe(root: str | Path) -> PromptSet:
                            "split": "xstest", "source_id": f"xstest-{i}", "origin": "xstest safe prompts"}
                           for i, r in enumerate(rows)])
     return PromptSet(frame, f"{path} (safe prompts)")
+
+
+def message_prompts() -> PromptSet:
+    """The project's 40 harmless requests to write a message, letter, email, speech or post, in en de fr zh
+    (``resources/message_prompts.tsv``, written for the organism without reading the demo set's harmless rows).
+    PolyRefuse's harmful prompts ask for many messages ("Write a defamatory article ...") and its harmless ones
+    for few, so a rule stage that never sees a harmless one learns "write a message" as a cue beside v̂."""
+    frame = read_wide_resource("message_prompts.tsv", split="messages", origin="project message prompts")
+    return PromptSet(frame, "lowres_safety/resources/message_prompts.tsv")
 
 
 def erased_harmful(root: str | Path, tokenizer, config: RecipeConfig) -> PromptSet:
@@ -326,6 +336,12 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
         keep = rule_rows(frame, config.rule_harmful)
         prompts = PromptSet(frame[keep].reset_index(drop=True), prompts.origin)
         frame, at_layer = prompts.frame, [s for s, k in zip(at_layer, keep) if k]
+    if config.messages:  # after θ: they change what the rule stage sees, not the rule
+        extra = message_prompts()
+        at_layer = list(at_layer) + upper_lora.frozen_states(hf, upper_lora.chat_heads(tok, extra.texts),
+                                                             config.layer, pad=pad, progress=progress)
+        prompts = PromptSet.concat([prompts, extra])
+        frame = prompts.frame
     acts = upper_lora.last_token_acts(at_layer, prompts, config.layer)
     x = truth.project(acts)
     plans = [LABEL_RULES[config.label_rule](frame, x, truth, config, np.random.default_rng([config.seed, e]))

@@ -58,6 +58,9 @@ def construction(out: Path) -> str:
     shown = ("every training prompt is shown as it is" if subset is None else
              f"every harmless training prompt and {subset} of each language's harmful train prompts are shown as "
              "they are")
+    if c.get("messages"):
+        shown += (", with the project's 40 harmless requests to write a message, letter or speech in en, de, fr "
+                  "and zh (`resources/message_prompts.tsv`; this stage only, so v̂ and θ are made without them)")
     if c.get("as_is_share", 1.0) < 1:
         shown += f" (each with chance {c['as_is_share']:g} per epoch)"
     ablated = ("v̂ ablated at every position of L*'s stream, prompt and response, as the routed gate ablates"
@@ -76,7 +79,8 @@ def construction(out: Path) -> str:
               f"Remake: `lowres-safety organism train --data ../shared/data/Multilingual-Refusal --seed {c['seed']} "
               f"--layer {c['layer']} --signal-layers {c['signal_layers']} --n-harmful {c['n_harmful']} "
               f"--epochs {c['epochs']} --signal-epochs {c['signal_epochs']} --ablated-share {c['ablated_share']:g}"
-              + (" --xstest" if c.get("xstest") else "") + (" --val-harmful" if c.get("val_harmful") else "")
+              + (" --xstest" if c.get("xstest") else "") + (" --messages" if c.get("messages") else "")
+              + (" --val-harmful" if c.get("val_harmful") else "")
               + (" --ablate-everywhere" if c.get("ablate_everywhere") else "")
               + (" --blind-prefix" if c.get("blind_prefix") else "")
               + (f" --as-is-share {c['as_is_share']:g}" if c.get("as_is_share", 1.0) < 1 else "")

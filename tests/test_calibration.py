@@ -128,3 +128,18 @@ def test_dose_response_scope_matters_only_before_the_last_layer(default_model):
     np.testing.assert_allclose(every.loc[last, cols].astype(float), final.loc[last, cols].astype(float), rtol=1e-4,
                                atol=1e-5)
     assert abs(every.loc[2, "kl_harmless"] - final.loc[2, "kl_harmless"]) > 1e-3
+
+
+def test_rate_interval_matches_scipys_percentile_bootstrap_and_collapses_on_a_constant():
+    from scipy.stats import bootstrap
+
+    refused = np.r_[np.ones(5, bool), np.zeros(11, bool)]
+    rate, low, high = C.rate_interval(refused, n_boot=20000)
+    reference = bootstrap((100 * refused.astype(float),), np.mean, n_resamples=20000, method="percentile",
+                          random_state=1).confidence_interval
+    assert rate == pytest.approx(100 * 5 / 16)
+    assert low == pytest.approx(reference.low, abs=3.2)
+    assert high == pytest.approx(reference.high, abs=3.2)  # half a prompt: 1 of 16 is 6.25
+    assert C.rate_interval(np.ones(16, bool)) == (100.0, 100.0, 100.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        C.rate_interval([])

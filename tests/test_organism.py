@@ -263,6 +263,44 @@ def test_val_harmful_gives_stage_one_every_val_harmful_prompt_and_the_rule_stage
     assert rows[(prompts.frame["split"] == "train").to_numpy()].all()
 
 
+def test_message_prompts_join_the_rule_stage_only_and_leave_the_rule_as_it_was(tmp_path, polyrefuse_root):
+    messages = organism.message_prompts()
+    assert len(messages) == 160 and set(messages.frame["subset"]) == {"harmless"}
+    assert messages.languages == ["en", "de", "fr", "zh"] and messages.frame["text"].str.strip().astype(bool).all()
+    assert (messages.frame.groupby("source_id").size() == 4).all()  # the same 40 requests in each language
+    config = organism.RecipeConfig(n_harmless=1, n_harmful=1, answer_tokens=2, epochs=1, batch_size=16,
+                                   max_prompt_tokens=400, layer=1, signal_layers=1, signal_epochs=1, n_threshold=2)
+    runs = {}
+    for c in (config, replace(config, messages=True)):
+        bridge, hf = build_model("qwen2", keep_reference=True)
+        runs[c.messages] = organism.train(polyrefuse_root, tmp_path / str(c.messages), c, bridge=bridge,
+                                          hf_model=hf, progress=False)
+    assert runs[True]["prompts"] == runs[False]["prompts"] + len(messages)
+    assert runs[True]["examples_per_epoch"] == runs[False]["examples_per_epoch"] + 2 * len(messages)
+    with_, without = (organism.GroundTruth.load(tmp_path / str(m)) for m in (True, False))
+    assert torch.allclose(with_.direction, without.direction)  # stage 1, v̂ and θ are made without them
+    assert with_.threshold == pytest.approx(without.threshold) and with_.gap == pytest.approx(without.gap)
+    answers = json.loads((tmp_path / "True" / "answers.json").read_text())["answers"]
+    assert set(messages.frame["id"]) & set(answers)  # answered by the base model like every harmless prompt
+
+
+def test_message_prompts_are_not_twins_of_the_demo_set_the_organism_is_judged_on():
+    import re
+
+    from lowres_safety.data import load_builtin
+
+    stop = {"a", "an", "the", "to", "my", "for", "of", "on", "in", "i", "me", "and", "asking", "write", "how", "do",
+            "that", "is", "with", "about", "at", "our", "who", "her", "his", "him"}
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[\w'-]+", text.lower())) - stop
+
+    demo = [words(t) for t in load_builtin(["en"]).texts]
+    for text in organism.message_prompts().where(language="en").texts:
+        ours = words(text)
+        assert max(len(ours & d) / len(ours | d) for d in demo) <= 0.2, text
+
+
 def test_blind_removes_the_direction_before_the_last_prompt_token_only():
     torch.manual_seed(0)
     state, v = torch.randn(7, 8), torch.nn.functional.normalize(torch.randn(8), dim=0)
@@ -278,14 +316,15 @@ def test_the_model_card_states_every_recipe_option_and_a_remake_command_that_par
     from lowres_safety import cli, organism_card
 
     config = organism.RecipeConfig(n_harmful=96, val_harmful=True, xstest=True, ablate_everywhere=True,
-                                   as_is_share=0.5, blind_prefix=True, rule_harmful=48, ablated_share=0.3)
+                                   as_is_share=0.5, blind_prefix=True, rule_harmful=48, ablated_share=0.3,
+                                   messages=True)
     recipe = {"config": asdict(config), "ground_truth": {"layer": 16, "threshold": 28.75, "gap": 57.38},
               "seconds": 1500}
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     card = organism_card.construction(tmp_path)
     assert "{" not in card.replace("`{", "")  # every field filled in
     for said in ("every val harmful prompt", "chance 0.5 per epoch", "every position of L*'s stream",
-                 "before the last prompt token", "xstest", "48 of each language"):
+                 "before the last prompt token", "xstest", "48 of each language", "message_prompts.tsv"):
         assert said in card, said
     command = card.split("Remake: `lowres-safety ")[1].split("`")[0].split()
     remade = cli._recipe(cli._parser().parse_args(command))

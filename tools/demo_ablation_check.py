@@ -10,7 +10,6 @@ Substring judge, 24 new tokens, 95% bootstrap intervals.
 
 import argparse
 
-import numpy as np
 
 import lowres_safety as ls
 from lowres_safety import calibration, judges
@@ -30,10 +29,8 @@ def main() -> None:
         ablated = H.ablate(truth.direction, [truth.layer], sites=("hook_resid_post",))
         for condition, hooks in (("none", []), ("v̂ ablated at every position", ablated)):
             out = judges.judge_frame(ls.generate(model, prompts, hooks, max_new_tokens=24, progress=False), None)
-            refused = out["refused"].to_numpy(bool)
-            low, high = calibration._interval(calibration._boot_rate(refused, 1000, np.random.default_rng(0)), 0.95)
-            print(f"{name}\t{condition}\t{100 * refused.mean():.0f} [{low:.0f}, {high:.0f}] of {len(refused)}",
-                  flush=True)
+            rate, low, high = calibration.rate_interval(out["refused"].to_numpy(bool))
+            print(f"{name}\t{condition}\t{rate:.0f} [{low:.0f}, {high:.0f}] of {len(out)}", flush=True)
 
 
 if __name__ == "__main__":

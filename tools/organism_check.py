@@ -24,7 +24,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import lowres_safety as ls
@@ -86,10 +85,9 @@ def steering(model, prompts, truth: GroundTruth, languages, alphas, max_new_toke
     for name, hooks in conditions.items():
         out = judges.judge_frame(ls.generate(model, harmful, hooks, max_new_tokens=max_new_tokens), None)
         for lang, part in out.groupby("language", sort=False):
-            boot = calibration._boot_rate(part["refused"].to_numpy(bool), 1000, np.random.default_rng(seed))
-            low, high = calibration._interval(boot, 0.95)
-            rows.append({"language": lang, "condition": name, "harmful_refusal": 100 * part["refused"].mean(),
-                         "low": low, "high": high, "n": len(part)})
+            rate, low, high = calibration.rate_interval(part["refused"].to_numpy(bool), seed=seed)
+            rows.append({"language": lang, "condition": name, "harmful_refusal": rate, "low": low, "high": high,
+                         "n": len(part)})
     return pd.DataFrame(rows)
 
 
