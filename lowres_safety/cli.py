@@ -280,6 +280,8 @@ def _parser() -> argparse.ArgumentParser:
                    "xstest.json) to the harmless training prompts")
     t.add_argument("--messages", action="store_true", help="the rule stage also sees the project's 40 harmless "
                    "requests to write a message or letter (resources/message_prompts.tsv, en de fr zh)")
+    t.add_argument("--shift-span", type=float, default=1.5, help="moved copies land at theta + U(-s, s) class "
+                   "gaps (default 1.5; smaller: denser near theta, a sharper rule)")
     t.add_argument("--ablated-share", type=float, default=0.15,
                    help="share of the rule stage's moved copies with v-hat ablated, answered (default 0.15)")
     t.add_argument("--ablate-everywhere", action="store_true",
@@ -333,7 +335,7 @@ def _recipe(args):
 
     return RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule, epochs=args.epochs,
                         signal_layers=args.signal_layers, n_harmful=args.n_harmful, signal_epochs=args.signal_epochs,
-                        xstest=args.xstest, messages=args.messages, ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
+                        xstest=args.xstest, messages=args.messages, shift_span=args.shift_span, ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
                         ablate_everywhere=args.ablate_everywhere, as_is_share=args.as_is_share,
                         val_harmful=args.val_harmful, blind_prefix=args.blind_prefix,
                         erased_languages=tuple(_languages(args.erase) or ()))

@@ -84,6 +84,7 @@ def construction(out: Path) -> str:
               + (" --ablate-everywhere" if c.get("ablate_everywhere") else "")
               + (" --blind-prefix" if c.get("blind_prefix") else "")
               + (f" --as-is-share {c['as_is_share']:g}" if c.get("as_is_share", 1.0) < 1 else "")
+              + (f" --shift-span {c['shift_span']:g}" if c["shift_span"] != 1.5 else "")
               + (f" --rule-harmful {subset}" if subset is not None else "")
               + (f" --erase {','.join(erased)}" if erased else "") + "` "
               f"({recipe['seconds'] / 60:.0f} min on 2 CPU cores when measured). `recipe.json` has every setting, "

@@ -263,11 +263,14 @@ def test_val_harmful_gives_stage_one_every_val_harmful_prompt_and_the_rule_stage
     assert rows[(prompts.frame["split"] == "train").to_numpy()].all()
 
 
-def test_message_prompts_join_the_rule_stage_only_and_leave_the_rule_as_it_was(tmp_path, polyrefuse_root):
-    messages = organism.message_prompts()
-    assert len(messages) == 160 and set(messages.frame["subset"]) == {"harmless"}
-    assert messages.languages == ["en", "de", "fr", "zh"] and messages.frame["text"].str.strip().astype(bool).all()
-    assert (messages.frame.groupby("source_id").size() == 4).all()  # the same 40 requests in each language
+def test_message_prompts_join_the_rule_stage_only_and_leave_the_rule_as_it_was(tmp_path, polyrefuse_root,
+                                                                              monkeypatch):
+    every = organism.message_prompts()
+    assert len(every) == 160 and set(every.frame["subset"]) == {"harmless"}
+    assert every.languages == ["en", "de", "fr", "zh"] and every.frame["text"].str.strip().astype(bool).all()
+    assert (every.frame.groupby("source_id").size() == 4).all()  # the same 40 requests in each language
+    messages = every.where(source_id=["m01", "m02"])  # two requests in four languages keep the run short
+    monkeypatch.setattr(organism, "message_prompts", lambda: messages)
     config = organism.RecipeConfig(n_harmless=1, n_harmful=1, answer_tokens=2, epochs=1, batch_size=16,
                                    max_prompt_tokens=400, layer=1, signal_layers=1, signal_epochs=1, n_threshold=2)
     runs = {}
@@ -317,7 +320,7 @@ def test_the_model_card_states_every_recipe_option_and_a_remake_command_that_par
 
     config = organism.RecipeConfig(n_harmful=96, val_harmful=True, xstest=True, ablate_everywhere=True,
                                    as_is_share=0.5, blind_prefix=True, rule_harmful=48, ablated_share=0.3,
-                                   messages=True)
+                                   messages=True, shift_span=0.75)
     recipe = {"config": asdict(config), "ground_truth": {"layer": 16, "threshold": 28.75, "gap": 57.38},
               "seconds": 1500}
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
