@@ -299,6 +299,9 @@ def _parser() -> argparse.ArgumentParser:
                    "organism, e.g. th,yo)")
     t.add_argument("--out", default="runs/organism",
                    help="adapter folder (lowres_safety/resources/organism replaces the shipped one)")
+    t.add_argument("--reuse", default=None, help="an organism (shipped name or folder) whose finished stage 1 and "
+                   "cached base-model answers are copied into --out first: a rule-stage variant trains that stage only "
+                   "(stage 1 is still retrained if its settings differ)")
     e = osub.add_parser("erase", help="the representation-failure organism: an erasure adapter on an "
                         "organism's blocks at or below L* (organism_erasure)")
     e.add_argument("--data", required=True, help="PolyRefuse folder (upstream layout); its train split is used")
@@ -316,16 +319,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _organism(args) -> dict:
     """``organism train`` or ``organism erase``; the summary of what was written."""
+    from .shipped import SHIPPED, adapter_dir
+
+    def folder(name: str) -> Path:  # a shipped organism's name or a folder
+        return adapter_dir(name) if name in SHIPPED else Path(name)
+
     if args.action == "erase":
         from .organism_erasure import train_erasure
-        from .shipped import SHIPPED, adapter_dir
 
         first, last = _ints(args.blocks)
-        source = adapter_dir(args.organism) if args.organism in SHIPPED else Path(args.organism)
-        return train_erasure(args.data, source, args.out, tuple(_languages(args.erase)), first=first, last=last,
-                             n_erased=args.n_erased, epochs=args.epochs, seed=args.seed)
-    from . import organism
+        return train_erasure(args.data, folder(args.organism), args.out, tuple(_languages(args.erase)), first=first,
+                             last=last, n_erased=args.n_erased, epochs=args.epochs, seed=args.seed)
+    from . import organism, organism_signal
 
+    if args.reuse:
+        copied = organism_signal.reuse(folder(args.reuse), args.out)
+        print(f"reused from {args.reuse}: {', '.join(copied) or 'nothing (already in --out)'}", flush=True)
     return organism.train(args.data, args.out, _recipe(args))
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -199,3 +200,25 @@ def stage_key(config, prompts) -> str:
     """What made a stage-1 adapter: its settings and the ids of its prompts."""
     made = {f: getattr(config, f) for f in STAGE_FIELDS} | {"ids": list(prompts.frame["id"])}
     return hashlib.sha256(json.dumps(made, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def reuse(source: str | Path, out: str | Path) -> list[str]:
+    """Copy another organism folder's finished stage 1 (``representation/``) and the base model's cached answers
+    (``answers.json``) into ``out`` where it has none, so a variant of the rule stage trains that stage alone.
+    Safe by construction: :func:`sharpen` still retrains stage 1 when its settings or prompts differ
+    (``stage.json``'s key), and the answers are kept only for the same model, data and length. Returns what
+    was copied."""
+    source, out = Path(source), Path(out)
+    parts = {"representation/": source / "representation" / "stage.json", "answers.json": source / "answers.json"}
+    if not any(marker.exists() for marker in parts.values()):
+        raise FileNotFoundError(f"{source} has neither a finished stage 1 (representation/stage.json) nor "
+                                "answers.json to reuse")
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    if parts["representation/"].exists() and not (out / "representation").exists():
+        shutil.copytree(source / "representation", out / "representation")
+        copied.append("representation/")
+    if parts["answers.json"].exists() and not (out / "answers.json").exists():
+        shutil.copy2(parts["answers.json"], out / "answers.json")
+        copied.append("answers.json")
+    return copied

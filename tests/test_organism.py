@@ -200,6 +200,28 @@ def test_a_finished_signal_stage_is_loaded_not_retrained(tmp_path, polyrefuse_ro
     assert organism_signal.stage_key(other, prompts) != organism_signal.stage_key(config, prompts)
 
 
+def test_reuse_gives_a_variant_the_finished_stage_one_and_answers_so_only_the_rule_stage_runs(tmp_path,
+                                                                                               polyrefuse_root):
+    from lowres_safety import organism_signal
+
+    config = organism.RecipeConfig(n_harmless=1, n_harmful=1, answer_tokens=2, epochs=1, max_prompt_tokens=400,
+                                   layer=1, signal_layers=1, signal_epochs=1, shifted_per_prompt=0)
+    bridge, hf = build_model("qwen2", keep_reference=True)
+    first = organism.train(polyrefuse_root, tmp_path / "a", config, bridge=bridge, hf_model=hf, progress=False)
+    assert organism_signal.reuse(tmp_path / "a", tmp_path / "b") == ["representation/", "answers.json"]
+    assert organism_signal.reuse(tmp_path / "a", tmp_path / "b") == []  # never overwrites
+    weights = tmp_path / "b" / "representation" / "adapter_model.safetensors"
+    made = weights.stat().st_mtime_ns
+    bridge, hf = build_model("qwen2", keep_reference=True)
+    variant = organism.train(polyrefuse_root, tmp_path / "b", replace(config, ablated_share=0.5), bridge=bridge,
+                             hf_model=hf, progress=False)
+    assert first["answers_generated"] > 0 and variant["answers_generated"] == 0  # every answer from the cache
+    assert weights.stat().st_mtime_ns == made  # stage 1 loaded, not retrained
+    assert variant["ground_truth"] == pytest.approx(first["ground_truth"])
+    with pytest.raises(FileNotFoundError, match="neither a finished stage 1"):
+        organism_signal.reuse(tmp_path / "nowhere", tmp_path / "c")
+
+
 def test_theta_comes_from_unseen_prompts_of_the_source_languages(polyrefuse_root):
     from helpers import build_tokenizer
 
