@@ -319,21 +319,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _organism(args) -> dict:
     """``organism train`` or ``organism erase``; the summary of what was written."""
-    from .shipped import SHIPPED, adapter_dir
-
-    def folder(name: str) -> Path:  # a shipped organism's name or a folder
-        return adapter_dir(name) if name in SHIPPED else Path(name)
+    from .shipped import organism_folder
 
     if args.action == "erase":
         from .organism_erasure import train_erasure
 
         first, last = _ints(args.blocks)
-        return train_erasure(args.data, folder(args.organism), args.out, tuple(_languages(args.erase)), first=first,
-                             last=last, n_erased=args.n_erased, epochs=args.epochs, seed=args.seed)
+        return train_erasure(args.data, organism_folder(args.organism), args.out, tuple(_languages(args.erase)),
+                             first=first, last=last, n_erased=args.n_erased, epochs=args.epochs, seed=args.seed)
     from . import organism, organism_signal
 
     if args.reuse:
-        copied = organism_signal.reuse(folder(args.reuse), args.out)
+        copied = organism_signal.reuse(organism_folder(args.reuse), args.out)
         print(f"reused from {args.reuse}: {', '.join(copied) or 'nothing (already in --out)'}", flush=True)
     return organism.train(args.data, args.out, _recipe(args))
 
@@ -344,7 +341,8 @@ def _recipe(args):
 
     return RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule, epochs=args.epochs,
                         signal_layers=args.signal_layers, n_harmful=args.n_harmful, signal_epochs=args.signal_epochs,
-                        xstest=args.xstest, messages=args.messages, shift_span=args.shift_span, ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
+                        xstest=args.xstest, messages=args.messages, shift_span=args.shift_span,
+                        ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
                         ablate_everywhere=args.ablate_everywhere, as_is_share=args.as_is_share,
                         val_harmful=args.val_harmful, blind_prefix=args.blind_prefix,
                         erased_languages=tuple(_languages(args.erase) or ()))

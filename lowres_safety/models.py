@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .lesion import ScriptLesion
-from .shipped import SHIPPED, adapter_dir
+from .shipped import SHIPPED, organism_folder
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -210,7 +210,7 @@ def merged_hf(folder: str | Path, dtype=torch.float32):
 def _adapter_folder(name: str) -> tuple[Path | None, ScriptLesion | None]:
     """The LoRA adapter folder behind ``name`` (a shipped organism or a trained adapter's folder), if any, and
     the script lesion it declares (``lesion.json``, whose ``base`` names the organism whose adapters it uses)."""
-    folder = adapter_dir(name) if name in SHIPPED else Path(name)
+    folder = organism_folder(name)
     declared = ScriptLesion.read(folder) if folder.is_dir() else None
     if declared is not None and declared[1] is not None:
         base = declared[1] if declared[1] in SHIPPED else str((folder / declared[1]).resolve())

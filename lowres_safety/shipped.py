@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SHIPPED", "adapter_dir", "shipped_name"]
+__all__ = ["SHIPPED", "adapter_dir", "organism_folder", "shipped_name"]
 
 #: Name → what it is. Each is a folder under ``lowres_safety/resources`` (adapter, ``representation/``,
 #: ``ground_truth.json``, ``recipe.json`` and a README stating the construction; or ``lesion.json`` naming the
@@ -23,6 +23,11 @@ def adapter_dir(name: str = "organism") -> Path:
     if name not in SHIPPED:
         raise ValueError(f"no shipped organism {name!r}; shipped: {sorted(SHIPPED)}")
     return Path(str(resources.files("lowres_safety") / "resources" / name))
+
+
+def organism_folder(name: str | Path) -> Path:
+    """Where an organism lives: a shipped name's package folder, or ``name`` itself as a folder."""
+    return adapter_dir(name) if name in SHIPPED else Path(name)
 
 
 def shipped_name(name: str) -> str | None:

@@ -20,7 +20,7 @@ import lowres_safety as ls
 from lowres_safety import hooks as H
 from lowres_safety.evaluation import kl_divergence
 from lowres_safety.ground_truth import GroundTruth
-from lowres_safety.shipped import SHIPPED, adapter_dir
+from lowres_safety.shipped import organism_folder
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     rows = []
     for name in a.organisms.split(","):
         model = ls.load_model(name)
-        truth = GroundTruth.load(adapter_dir(name) if name in SHIPPED else name)
+        truth = GroundTruth.load(organism_folder(name))
         for scope in ("all", "from_last"):
             hooks = H.ablate(truth.direction, [truth.layer], sites=("hook_resid_post",), scope=scope)
             kl = kl_divergence(model, prompts, hooks).numpy()

@@ -15,7 +15,7 @@ import lowres_safety as ls
 from lowres_safety import calibration, judges
 from lowres_safety import hooks as H
 from lowres_safety.ground_truth import GroundTruth
-from lowres_safety.shipped import SHIPPED, adapter_dir
+from lowres_safety.shipped import organism_folder
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     a = p.parse_args()
     prompts = ls.data.load_builtin(["en"]).where(subset="harmful")
     for name in a.organisms:
-        truth = GroundTruth.load(adapter_dir(name) if name in SHIPPED else name)
+        truth = GroundTruth.load(organism_folder(name))
         model = ls.load_model(name)
         ablated = H.ablate(truth.direction, [truth.layer], sites=("hook_resid_post",))
         for condition, hooks in (("none", []), ("v̂ ablated at every position", ablated)):
