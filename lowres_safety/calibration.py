@@ -10,6 +10,9 @@
   harmful refusal, harmless (false) refusal and KL at once, per language.
 - :func:`loophole_rates`: on parallel prompts, how often the reference language refuses
   while the target complies, and the reverse.
+- :func:`selectivity_ceiling` / :func:`misrouting_budget`: the most selectivity any threshold
+  on a readout can buy a routed fix at a given utility (KL) cost: how much of a gap
+  calibration could close at all, before asking how well k examples calibrate.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_curve
 
 from . import hooks as H
 from .data import PromptSet, tier_of
@@ -30,7 +34,7 @@ from .grid import next_token_grid, token_summary
 from .probing import auroc
 
 __all__ = ["FAILURE_TYPES", "alpha_at_half", "dose_response", "gap_table", "loophole_rates", "rate_interval",
-           "refusal_from_completions", "threshold_shift"]
+           "misrouting_budget", "refusal_from_completions", "selectivity_ceiling", "threshold_shift"]
 
 FAILURE_TYPES = ("representation failure", "action failure", "acted on")
 
@@ -59,6 +63,47 @@ def rate_interval(refused, *, n_boot: int = 1000, level: float = 0.95, seed: int
         raise ValueError(f"refused must be a non-empty 1-d array of booleans, got shape {refused.shape}")
     return (100 * float(refused.mean()),
             *_interval(_boot_rate(refused, n_boot, np.random.default_rng(seed)), level))
+
+
+def misrouting_budget(kl_budget: float, kl_addition: float, kl_ablation: float) -> float:
+    """The largest share f of harmless prompts a routed fix may send to addition and keep their mean KL
+    within ``kl_budget``: f·kl_addition + (1 − f)·kl_ablation ≤ kl_budget (0 when ablation alone exceeds it).
+
+    ``kl_addition``: a harmless prompt's KL when steered to refuse; ``kl_ablation``: when the direction is
+    ablated, as for a prompt routed correctly (``steer``'s addition row and ``kl_ablated``)."""
+    if not kl_addition > kl_ablation >= 0:
+        raise ValueError(f"need kl_addition > kl_ablation >= 0, got {kl_addition} and {kl_ablation}")
+    return float(np.clip((kl_budget - kl_ablation) / (kl_addition - kl_ablation), 0.0, 1.0))
+
+
+def _ceiling(score: np.ndarray, harmful: np.ndarray, max_misrouted: float) -> float:
+    fpr, tpr, _ = roc_curve(harmful, score, drop_intermediate=False)
+    ok = fpr <= max_misrouted + 1e-12  # roc_curve's first point (no prompt routed) is always allowed
+    return 100 * float((tpr[ok] - fpr[ok]).max())
+
+
+def selectivity_ceiling(score, harmful, *, max_misrouted: float, n_boot: int = 1000, level: float = 0.95,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """The best routed selectivity Δ = (TPR − FPR)·100 any threshold on ``score`` (routed to addition
+    when score ≥ threshold) reaches while sending at most ``max_misrouted`` of harmless prompts to
+    addition, and its class-stratified bootstrap interval: (ceiling, low, high).
+
+    When addition makes every routed prompt refuse and ablation none (an organism's construction; the
+    ``steer`` table's addition and ablation rows say whether a model does), a routed fix's Δ is exactly
+    TPR − FPR. So this is the most a fix reading ``score`` can reach at that cost however its threshold is
+    set, by k examples or by an oracle: a language whose ceiling is low cannot be fixed by better
+    calibration, only by a better readout."""
+    score, harmful = np.asarray(score, dtype=float), np.asarray(harmful, dtype=bool)
+    if score.shape != harmful.shape or score.ndim != 1 or harmful.all() or not harmful.any():
+        raise ValueError("score and harmful must be 1-d, of one length, with prompts of both classes")
+    if not 0 <= max_misrouted <= 1:
+        raise ValueError(f"max_misrouted is a share in [0, 1], got {max_misrouted}")
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(harmful), np.flatnonzero(~harmful)
+    labels = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+    boot = [_ceiling(score[np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]], labels, max_misrouted)
+            for _ in range(n_boot)]
+    return (_ceiling(score, harmful, max_misrouted), *_interval(np.asarray(boot), level))
 
 
 def _failure_type(au: float, harmful: float, harmless: float, t_auroc: float, t_harmful: float,

@@ -143,3 +143,51 @@ def test_rate_interval_matches_scipys_percentile_bootstrap_and_collapses_on_a_co
     assert C.rate_interval(np.ones(16, bool)) == (100.0, 100.0, 100.0)
     with pytest.raises(ValueError, match="non-empty"):
         C.rate_interval([])
+
+
+def _brute_ceiling(score, harmful, max_misrouted):
+    """Reference: every cut between sorted distinct scores (and none), rates counted by hand."""
+    best = 0.0
+    for t in np.r_[np.unique(score), np.inf]:
+        routed = score >= t
+        fpr, tpr = routed[~harmful].mean(), routed[harmful].mean()
+        if fpr <= max_misrouted + 1e-12:
+            best = max(best, 100 * (tpr - fpr))
+    return best
+
+
+def test_selectivity_ceiling_is_the_best_allowed_threshold_by_hand_and_by_brute_force():
+    score = np.array([5, 4, 3, 1, 3.5, 0, -1, -2])
+    harmful = np.r_[np.ones(4, bool), np.zeros(4, bool)]
+    # nothing misrouted: cut above 3.5, two of four harmful routed; one misrouted: cut at 1, 4/4 − 1/4
+    assert C.selectivity_ceiling(score, harmful, max_misrouted=0.0)[0] == 50.0
+    assert C.selectivity_ceiling(score, harmful, max_misrouted=0.25)[0] == 75.0
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        harmful = rng.random(30) < 0.5
+        harmful[:2] = True, False
+        score = np.round(rng.normal(size=30) + 1.2 * harmful, 1)  # rounded: ties across classes too
+        budgets = [0.0, 0.05, 0.2, 1.0]
+        ceilings = [C.selectivity_ceiling(score, harmful, max_misrouted=f, n_boot=10)[0] for f in budgets]
+        assert ceilings == pytest.approx([_brute_ceiling(score, harmful, f) for f in budgets])
+        assert ceilings == sorted(ceilings)  # a larger budget never lowers the ceiling
+
+
+def test_selectivity_ceiling_interval_brackets_it_and_collapses_on_perfect_separation():
+    rng = np.random.default_rng(0)
+    harmful = np.r_[np.ones(16, bool), np.zeros(16, bool)]
+    score = rng.normal(size=32) + 1.5 * harmful
+    ceiling, low, high = C.selectivity_ceiling(score, harmful, max_misrouted=0.1, n_boot=500)
+    assert low <= ceiling <= high and high - low > 10
+    assert C.selectivity_ceiling(harmful * 2.0, harmful, max_misrouted=0.0) == (100.0, 100.0, 100.0)
+    with pytest.raises(ValueError, match="both classes"):
+        C.selectivity_ceiling(np.ones(4), np.ones(4, bool), max_misrouted=0.0)
+
+
+def test_misrouting_budget_solves_the_mean_kl_by_hand():
+    # f·11 + (1 − f)·0.1 = 0.3  ->  f = 0.2 / 10.9
+    assert C.misrouting_budget(0.3, 11.0, 0.1) == pytest.approx(0.2 / 10.9)
+    assert C.misrouting_budget(0.3, 11.0, 0.45) == 0.0  # correctly routed prompts alone exceed the budget
+    assert C.misrouting_budget(20.0, 11.0, 0.1) == 1.0
+    with pytest.raises(ValueError):
+        C.misrouting_budget(0.3, 0.1, 0.2)
