@@ -23,7 +23,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import lowres_safety as ls
