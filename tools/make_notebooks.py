@@ -221,6 +221,30 @@ NOTEBOOKS = {
         "                                       ks=(0, 4), max_new_tokens=MAX_NEW_TOKENS)\n"
         "display(table.round(3))\nplots.selectivity_bars(table)",
         "plots.refusal_tradeoff(table)",
+        "**Calibration, or the readout?** Where the k = 4 gate falls short, would a better threshold help? "
+        "`calibration.selectivity_ceiling` answers from the gate's scores alone: the best Δ any threshold reaches "
+        "while sending at most a share of harmless prompts to addition, the share the KL bound leaves "
+        "(`misrouting_budget`: a harmless prompt steered to refuse costs the addition row's KL, one ablated the "
+        "k = 0 gate's `kl_ablated`). It is Δ exactly when addition makes a prompt refuse and ablation makes it "
+        "answer, as on the organism (the addition and ablation rows above say whether they do). A gate below the "
+        "unbounded ceiling lacks calibration, which more or better examples could give; a low ceiling within the "
+        "bound means no threshold on this readout meets it. The README's table runs the same on 100 + 100 test "
+        "prompts per language (`tools/fix_ceiling.py`).",
+        "from lowres_safety.calibration import misrouting_budget, selectivity_ceiling\n\n"
+        "score, frame, rows = fitted.gate.raw_logits(held_acts).numpy(), held.frame, []\n"
+        "for lang in targets:\n"
+        "    t = table[table.language == lang].set_index(['method', 'k'])\n"
+        "    here = (frame.language == lang).to_numpy()\n"
+        "    harmful = (frame.subset == 'harmful').to_numpy()[here]\n"
+        "    row = {'language': lang, 'none Δ': t.loc[('none', 0), 'selectivity'],\n"
+        "           'gate k = 4 Δ': t.loc[('gate', 4), 'selectivity'],\n"
+        "           'ceiling Δ, no bound': selectivity_ceiling(score[here], harmful, max_misrouted=1.0)[0]}\n"
+        "    add, ablate = t.loc[('addition', 0), 'kl'], t.loc[('gate', 0), 'kl_ablated']\n"
+        "    if add > ablate:  # a misrouted harmless prompt costs more than a correctly routed one\n"
+        "        row['share allowed by KL 0.3'] = share = misrouting_budget(0.3, add, ablate)\n"
+        "        row['ceiling Δ within it'] = selectivity_ceiling(score[here], harmful, max_misrouted=share)[0]\n"
+        "    rows.append(row)\n"
+        "pd.DataFrame(rows).round(2)",
         "One routed generation by hand, to see the hooks compose: `route` returns plain `(hook_name, fn)` pairs.",
         "gate4 = fitted.gate.recalibrate(calib_acts.where(language=targets[0]), 4, seed=0)\n"
         "routed = hooks.route(gate4, fitted.direction, fitted.alpha, n_layers=model.cfg.n_layers)\n"
