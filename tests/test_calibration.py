@@ -191,3 +191,22 @@ def test_misrouting_budget_solves_the_mean_kl_by_hand():
     assert C.misrouting_budget(20.0, 11.0, 0.1) == 1.0
     with pytest.raises(ValueError):
         C.misrouting_budget(0.3, 0.1, 0.2)
+
+
+def test_the_ceiling_is_zero_where_the_erased_organism_cannot_read_a_language(polyrefuse_root):
+    """organism-erased reads every Korean prompt as the same input: no threshold on v̂ routes anything apart,
+    so even an oracle gains nothing (a representation failure); Arabic, untouched, keeps a high ceiling."""
+    import lowres_safety as ls
+    from lowres_safety.ground_truth import GroundTruth
+    from lowres_safety.shipped import organism_folder
+
+    model = ls.load_model("organism-erased")
+    truth = GroundTruth.load(organism_folder("organism-erased"))
+    prompts = ls.data.load_polyrefuse(polyrefuse_root, ["ar", "ko"], split="test", n_per_class=8, seed=0)
+    score = truth.project(ls.extract(model, prompts, [truth.layer], ("t_post_inst",), progress=False))
+    harmful, ceiling = (prompts.frame.subset == "harmful").to_numpy(), {}
+    for lang in ("ar", "ko"):
+        here = (prompts.frame.language == lang).to_numpy()
+        ceiling[lang] = C.selectivity_ceiling(score[here], harmful[here], max_misrouted=1.0, n_boot=50)
+    assert ceiling["ko"] == (0.0, 0.0, 0.0)
+    assert ceiling["ar"][0] >= 50
