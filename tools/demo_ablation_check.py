@@ -10,7 +10,6 @@ Substring judge, 24 new tokens, 95% bootstrap intervals.
 
 import argparse
 
-
 import lowres_safety as ls
 from lowres_safety import calibration, judges
 from lowres_safety import hooks as H

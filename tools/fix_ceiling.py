@@ -57,7 +57,8 @@ def main() -> None:
     acts = ls.extract(model, prompts, [truth.layer], ("t_post_inst",))
     fit_acts = ls.extract(model, fit, [truth.layer], ("t_post_inst",)).where(language=source)
     gate = Gate(seed=run["seed"]).fit(fit_acts, truth.layer, "t_post_inst", source)
-    readouts = {"v̂ at L*": truth.project(acts), "gate (k = 0)": gate.raw_logits(acts).numpy()}
+    rule = truth.predict(acts)  # per prompt: projection on v̂ at L* and the rule's refusal
+    readouts = {"v̂ at L*": rule["projection"].to_numpy(), "gate (k = 0)": gate.raw_logits(acts).numpy()}
     frame = prompts.frame
     out = []
     for lang in languages:
@@ -66,10 +67,11 @@ def main() -> None:
         share = misrouting_budget(a.kl_budget, kl_add, kl_abl)
         here = (frame["language"] == lang).to_numpy()
         harmful = (frame["subset"] == "harmful").to_numpy()[here]
-        refused = readouts["v̂ at L*"][here] > truth.threshold
-        rule = 100 * (refused[harmful].mean() - refused[~harmful].mean())
+        refused = rule["refused"].to_numpy()[here]
+        rule_delta = 100 * (refused[harmful].mean() - refused[~harmful].mean())
         row = {"language": lang, "KL add / ablate": f"{kl_add:.1f} / {kl_abl:.2f}",
-               "budget share": share if kl_abl <= a.kl_budget else "0: ablating alone > budget", "rule Δ (θ)": rule}
+               "budget share": share if kl_abl <= a.kl_budget else "0: ablating alone > budget",
+               "rule Δ (θ)": rule_delta}
         if (split, n) == (run["split"], run["n_per_class"]):  # the run's own prompts: its measured rows apply
             row |= {f"{m} k={k} Δ, measured": float(mine.loc[(m, k), "selectivity"])
                     for m, k in [("none", 0)] + [("gate", k) for k in run["ks"] if k]}
@@ -77,7 +79,7 @@ def main() -> None:
             row[f"AUROC {name}"] = float(ls.probing.auroc(score[here], harmful))
             within = selectivity_ceiling(score[here], harmful, max_misrouted=share, seed=run["seed"])
             row[f"ceiling {name}"] = cell(within)
-            row[f"max gain {name}"] = within[0] - rule
+            row[f"max gain {name}"] = within[0] - rule_delta
             row[f"ceiling {name}, no budget"] = cell(selectivity_ceiling(score[here], harmful, max_misrouted=1.0,
                                                                          seed=run["seed"]))
         out.append(row)
