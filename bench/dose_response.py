@@ -1,4 +1,4 @@
-"""Benchmark of ``calibration.dose_response``'s grid against the plain path; prints one JSON object.
+"""Benchmark of ``dose_response.dose_response``'s grid against the plain path; prints one JSON object.
 
 The plain path is what ``dose_response`` did before the grid module: one whole bridge
 forward per grid point (all layers, logits at every position, every hook point live),
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from lowres_safety import data, load_model  # noqa: E402
 from lowres_safety import evaluation as E  # noqa: E402
 from lowres_safety import hooks as H  # noqa: E402
-from lowres_safety.generation import _batches  # noqa: E402
+from lowres_safety.generation import prompt_batches  # noqa: E402
 from lowres_safety.grid import next_token_grid, token_summary  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def plain_logprobs(model, prompts, hooks, batch_size: int) -> torch.Tensor:
     """The old ``next_token_logprobs``: a whole bridge forward, logits at every position."""
     out = None
     with model.hooks(fwd_hooks=list(hooks)):
-        for idx, ids, mask in _batches(model, prompts, batch_size, None):
+        for idx, ids, mask in prompt_batches(model, prompts, batch_size, None):
             with H.prompt_attention(mask):
                 logits = model(ids, attention_mask=mask)[:, -1].float()
             out = torch.empty(len(prompts), logits.shape[-1]) if out is None else out

@@ -36,8 +36,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 
 from lowres_safety import data, extract, load_model  # noqa: E402
-from lowres_safety.activations import left_pad, length_batches  # noqa: E402
-from lowres_safety.models import _default_folder, encode_chat  # noqa: E402
+from lowres_safety._runtime.batching import left_pad, length_batches  # noqa: E402
+from lowres_safety.models import default_folder, encode_chat  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Multilingual-Refusal"
 LANGUAGES = ["en", "th", "yo", "ar"]
@@ -139,7 +139,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(_default_folder(), dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(default_folder(), dtype=torch.float32).eval()
     extract(model, arrival.where(language="en"), "all", POSITIONS, progress=False)  # warm-up
     plain, grouped, arrival_order = [], [], []
     for _ in range(args.repeats):

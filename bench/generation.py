@@ -35,8 +35,8 @@ import torch  # noqa: E402
 from lowres_safety import data, extract, hooks, load_model  # noqa: E402
 from lowres_safety import directions as dirs  # noqa: E402
 from lowres_safety.gate import Gate  # noqa: E402
-from lowres_safety.generation import _batches, generate  # noqa: E402
-from lowres_safety.models import _default_folder  # noqa: E402
+from lowres_safety.generation import prompt_batches, generate  # noqa: E402
+from lowres_safety.models import default_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Multilingual-Refusal"
 LAYER = 15
@@ -68,9 +68,9 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(_default_folder(), dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(default_folder(), dtype=torch.float32).eval()
     pad = model.tokenizer.pad_token_id
-    batches = [(ids, mask) for _, ids, mask in _batches(model, prompts, 32, None)]
+    batches = [(ids, mask) for _, ids, mask in prompt_batches(model, prompts, 32, None)]
 
     @torch.no_grad()
     def timed_hf() -> float:

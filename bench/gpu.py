@@ -142,9 +142,9 @@ def routed_hooks(model, layer: int):
 
 def bench_extraction(model, hf, prompts, timer: Gpu, batch_size: int) -> dict:
     from lowres_safety import extract
-    from lowres_safety.generation import _batches
+    from lowres_safety.generation import prompt_batches
 
-    batches = [(ids, mask) for _, ids, mask in _batches(model, prompts, batch_size, None)]
+    batches = [(ids, mask) for _, ids, mask in prompt_batches(model, prompts, batch_size, None)]
     tokens = int(sum(int(mask.sum()) for _, mask in batches))
 
     @torch.no_grad()
@@ -163,9 +163,9 @@ def bench_extraction(model, hf, prompts, timer: Gpu, batch_size: int) -> dict:
 
 
 def bench_generation(model, hf, prompts, routed, timer: Gpu, batch_size: int, new_tokens: int) -> dict:
-    from lowres_safety.generation import _batches, generate
+    from lowres_safety.generation import prompt_batches, generate
 
-    batches = [(ids, mask) for _, ids, mask in _batches(model, prompts, batch_size, None)]
+    batches = [(ids, mask) for _, ids, mask in prompt_batches(model, prompts, batch_size, None)]
     pad = model.tokenizer.pad_token_id
 
     @torch.no_grad()

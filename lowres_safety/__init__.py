@@ -10,16 +10,17 @@ import warnings
 # deprecates on every call; nothing a user of this package can act on, so it is not shown.
 warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
-from . import (activations, data, directions, evaluation, generation, hooks, judges, methods, models, plots, presets,
-               probing, prompt_files, report, steering, utility)
+from . import activations, data, directions, evaluation, generation, hooks, judges, methods, models, plots, presets, probing, utility
+from .data import prompt_files
+from .pipelines import report, steering
 from .activations import ActivationSet, extract
 from .data import PromptSet
 from .gate import Gate
 from .generation import generate
 from .lesion import ScriptLesion
 from .models import load_model, show_tokens
-from .prompt_files import load_prompts
-from .notebook import notebook_setup
+from .data.prompt_files import load_prompts
+from ._runtime.notebook import notebook_setup
 
 __all__ = [
     "ActivationSet",

@@ -34,13 +34,14 @@ from safetensors.torch import load_file, safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._runtime.batching import StopForward, left_pad, length_batches
+from ._runtime.files import atomic_save
+from ._runtime.lean import lean
+from ._runtime.prefix import Prefix, continuing
 from .data import PromptSet
-from .files import atomic_save
-from .lean import lean
 from .models import cache_dir, encode_chat, model_id, position_offset, weights_fingerprint
-from .prefix import Prefix, continuing
 
-__all__ = ["ActivationSet", "extract", "left_pad", "length_batches", "resolve_layers"]
+__all__ = ["ActivationSet", "extract", "resolve_layers"]
 
 _FORMAT = 2  # 2: fused attention kernel in every dtype
 
@@ -134,29 +135,6 @@ def resolve_layers(model, layers) -> tuple[int, ...]:
     return tuple(sorted(set(layers)))
 
 
-def length_batches(lengths: list[int], batch_size: int, group_by_length: bool = True) -> list[np.ndarray]:
-    """Row indices of each batch: consecutive in length order (little padding) or arrival order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    order = np.argsort(lengths, kind="stable") if group_by_length else np.arange(len(lengths))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def left_pad(rows: list[tuple[int, ...]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Left-padded token ids and the 0/1 attention mask that must go with them."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-class _Stop(Exception):
-    """Raised by the deepest capture hook: nothing past it is needed."""
-
-
 @torch.no_grad()
 def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers, hook, prefix: Prefix | None = None,
                    prefix_cache=None) -> Float[Tensor, "batch layer n_pos d_model"]:
@@ -172,7 +150,7 @@ def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers
             out[:, i] = act[rows.to(act.device), cols.to(act.device)]  # float32, on the CPU
             done.add(i)
             if len(done) == len(layers):
-                raise _Stop
+                raise StopForward
             return act
 
         return fn
@@ -182,7 +160,7 @@ def _forward_batch(model, ids, mask, offsets: Int[Tensor, "batch n_pos"], layers
         full, start = continuing(prefix, mask.to(device), prefix_cache)
         with model.hooks(fwd_hooks=fwd), lean(model, sdpa=True):
             model(ids.to(device), attention_mask=full, **start)
-    except _Stop:
+    except StopForward:
         pass
     if len(done) != len(layers):
         raise RuntimeError(f"hook point(s) blocks.*.{hook} of layer(s) "

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .data import PromptSet, tier_of
 from .directions import unit
-from .generation import _batches, as_prompt_set
+from .generation import prompt_batches, as_prompt_set
 
 __all__ = ["Attribution", "attribute", "compare_languages", "direction_tokens", "logit_diff_direction"]
 
@@ -101,7 +101,7 @@ def attribute(model, prompts: PromptSet | Sequence[str], refusal_ids: Sequence[i
     names = set(_names(n_layers)) & set(model.hook_dict)
     comp_rows, head_rows, lens_rows, totals = [], [], [], np.zeros(len(prompts))
     meta = prompts.frame[["id", "language", "subset", "source_id"]].to_dict(orient="records")
-    batches = list(_batches(model, prompts, batch_size, system))
+    batches = list(prompt_batches(model, prompts, batch_size, system))
     for idx, ids, mask in tqdm(batches, desc="attribute", disable=not progress):
         logits, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=lambda n: n in names)
         last = _uncapped(model, logits[:, -1].float().cpu())

@@ -10,7 +10,8 @@ say whether the model *acts* through it:
   ablated on B's harmful prompts and added to B's harmless ones.
 
 :func:`check` runs both on a small, seeded set of prompts so the ``diagnose`` and
-``steer`` reports carry them in minutes; :func:`sections` writes their report sections.
+``steer`` reports carry them in minutes; their report sections are
+:func:`lowres_safety.pipelines.causal_report.sections`.
 Selection prompts are held out from the candidates: the candidates are fitted on the
 source prompts of every *other* source id, as refusal_direction keeps its train and
 validation splits apart.
@@ -23,15 +24,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import plots
 from .activations import ActivationSet
-from .data import PromptSet, _sample_sources
+from .data import PromptSet, sample_sources
 from .directions import per_language
-from .report import Section
 from .selection import NoSurvivorError, candidate_directions, select_direction
 from .transfer import LogitJudge, interventional_transfer
 
-__all__ = ["CausalCheck", "check", "sections"]
+__all__ = ["CausalCheck", "check"]
 
 
 @dataclass
@@ -69,7 +68,7 @@ def check(model, acts: ActivationSet, prompts: PromptSet, source: list[str], ref
         raise ValueError(f"selection needs at least 2 {reference!r} prompts per class (has {have}): one to score "
                          "on and one to fit candidates on")
     n_select = min(n_select, have // 2)  # the rest, and their translations, fit the candidates
-    held = _sample_sources(ref.frame, n_select, seed, ref.origin)
+    held = sample_sources(ref.frame, n_select, seed, ref.origin)
     val = PromptSet(held, ref.origin + f" ({n_select} per class for selection)")
     fit = acts.where(language=source)
     fit = fit.where(id=fit.prompts.frame[~fit.prompts.frame["source_id"].isin(held["source_id"])]["id"].tolist())
@@ -96,39 +95,3 @@ def check(model, acts: ActivationSet, prompts: PromptSet, source: list[str], ref
                                        progress=progress)
     timing["transfer_s"] = time.perf_counter() - t
     return CausalCheck(table, chosen, note, transfer, layer, n_select, timing, transfer_note=why)
-
-
-def sections(c: CausalCheck, first: int | None = None) -> list[Section]:
-    """Two report sections (numbered ``first`` and ``first + 1`` when given): selection, then transfer."""
-    lead, lead2 = (f"{first}. ", f"{first + 1}. ") if first is not None else ("", "")
-    kept = c.selection[~c.selection["filtered"]]
-    outcome = (f"Layer {c.chosen_layer} is chosen ({len(kept)} of {len(c.selection)} candidates pass the filters)."
-               if c.chosen_layer is not None else f"No candidate passes the filters: {c.selection_note}")
-    transfer_table = c.transfer[["source", "target", "baseline_harmful_refusal", "ablated_harmful_refusal", "drop",
-                                 "baseline_harmless_refusal", "added_harmless_refusal"]]
-    where = "the chosen layer" if c.chosen_layer is not None else "the gate layer (no candidate was chosen)"
-    return [
-        Section(
-            f"{lead}Which direction does the model act through? (Arditi et al.'s selection)",
-            f"Each layer's difference of means (source languages, prompts disjoint from these) scored on "
-            f"{c.n_select} harmful and {c.n_select} harmless reference-language prompts: refusal log-odds on "
-            f"harmful prompts with it ablated at every layer (bypass), on harmless prompts with it added at its "
-            f"layer (induce), and the KL of the ablation on harmless prompts; refusal_direction's filters drop "
-            f"the last 20% of layers, KL > 0.1 and induce < 0. {outcome} Took {c.timing['selection_s']:.0f} s.",
-            ((plots.selection_scores(c.selection),
-              "Left: low is good (ablating it stops refusal); middle: high is good (adding it makes harmless "
-              "prompts refused); right: low is good. Grey crosses were filtered out (hover for why); the star is "
-              "the choice."),),
-            c.selection.round(3),
-        ),
-        Section(
-            f"{lead2}Does one language's direction move another's refusal? (PolyRefuse's transfer matrix)",
-            f"Each language's own direction at layer {c.transfer_layer} ({where}), ablated at every layer on "
-            f"every language's harmful prompts and added (raw, coefficient 1) on its harmless ones; refusal by "
-            f"the first-token logit judge. Took {c.timing['transfer_s']:.0f} s. {c.transfer_note}".strip(),
-            ((plots.transfer_intervention_heatmap(c.transfer),
-              "Rows: whose direction; columns: whose prompts. A shared direction moves every column from every "
-              "row; a row that moves only its own column is a language-specific direction."),),
-            transfer_table.round(1),
-        ),
-    ]

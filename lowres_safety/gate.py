@@ -48,7 +48,7 @@ from torch import Tensor
 
 from . import directions as dirs
 from .activations import ActivationSet
-from .files import atomic_save
+from ._runtime.files import atomic_save
 
 __all__ = ["READOUTS", "RECALIBRATIONS", "Gate", "balanced_f1_threshold", "sample_per_class"]
 

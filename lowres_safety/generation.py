@@ -23,14 +23,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .activations import left_pad, length_batches
+from ._runtime.batching import left_pad, length_batches
 from .data import PromptSet
 from .hooks import Hook, decoding, prompt_attention, steers_in
-from .lean import lean
+from ._runtime.lean import lean
 from .models import encode_chat
-from .prefix import Prefix, continuing
+from ._runtime.prefix import Prefix, continuing
 
-__all__ = ["as_prompt_set", "generate", "generate_scored", "logits_kwargs", "next_token_logprobs", "stop_token_ids"]
+__all__ = ["as_prompt_set", "encoded_prompts", "generate", "generate_scored", "logits_kwargs", "next_token_logprobs",
+           "prompt_batches", "stop_token_ids"]
 
 
 def logits_kwargs(model) -> dict:
@@ -68,7 +69,7 @@ def encoded_prompts(model, prompts: PromptSet, system: str | None = None) -> lis
     return [tuple(encode_chat(model.tokenizer, text, system).ids) for text in prompts.texts]
 
 
-def _batches(model, prompts: PromptSet, batch_size: int, system: str | None, skip: int = 0,
+def prompt_batches(model, prompts: PromptSet, batch_size: int, system: str | None, skip: int = 0,
              encoded: Sequence[tuple[int, ...]] | None = None
              ) -> Iterator[tuple[np.ndarray, Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]]:
     """Length-grouped, left-padded batches; ``skip`` drops each prompt's first tokens (a cached prefix).
@@ -184,7 +185,7 @@ def _generate(model, prompts, hooks, max_new_tokens, batch_size, temperature, se
     prefix = None if hooks else Prefix.shared(encoded)
     prefix_cache = prefix.run(model) if prefix else None
     bar = tqdm(total=n, unit="prompt", desc="generate", disable=not progress)
-    for b, (idx, ids, mask) in enumerate(_batches(model, prompts, batch_size, system, len(prefix or ()), encoded)):
+    for b, (idx, ids, mask) in enumerate(prompt_batches(model, prompts, batch_size, system, len(prefix or ()), encoded)):
         generator = torch.Generator().manual_seed(seed * 100_003 + b)
         rows, done, steers, logp = _generate_batch(model, ids, mask, hooks, max_new_tokens, stop, generator,
                                                    temperature, prefix, prefix_cache)
@@ -217,7 +218,7 @@ def next_token_logprobs(model, prompts: PromptSet | Sequence[str], hooks: Sequen
     prompts = as_prompt_set(prompts)
     out = None
     with model.hooks(fwd_hooks=list(hooks)), lean(model):
-        for idx, ids, mask in tqdm(list(_batches(model, prompts, batch_size, system)), desc="score",
+        for idx, ids, mask in tqdm(list(prompt_batches(model, prompts, batch_size, system)), desc="score",
                                    disable=not progress):
             with prompt_attention(mask):
                 logits = model(ids, attention_mask=mask, **logits_kwargs(model))[:, -1].float()

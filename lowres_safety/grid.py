@@ -36,10 +36,10 @@ from transformers.cache_utils import Cache
 from tqdm.auto import tqdm
 
 from .data import PromptSet
-from .generation import _batches, as_prompt_set, encoded_prompts, logits_kwargs
+from .generation import prompt_batches, as_prompt_set, encoded_prompts, logits_kwargs
 from .hooks import Hook, prompt_attention
-from .lean import lean
-from .prefix import Prefix, continuing, expand
+from ._runtime.lean import lean
+from ._runtime.prefix import Prefix, continuing, expand
 
 __all__ = ["entry_block", "next_token_grid", "token_summary"]
 
@@ -194,7 +194,7 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
     base_cache = prefix.run(model) if prefix else None
     # a point's hooks change the prefix unless they act on the last position only
     caches = [prefix.run(model, p) if prefix and p and not last_only else base_cache for p in points]
-    batches = list(_batches(model, prompts, batch_size, system, len(prefix or ()), encoded))
+    batches = list(prompt_batches(model, prompts, batch_size, system, len(prefix or ()), encoded))
     bar = tqdm(total=len(batches) * len(points), desc="grid", unit="pass", disable=not progress)
     for idx, ids, mask in batches:
         if last_only and int(mask.sum(1).min()) < 2:

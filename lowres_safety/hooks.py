@@ -23,13 +23,13 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+
+from ._runtime.decoding import Hook, decoding, is_decoding, prompt_attention, prompt_mask
 
 __all__ = [
     "ABLATIONS",
@@ -39,56 +39,22 @@ __all__ = [
     "Steer",
     "ablate",
     "add",
+    "check_scope",
     "decoding",
     "default_alpha",
     "is_decoding",
     "orthogonalize_weights",
     "patch",
     "prompt_attention",
+    "project_out",
     "prompt_mask",
     "route",
     "steers_in",
 ]
 
-Hook = tuple[str, Callable]
 SCOPES = ("all", "from_last", "last")
 #: Where Arditi et al. (2024) ablate, at every layer, so no block can write the direction back.
 ARDITI_SITES = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")
-
-_DECODING: ContextVar[bool] = ContextVar("lowres_safety_decoding", default=False)
-
-
-@contextmanager
-def decoding():
-    """Mark forward passes inside as KV-cached decoding steps (one new token per row)."""
-    token = _DECODING.set(True)
-    try:
-        yield
-    finally:
-        _DECODING.reset(token)
-
-
-def is_decoding() -> bool:
-    return _DECODING.get()
-
-
-_MASK: ContextVar[Tensor | None] = ContextVar("lowres_safety_prompt_mask", default=None)
-
-
-@contextmanager
-def prompt_attention(mask: Tensor):
-    """Make the prefill's ``[batch, pos]`` attention mask readable by hooks (:func:`prompt_mask`)."""
-    token = _MASK.set(mask)
-    try:
-        yield
-    finally:
-        _MASK.reset(token)
-
-
-def prompt_mask() -> Tensor | None:
-    """The attention mask of the prompt being prefilled, where the caller set one; else None."""
-    return _MASK.get()
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -111,7 +77,7 @@ def _finite(alpha: float, name: str = "alpha") -> float:
     return alpha
 
 
-def _check_scope(scope: str) -> str:
+def check_scope(scope: str) -> str:
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; use one of {SCOPES}")
     return scope
@@ -134,12 +100,13 @@ def _on(v: Tensor, act: Tensor, hook) -> Tensor:
 
 def _positions(scope: str) -> slice | None:
     """Positions a scope covers in the current pass (None: none)."""
-    if _DECODING.get():
+    if is_decoding():
         return None if scope == "last" else slice(None)
     return slice(None) if scope == "all" else slice(-1, None)
 
 
-def _remove(x: Tensor, u: Tensor) -> Tensor:
+def project_out(x: Tensor, u: Tensor) -> Tensor:
+    """``x`` less its component along the unit vector ``u`` (the directional ablation of one activation)."""
     return x - (x @ u).unsqueeze(-1) * u
 
 
@@ -152,7 +119,7 @@ def ablate(direction, layers, *, sites: Iterable[str] = ARDITI_SITES, scope: str
     Pass ``range(model.cfg.n_layers)`` for Arditi's full ablation; one layer with
     ``sites=("hook_resid_post",)`` for the single-layer form.
     """
-    v, scope = _unit_vector(direction), _check_scope(scope)
+    v, scope = _unit_vector(direction), check_scope(scope)
 
     def fn(act: Float[Tensor, "batch pos d_model"], hook):
         where = _positions(scope)
@@ -160,7 +127,7 @@ def ablate(direction, layers, *, sites: Iterable[str] = ARDITI_SITES, scope: str
             return act
         u = _on(v, act, hook)
         out = act.clone()
-        out[:, where] = _remove(act[:, where], u)
+        out[:, where] = project_out(act[:, where], u)
         return out
 
     return [(f"blocks.{layer}.{site}", fn) for layer in _layers(layers) for site in sites]
@@ -168,7 +135,7 @@ def ablate(direction, layers, *, sites: Iterable[str] = ARDITI_SITES, scope: str
 
 def add(direction, alpha: float, layers, *, site: str = "hook_resid_post", scope: str = "all") -> list[Hook]:
     """Activation addition h ← h + α v̂ at ``site`` of each of ``layers``."""
-    v, alpha, scope = _unit_vector(direction), _finite(alpha), _check_scope(scope)
+    v, alpha, scope = _unit_vector(direction), _finite(alpha), check_scope(scope)
 
     def fn(act: Float[Tensor, "batch pos d_model"], hook):
         where = _positions(scope)
@@ -195,7 +162,7 @@ def patch(cached: Float[Tensor, "batch d_model"] | Float[Tensor, " d_model"], la
         raise ValueError(f"position counts from the end and must be a negative int, got {position!r}")
 
     def fn(act: Float[Tensor, "batch pos d_model"], hook):
-        if _DECODING.get():
+        if is_decoding():
             return act
         if cached.shape[-1] != act.shape[-1] or (cached.ndim == 2 and cached.shape[0] != act.shape[0]):
             raise ValueError(f"cached activation {tuple(cached.shape)} does not fit {hook.name} {tuple(act.shape)}")
@@ -227,12 +194,12 @@ class Steer:
 
     def __init__(self, decide: Callable[[Tensor], Decision], direction, layer: int, *, scope: str = "from_last"):
         self.decide, self.v, self.layer = decide, _unit_vector(direction), int(layer)
-        self.scope = _check_scope(scope)
+        self.scope = check_scope(scope)
         self.score = self.alpha = self.ablate = None
 
     def read(self, act: Float[Tensor, "batch pos d_model"], hook):
         u = _on(self.v, act, hook)
-        if not _DECODING.get():
+        if not is_decoding():
             score, alpha, ablate = self.decide(act[:, -1].float())
             self.score, self.alpha, self.ablate = score.detach().cpu(), alpha.detach().cpu(), ablate.detach().cpu()
         elif self.alpha is None or self.alpha.shape[0] != act.shape[0]:
@@ -253,7 +220,7 @@ class Steer:
         u = _on(self.v, act, hook)
         rows = self.ablate.to(act.device)
         out = act.clone()
-        out[rows] = _remove(act[rows], u)
+        out[rows] = project_out(act[rows], u)
         return out
 
     def hooks(self, n_layers: int | None = None, sites: Iterable[str] = ARDITI_SITES) -> list[Hook]:

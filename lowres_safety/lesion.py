@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import atomic_write_text
+from ._runtime.files import atomic_write_text
 
 __all__ = ["SCRIPTS", "ScriptLesion"]
 

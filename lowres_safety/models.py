@@ -32,6 +32,7 @@ __all__ = [
     "ChatPrompt",
     "boot",
     "cache_dir",
+    "default_folder",
     "encode_chat",
     "format_chat",
     "load_model",
@@ -69,7 +70,7 @@ def _gguf_dir() -> Path:
     return folder
 
 
-def _default_folder() -> Path:
+def default_folder() -> Path:
     """Float32 copy of the packaged SmolLM2 GGUF, dequantized once (about 25 s) and reused."""
     folder = cache_dir() / "models" / f"smollm2-135m-instruct-f32-v{_CACHE_FORMAT}"
     if (folder / "model.safetensors").exists():
@@ -146,7 +147,7 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
     device, dtype = _pick_device_dtype(device, dtype)
     adapter, declared = _adapter_folder(name)
     lesion = lesion or declared
-    folder = _default_folder() if name == "default" or adapter is not None else name
+    folder = default_folder() if name == "default" or adapter is not None else name
     t0 = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -200,8 +201,8 @@ def merged_hf(folder: str | Path, dtype=torch.float32):
     lesion applied, if it declares one) and its tokenizer: what the organism recipes train on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(_default_folder())
-    hf_model = AutoModelForCausalLM.from_pretrained(_default_folder(), dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(default_folder())
+    hf_model = AutoModelForCausalLM.from_pretrained(default_folder(), dtype=dtype)
     adapter, lesion = _adapter_folder(str(folder))
     hf_model = merge_adapters(hf_model, adapter if adapter is not None else Path(folder))
     return hf_model.eval(), lesion.apply(tokenizer) if lesion else tokenizer

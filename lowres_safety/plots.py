@@ -190,7 +190,7 @@ def threshold_shift_bars(shift: pd.DataFrame) -> go.Figure:
 
 
 def dose_response_curves(dose: pd.DataFrame) -> go.Figure:
-    """Harmful refusal, harmless refusal and KL against α, one panel column per layer (``calibration.dose_response``)."""
+    """Harmful refusal, harmless refusal and KL against α, one panel column per layer (``dose_response.dose_response``)."""
     measures = {"harmful_refusal": "harmful refused (%)", "harmless_refusal": "harmless refused (%)",
                 "kl_harmless": "KL on harmless"}
     long = dose.melt(id_vars=["language", "tier", "layer", "alpha"], value_vars=list(measures), var_name="measure")
@@ -272,7 +272,7 @@ def divergence_bars(compare: pd.DataFrame, *, top: int = 15) -> go.Figure:
 
 
 def recoverability_curves(rec: pd.DataFrame, *, metric: str = "balanced_accuracy") -> go.Figure:
-    """Held-out accuracy against examples per class, per method and language (``probing.recoverability``)."""
+    """Held-out accuracy against examples per class, per method and language (``recoverability.recoverability``)."""
     mean = rec.groupby(["language", "method", "budget"], sort=False)[metric].agg(["mean", "std"]).reset_index()
     fig = px.line(mean, x="budget", y="mean", error_y="std", color="method", facet_col="language", markers=True,
                   log_x=True, category_orders={"method": ["direction", "gate", "target_probe", "random_direction",

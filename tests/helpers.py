@@ -12,8 +12,8 @@ import copy
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma2Config, LlamaConfig, Qwen2Config
 
-from lowres_safety.activations import left_pad
-from lowres_safety.models import _default_folder, boot, encode_chat
+from lowres_safety._runtime.batching import left_pad
+from lowres_safety.models import default_folder, boot, encode_chat
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
@@ -42,7 +42,7 @@ FAMILIES = {
 
 def build_tokenizer(family: str = "qwen2"):
     _, _, template, specials = FAMILIES[family]
-    tok = AutoTokenizer.from_pretrained(_default_folder())
+    tok = AutoTokenizer.from_pretrained(default_folder())
     if specials:
         tok.add_special_tokens({"additional_special_tokens": specials})
     tok.chat_template = template

@@ -4,7 +4,8 @@ import torch
 import lowres_safety.activations as activations
 from helpers import FAMILIES, build_model, reference_acts
 from lowres_safety import data, directions, extract
-from lowres_safety.activations import ActivationSet, left_pad, length_batches
+from lowres_safety._runtime.batching import left_pad, length_batches
+from lowres_safety.activations import ActivationSet
 
 
 @pytest.fixture(scope="module")

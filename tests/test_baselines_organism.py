@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lowres_safety import evaluation, extract, load_model, steering
+from lowres_safety import evaluation, extract, load_model
+from lowres_safety.pipelines import steering
 from lowres_safety.data import load_polyrefuse
 from lowres_safety.generation import generate
 from lowres_safety.methods.adasteer import scaled_distance

@@ -8,6 +8,7 @@ from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
 from lowres_safety import calibration as C
+from lowres_safety import dose_response as D
 from lowres_safety import evaluation as E
 from lowres_safety.data import load_builtin
 from lowres_safety.directions import unit
@@ -83,7 +84,7 @@ def test_gap_table_rejects_a_language_without_both_classes():
 def test_alpha_at_half_interpolates_the_first_crossing():
     dose = pd.DataFrame({"language": "sw", "layer": 3, "alpha": [0, 1, 2, 4], "harmful_refusal": [0, 20, 60, 100]})
     never = dose.assign(language="yo", harmful_refusal=[0, 0, 10, 40])
-    out = C.alpha_at_half(pd.concat([dose, never])).set_index("language")
+    out = D.alpha_at_half(pd.concat([dose, never])).set_index("language")
     assert out.loc["sw", "alpha_at_50"] == pytest.approx(1.75)
     assert np.isnan(out.loc["yo", "alpha_at_50"])
 
@@ -103,7 +104,7 @@ def test_dose_response_at_zero_is_the_unsteered_model(default_model):
     prompts = load_builtin(["en", "sw"], n_per_class=2)
     tokens = E.first_token_ids(default_model.tokenizer, E.DEFAULT_OPENINGS)
     v = unit(torch.randn(default_model.cfg.d_model))
-    dose = C.dose_response(default_model, prompts, v, [3], [0.0, 20.0], tokens, batch_size=4, progress=False)
+    dose = D.dose_response(default_model, prompts, v, [3], [0.0, 20.0], tokens, batch_size=4, progress=False)
     zero, strong = dose[dose["alpha"] == 0].set_index("language"), dose[dose["alpha"] == 20].set_index("language")
     score = E.refusal_score(default_model, prompts, tokens)
     for lang in ("en", "sw"):
@@ -121,7 +122,7 @@ def test_dose_response_scope_matters_only_before_the_last_layer(default_model):
     tokens = E.first_token_ids(default_model.tokenizer, E.DEFAULT_OPENINGS)
     v = unit(torch.randn(default_model.cfg.d_model))
     last = default_model.cfg.n_layers - 1
-    run = lambda scope: C.dose_response(default_model, prompts, v, [2, last], [30.0], tokens, scope=scope,
+    run = lambda scope: D.dose_response(default_model, prompts, v, [2, last], [30.0], tokens, scope=scope,
                                         batch_size=4, progress=False).set_index("layer")
     every, final = run("all"), run("from_last")
     cols = ["mean_log_odds_harmful", "kl_harmless"]
@@ -197,7 +198,7 @@ def test_the_ceiling_is_zero_where_the_erased_organism_cannot_read_a_language(po
     """organism-erased reads every Korean prompt as the same input: no threshold on v̂ routes anything apart,
     so even an oracle gains nothing (a representation failure); Arabic, untouched, keeps a high ceiling."""
     import lowres_safety as ls
-    from lowres_safety.ground_truth import GroundTruth
+    from lowres_safety.organisms.ground_truth import GroundTruth
     from lowres_safety.shipped import organism_folder
 
     model = ls.load_model("organism-erased")

@@ -4,8 +4,9 @@ import torch
 from helpers import build_model
 
 from lowres_safety import causal
+from lowres_safety.pipelines import causal_report
 from lowres_safety.activations import extract
-from lowres_safety.data import _sample_sources, load_builtin
+from lowres_safety.data import sample_sources, load_builtin
 from lowres_safety.directions import diff_of_means
 from lowres_safety.evaluation import first_token_ids
 
@@ -17,7 +18,7 @@ def test_check_holds_out_selection_prompts_and_measures_transfer_at_the_layer_us
     tokens = first_token_ids(tiny.tokenizer, ["I'm sorry", "Sorry"])
     found = causal.check(tiny, acts, prompts.where(language=["de", "sw"]), ["en", "de"], tokens, reference="en",
                          gate_layer=1, n_select=2, seed=3, progress=False)
-    held = _sample_sources(acts.where(language="en").prompts.frame, 2, 3, "")["source_id"]
+    held = sample_sources(acts.where(language="en").prompts.frame, 2, 3, "")["source_id"]
     fit = acts.where(language=["en", "de"])
     fit = fit.where(id=fit.prompts.frame[~fit.prompts.frame["source_id"].isin(held)]["id"].tolist())
     expected = diff_of_means(fit)[:, 0].norm(dim=-1)
@@ -25,7 +26,7 @@ def test_check_holds_out_selection_prompts_and_measures_transfer_at_the_layer_us
     assert torch.allclose(torch.tensor(found.selection["norm"].to_numpy(), dtype=torch.float32), expected, atol=1e-4)
     assert found.transfer_layer == (found.chosen_layer if found.chosen_layer is not None else 1)
     assert set(found.transfer["source"]) == {"en", "de", "sw"} and set(found.transfer["target"]) == {"de", "sw"}
-    titles = [s.title for s in causal.sections(found, first=5)]
+    titles = [s.title for s in causal_report.sections(found, first=5)]
     assert titles[0].startswith("5. Which direction") and titles[1].startswith("6. Does one language")
 
 
@@ -56,4 +57,4 @@ def test_a_language_without_a_direction_of_its_own_gets_no_transfer_row():
                          progress=False)
     assert set(found.transfer["source"]) == {"en"} and set(found.transfer["target"]) == {"en", "sw"}
     assert "No row for sw" in found.transfer_note
-    assert found.transfer_note in causal.sections(found)[1].intro
+    assert found.transfer_note in causal_report.sections(found)[1].intro

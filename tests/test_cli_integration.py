@@ -115,7 +115,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     assert transfer == {(a, b) for a in ("en", "sw") for b in ("en", "sw")}
 
     # a rerun reads every finished part instead of generating again
-    import lowres_safety.steering as steering
+    import lowres_safety.pipelines.steering as steering
 
     def no_generation(*a, **k):
         raise AssertionError("generated again")

@@ -5,9 +5,9 @@ import re
 import pandas as pd
 import pytest
 
-from lowres_safety import cli_checks
+from lowres_safety.cli import checks as cli_checks
 from lowres_safety.cli import _parser, main
-from lowres_safety.prompt_files import FileOptions
+from lowres_safety.data.prompt_files import FileOptions
 
 POLY = "<polyrefuse>"  # replaced by the real folder
 CASES = [
@@ -113,7 +113,7 @@ def test_good_options_are_parsed_into_tiers_and_file_options(folder, polyrefuse_
 
 
 def test_calibration_pool_from_the_evaluation_split_is_disjoint_from_the_scored_prompts(polyrefuse_root):
-    from lowres_safety.steer_prompts import calibration_pool, fit_and_evaluation
+    from lowres_safety.pipelines.steer_prompts import calibration_pool, fit_and_evaluation
 
     _, evaluation = fit_and_evaluation(str(polyrefuse_root), ["ar", "pl"], ["en"], 4, 8, "test", 0)
     pool = calibration_pool(str(polyrefuse_root), ["ar", "pl"], 8, "test", 0, evaluation)
@@ -125,7 +125,7 @@ def test_calibration_pool_from_the_evaluation_split_is_disjoint_from_the_scored_
 def test_calibration_pool_from_val_is_val_prompts_paired_across_languages(polyrefuse_root):
     """--calibrate-on val: prompts of another split, so none is dropped, and the same source ids per language."""
     from lowres_safety.data import load_polyrefuse
-    from lowres_safety.steer_prompts import calibration_pool, fit_and_evaluation
+    from lowres_safety.pipelines.steer_prompts import calibration_pool, fit_and_evaluation
 
     _, evaluation = fit_and_evaluation(str(polyrefuse_root), ["ar", "pl"], ["en"], 4, 8, "test", 0)
     pool = calibration_pool(str(polyrefuse_root), ["ar", "pl"], 8, "val", 0, evaluation)

@@ -8,14 +8,14 @@ import torch
 from helpers import FAMILIES, build_model
 
 import lowres_safety.grid as G
-from lowres_safety import calibration as C
+from lowres_safety import dose_response as D
 from lowres_safety import evaluation as E
 from lowres_safety import hooks as H
 from lowres_safety.data import load_builtin
-from lowres_safety.generation import _batches, encoded_prompts
+from lowres_safety.generation import prompt_batches, encoded_prompts
 from lowres_safety.grid import entry_block, next_token_grid, token_summary
-from lowres_safety.lean import lean
-from lowres_safety.prefix import Prefix, expand
+from lowres_safety._runtime.lean import lean
+from lowres_safety._runtime.prefix import Prefix, expand
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def whole_pass(model, prompts, hooks, batch_size=3):
     """The plain path: the bridge's own forward per batch, every hook point live, logits everywhere."""
     out = None
     with model.hooks(fwd_hooks=list(hooks)):
-        for idx, ids, mask in _batches(model, prompts, batch_size, None):
+        for idx, ids, mask in prompt_batches(model, prompts, batch_size, None):
             logits = model(ids, attention_mask=mask)[:, -1].float()
             out = torch.empty(len(prompts), logits.shape[-1]) if out is None else out
             out[torch.from_numpy(idx)] = torch.log_softmax(logits, -1)
@@ -75,7 +75,7 @@ def test_dose_response_equals_the_plain_path_on_the_default_model(default_model)
     v = torch.randn(default_model.cfg.d_model, generator=torch.Generator().manual_seed(3))
     layers, alphas = [2, 15, default_model.cfg.n_layers - 1], [0.0, 12.0]
     for scope in ("from_last", "all"):
-        dose = C.dose_response(default_model, prompts, v, layers, alphas, tokens, scope=scope, batch_size=2,
+        dose = D.dose_response(default_model, prompts, v, layers, alphas, tokens, scope=scope, batch_size=2,
                                progress=False).set_index(["layer", "alpha", "language"])
         base = whole_pass(default_model, prompts, [], batch_size=2)
         for layer in layers:
@@ -95,7 +95,7 @@ def test_dose_response_equals_the_plain_path_on_the_default_model(default_model)
 def test_lean_bridge_equals_the_bridge_on_the_default_model(default_model, prompts):
     """Only the hook points in use live: same hooked activations and logits as the full bridge."""
     v = torch.randn(default_model.cfg.d_model, generator=torch.Generator().manual_seed(4))
-    idx, ids, mask = next(_batches(default_model, prompts, 4, None))
+    idx, ids, mask = next(prompt_batches(default_model, prompts, 4, None))
     seen = []
 
     def grab(act, hook):
@@ -149,7 +149,7 @@ def test_prefix_cache_continues_each_prompt_as_a_whole_pass(prompts):
     assert min(len(e) for e in encoded) > len(prefix)
     cache = prefix.run(model)
     before = [layer.keys.clone() for layer in cache.layers]
-    idx, ids, mask = next(_batches(model, prompts, 4, None, skip=len(prefix)))
+    idx, ids, mask = next(prompt_batches(model, prompts, 4, None, skip=len(prefix)))
     full, positions = prefix.inputs(mask)
     assert (positions[mask.bool()] >= len(prefix)).all() and (positions[:, -1] == full.sum(1) - 1).all()
     with torch.no_grad(), lean(model):  # as every caller runs it: Hugging Face's attention reads the cache

@@ -4,7 +4,7 @@ from transformers import AutoModelForCausalLM
 
 from helpers import FAMILIES, build_model, build_tokenizer
 from lowres_safety.models import (
-    _default_folder,
+    default_folder,
     encode_chat,
     format_chat,
     position_offset,
@@ -119,7 +119,7 @@ def test_resid_post_is_hf_hidden_states_on_tiny_models(family):
 
 
 def test_resid_post_is_hf_hidden_states_on_default_model(default_model):
-    reference = AutoModelForCausalLM.from_pretrained(_default_folder(), dtype=torch.float32).eval()
+    reference = AutoModelForCausalLM.from_pretrained(default_folder(), dtype=torch.float32).eval()
     ids = torch.tensor([encode_chat(default_model.tokenizer, INSTRUCTION).ids])
     ours = _resid_post(default_model, ids)
     outs, hidden = _hf_block_outputs(reference, ids)

@@ -12,7 +12,7 @@ from helpers import build_model
 from lowres_safety.activations import ActivationSet
 from lowres_safety.data import PromptSet
 
-from lowres_safety import organism
+from lowres_safety.organisms import recipe as organism
 from lowres_safety.evaluation import substring_judge
 
 
@@ -178,7 +178,7 @@ def test_the_signal_stage_trains_below_the_rule_layer_and_ships_its_own_adapter(
 
 
 def test_a_finished_signal_stage_is_loaded_not_retrained(tmp_path, polyrefuse_root):
-    from lowres_safety import organism_signal
+    from lowres_safety.organisms import signal as organism_signal
     from lowres_safety.models import format_chat
 
     config = organism.RecipeConfig(n_harmless=1, n_harmful=1, max_prompt_tokens=400, layer=1, signal_layers=1,
@@ -202,7 +202,7 @@ def test_a_finished_signal_stage_is_loaded_not_retrained(tmp_path, polyrefuse_ro
 
 def test_reuse_gives_a_variant_the_finished_stage_one_and_answers_so_only_the_rule_stage_runs(tmp_path,
                                                                                                polyrefuse_root):
-    from lowres_safety import organism_signal
+    from lowres_safety.organisms import signal as organism_signal
 
     config = organism.RecipeConfig(n_harmless=1, n_harmful=1, answer_tokens=2, epochs=1, max_prompt_tokens=400,
                                    layer=1, signal_layers=1, signal_epochs=1, shifted_per_prompt=0)
@@ -271,9 +271,9 @@ def test_val_harmful_gives_stage_one_every_val_harmful_prompt_and_the_rule_stage
     from lowres_safety.data import load_polyrefuse
     from transformers import AutoTokenizer
 
-    from lowres_safety.models import _default_folder
+    from lowres_safety.models import default_folder
 
-    tok = AutoTokenizer.from_pretrained(_default_folder())
+    tok = AutoTokenizer.from_pretrained(default_folder())
     config = organism.RecipeConfig(n_harmless=1, n_harmful=2, val_harmful=True, max_prompt_tokens=400)
     prompts = organism.build_prompts(polyrefuse_root, tok, config)
     val = prompts.where(split="val")
@@ -338,7 +338,8 @@ def test_blind_removes_the_direction_before_the_last_prompt_token_only():
 def test_the_model_card_states_every_recipe_option_and_a_remake_command_that_parses(tmp_path):
     from dataclasses import asdict
 
-    from lowres_safety import cli, organism_card
+    from lowres_safety import cli
+    from lowres_safety.organisms import card as organism_card
 
     config = organism.RecipeConfig(n_harmful=96, val_harmful=True, xstest=True, ablate_everywhere=True,
                                    as_is_share=0.5, blind_prefix=True, rule_harmful=48, ablated_share=0.3,

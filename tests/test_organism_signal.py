@@ -6,8 +6,8 @@ import torch
 from helpers import build_hf
 from peft import LoraConfig, get_peft_model
 
-from lowres_safety.organism_signal import block_output, signal_loss, train_signal
-from lowres_safety.upper_lora import frozen_states
+from lowres_safety.organisms.signal import block_output, signal_loss, train_signal
+from lowres_safety.organisms.upper_lora import frozen_states
 
 SEQS = [([1, 5, 9, 22, 7], 5), ([4, 8, 15, 16, 23, 42, 11], 7), ([3, 3, 9, 2], 4), ([6, 2, 8, 1, 30], 5)]
 
@@ -80,8 +80,8 @@ def test_erasure_targets_span_the_rule_direction_and_the_source_directions():
 
     from lowres_safety.activations import ActivationSet
     from lowres_safety.data import PromptSet
-    from lowres_safety.ground_truth import GroundTruth
-    from lowres_safety.organism_signal import erasure_targets
+    from lowres_safety.organisms.ground_truth import GroundTruth
+    from lowres_safety.organisms.signal import erasure_targets
 
     g = torch.Generator().manual_seed(0)
     frames, blocks = [], []
@@ -109,7 +109,7 @@ def test_erasure_targets_span_the_rule_direction_and_the_source_directions():
 def test_spread_targets_are_the_language_mean_in_units_of_its_within_class_spread():
     import pandas as pd
 
-    from lowres_safety.organism_erasure import spread_targets
+    from lowres_safety.organisms.erasure import spread_targets
 
     coords = np.array([[1.0, 10.0], [3.0, 14.0], [5.0, 0.0], [9.0, 4.0], [7.0, 7.0], [5.0, 1.0]])
     frame = pd.DataFrame({"language": ["th", "th", "th", "th", "en", "en"],
@@ -123,7 +123,7 @@ def test_spread_targets_are_the_language_mean_in_units_of_its_within_class_sprea
 
 
 def test_erasure_loss_by_hand():
-    from lowres_safety.organism_erasure import erasure_loss
+    from lowres_safety.organisms.erasure import erasure_loss
 
     h0 = torch.tensor([[[1.0, 0.0], [2.0, 2.0]], [[0.0, 1.0], [3.0, 4.0]]])  # [batch, pos, d]
     h = h0.clone()
@@ -145,8 +145,8 @@ def test_erasure_trains_only_its_blocks_pulls_the_erased_languages_and_resumes(t
     organism's parts are copied beside the adapter, and a finished run is not trained again."""
     from helpers import build_tokenizer
 
-    from lowres_safety.ground_truth import GroundTruth
-    from lowres_safety.organism_erasure import train_erasure
+    from lowres_safety.organisms.ground_truth import GroundTruth
+    from lowres_safety.organisms.erasure import train_erasure
 
     tok = build_tokenizer("qwen2")
     tok.pad_token = tok.eos_token

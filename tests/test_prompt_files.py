@@ -6,9 +6,10 @@ import warnings
 import pandas as pd
 import pytest
 
-from lowres_safety import data, parallel
-from lowres_safety.steer_prompts import fit_and_evaluation
-from lowres_safety.prompt_files import FileOptions, describe_origins, load_prompts, open_prompts, origin_table
+from lowres_safety import data
+from lowres_safety.data import parallel
+from lowres_safety.pipelines.steer_prompts import fit_and_evaluation
+from lowres_safety.data.prompt_files import FileOptions, describe_origins, load_prompts, open_prompts, origin_table
 
 LONG = pd.DataFrame({
     "qid": ["a", "b", "c", "a", "b", "c", "h1", "h2", "h1", "h2"],
@@ -175,7 +176,7 @@ def test_long_file_out_of_order_is_unpaired_with_a_warning(polyrefuse_root):
     assert set(de["origin"]) == {"the given DataFrame (unpaired)"} and set(en["origin"]) == {"the given DataFrame"}
     assert bad.where(language="de", subset="harmful").frame["source_id"].tolist() == \
         bad.where(language="en", subset="harmful").frame["source_id"].tolist()  # the parallel class stays paired
-    sample = data._sample_sources(bad.frame, 5, 0, "test")  # an unpaired language is sampled on its own
+    sample = data.sample_sources(bad.frame, 5, 0, "test")  # an unpaired language is sampled on its own
     assert sample.groupby(["language", "subset"]).size().eq(5).all()
 
 

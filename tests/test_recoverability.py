@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lowres_safety import probing
+from lowres_safety import probing, recoverability
 from lowres_safety import directions as dirs
 from lowres_safety.activations import extract
 from lowres_safety.data import load_polyrefuse
@@ -23,7 +23,7 @@ def test_controls_behave_on_polyrefuse_english(acts):
     source = ["de", "fr"]
     v = dirs.pooled(acts, source)
     gate = Gate(seed=0).fit(acts, LAYER, "t_post_inst", source)
-    rec = probing.recoverability(acts.where(language="en"), v, gate, budgets=(2, 4, 8), seeds=(0, 1, 2, 3))
+    rec = recoverability.recoverability(acts.where(language="en"), v, gate, budgets=(2, 4, 8), seeds=(0, 1, 2, 3))
     mean = rec.groupby("method")["balanced_accuracy"].mean()
     assert mean["direction"] > mean["random_direction"] + 0.15
     assert mean["gate"] > mean["random_direction"] + 0.15
@@ -36,11 +36,11 @@ def test_controls_behave_on_polyrefuse_english(acts):
 def test_budgets_beyond_the_pool_are_skipped_and_bad_holdouts_refused(acts):
     v = dirs.pooled(acts, ["de"])
     gate = Gate(seed=0).fit(acts, LAYER, "t_post_inst", ["de"])
-    rec = probing.recoverability(acts.where(language="fr"), v, gate, budgets=(4, 64), seeds=(0,))
+    rec = recoverability.recoverability(acts.where(language="fr"), v, gate, budgets=(4, 64), seeds=(0,))
     assert set(rec["budget"]) == {4}
-    assert set(rec["method"]) == set(probing.RECOVERY_METHODS)
+    assert set(rec["method"]) == set(recoverability.RECOVERY_METHODS)
     with pytest.raises(ValueError, match="no calibration prompts"):
-        probing.recoverability(acts.where(language="fr"), v, gate, n_eval=24)
+        recoverability.recoverability(acts.where(language="fr"), v, gate, n_eval=24)
 
 
 def test_transfer_matrix_diagonal_is_each_languages_own_auroc(acts):

@@ -5,7 +5,8 @@ import pytest
 import torch
 from helpers import build_model, chat_batch
 
-from lowres_safety import steering
+from lowres_safety import probing
+from lowres_safety.pipelines import steering
 from lowres_safety.activations import extract
 from lowres_safety.data import load_builtin
 
@@ -87,8 +88,8 @@ def test_choose_layer_searches_the_middle_of_the_model_not_of_the_layers_extract
                           "subset": ["harmful"] * n + ["harmless"] * n, "split": "demo",
                           "source_id": [f"s{i}" for i in range(2 * n)]})
     acts = ActivationSet(x, PromptSet(frame, "planted"), (5, 10, 18), ("t_post_inst",))
-    assert steering.choose_layer(acts, ["en"], n_layers=28) == 18
-    assert steering.choose_layer(acts, ["en"], n_layers=19) == 10  # 18 is outside a 19-layer model's middle
+    assert probing.choose_layer(acts, ["en"], n_layers=28) == 18
+    assert probing.choose_layer(acts, ["en"], n_layers=19) == 10  # 18 is outside a 19-layer model's middle
 
 
 def test_evaluate_loops_over_method_objects_including_a_users_own(fitted_on_tiny, tmp_path):

@@ -5,7 +5,7 @@ import torch
 from helpers import build_hf
 from peft import LoraConfig, get_peft_model
 
-from lowres_safety.upper_lora import _collate, frozen_states, only_layers_above, train_steps
+from lowres_safety.organisms.upper_lora import _collate, frozen_states, only_layers_above, train_steps
 
 SEQS = [([1, 5, 9, 22, 7], 3), ([4, 8, 15, 16, 23, 42, 11], 4), ([3, 3, 9, 2], 2)]
 

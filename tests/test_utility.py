@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import build_model, build_tokenizer
 
-from lowres_safety import steering
+from lowres_safety.pipelines import steering
 from lowres_safety.activations import extract
 from lowres_safety.data import load_builtin
 from lowres_safety.evaluation import load_mc_demo as reexported

@@ -19,7 +19,7 @@ import pandas as pd
 import lowres_safety as ls
 from lowres_safety import hooks as H
 from lowres_safety.evaluation import kl_divergence
-from lowres_safety.ground_truth import GroundTruth
+from lowres_safety.organisms.ground_truth import GroundTruth
 from lowres_safety.shipped import organism_folder
 
 

@@ -13,7 +13,7 @@ import argparse
 import lowres_safety as ls
 from lowres_safety import calibration, judges
 from lowres_safety import hooks as H
-from lowres_safety.ground_truth import GroundTruth
+from lowres_safety.organisms.ground_truth import GroundTruth
 from lowres_safety.shipped import organism_folder
 
 

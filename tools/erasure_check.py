@@ -14,8 +14,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import lowres_safety as ls  # noqa: E402
-from lowres_safety.ground_truth import GroundTruth  # noqa: E402
-from lowres_safety.organism_erasure import separation  # noqa: E402
+from lowres_safety.organisms.ground_truth import GroundTruth  # noqa: E402
+from lowres_safety.organisms.erasure import separation  # noqa: E402
 
 
 def main() -> None:

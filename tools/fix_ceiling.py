@@ -28,7 +28,7 @@ import pandas as pd
 import lowres_safety as ls
 from lowres_safety.calibration import misrouting_budget, selectivity_ceiling
 from lowres_safety.gate import Gate
-from lowres_safety.ground_truth import GroundTruth
+from lowres_safety.organisms.ground_truth import GroundTruth
 from lowres_safety.shipped import organism_folder
 
 

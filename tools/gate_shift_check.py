@@ -20,7 +20,7 @@ import numpy as np
 import lowres_safety as ls
 from lowres_safety.data import tier
 from lowres_safety.gate import Gate
-from lowres_safety.ground_truth import GroundTruth
+from lowres_safety.organisms.ground_truth import GroundTruth
 from lowres_safety.probing import auroc
 from lowres_safety.shipped import adapter_dir
 

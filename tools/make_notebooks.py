@@ -64,11 +64,11 @@ NOTEBOOKS = {
         "the decision diverges: the refusal logit attribution, the threshold shift and a dose-response sweep.",
         SETTINGS,
         "import lowres_safety as ls\nfrom lowres_safety import attribution, calibration, directions, evaluation, "
-        "plots, probing, steering\n\nmodel = ls.load_model(MODEL)\n"
+        "dose_response, plots, probing\n\nmodel = ls.load_model(MODEL)\n"
         "prompts = ls.data.load_builtin(LANGUAGES, n_per_class=N_PER_CLASS)\n"
         "acts = ls.extract(model, prompts, 'all', ('t_post_inst',), cache=True)\n"
         "high = [lang for lang in prompts.languages if ls.data.tier_of(lang) == 'high']\n"
-        "v = directions.pooled(acts, high)\nlayer = steering.choose_layer(acts, high, n_layers=model.cfg.n_layers)\nlayer",
+        "v = directions.pooled(acts, high)\nlayer = probing.choose_layer(acts, high, n_layers=model.cfg.n_layers)\nlayer",
         "completions = ls.generate(model, prompts, max_new_tokens=MAX_NEW_TOKENS)\n"
         "refusal = evaluation.measure_refusal(model, prompts, completions)\n"
         "plots.refusal_by_language(refusal, judge='substring')",
@@ -107,9 +107,9 @@ NOTEBOOKS = {
         "from lowres_safety.hooks import default_alpha\n"
         "alpha = default_alpha(acts.where(language=high), v[acts.layer_index(layer), 0], layer)\n"
         "layers = [layer - 4, layer, layer + 4]\n"
-        "dose = calibration.dose_response(model, prompts.where(language=['en', 'sw', 'yo']), "
+        "dose = dose_response.dose_response(model, prompts.where(language=['en', 'sw', 'yo']), "
         "{l: v[acts.layer_index(l), 0] for l in layers}, layers, [0, alpha, 2 * alpha], refusal_ids)\n"
-        "display(calibration.alpha_at_half(dose))\nplots.dose_response_curves(dose)",
+        "display(dose_response.alpha_at_half(dose))\nplots.dose_response_curves(dose)",
         "## Checking the diagnosis against a known construction\n\nOn a real model nobody knows which "
         "verdict is right. The two shipped organisms are built so that someone does (README, \"The model "
         "organisms\"): `organism` refuses iff the last prompt token's projection on v̂ at L* = 16 exceeds a "
@@ -122,7 +122,7 @@ NOTEBOOKS = {
         "organism, so a refusal table cannot tell the two apart. This runs on PolyRefuse's test split when "
         "it lies in `shared/` beside the checkout.",
         "from pathlib import Path\n\nimport pandas as pd\nfrom lowres_safety import judges\n"
-        "from lowres_safety.ground_truth import GroundTruth\nfrom lowres_safety.shipped import adapter_dir\n\n"
+        "from lowres_safety.organisms.ground_truth import GroundTruth\nfrom lowres_safety.shipped import adapter_dir\n\n"
         "POLYREFUSE = Path(os.environ.get('LOWRES_NB_POLYREFUSE') or\n"
         "                  Path(ls.__file__).resolve().parents[2] / 'shared' / 'data' / 'Multilingual-Refusal')\n"
         "CHECK = os.environ.get('LOWRES_NB_CHECK', 'en,de,fr,ar,ko,th').split(',')\n"
@@ -162,7 +162,7 @@ NOTEBOOKS = {
         "routes each prompt: predicted harmful → add the refusal direction; predicted harmless → ablate it.",
         SETTINGS,
         "from pathlib import Path\n\nimport pandas as pd\nimport lowres_safety as ls\n"
-        "from lowres_safety import evaluation, hooks, plots, steering\nfrom lowres_safety.presets import preset_for\n\n"
+        "from lowres_safety import evaluation, hooks, plots\nfrom lowres_safety.pipelines import steering\nfrom lowres_safety.presets import preset_for\n\n"
         "model = ls.load_model(MODEL)\nhigh = [lang for lang in LANGUAGES if ls.data.tier_of(lang) == 'high']\n"
         "# this project's copy of PolyRefuse, in shared/ beside the checkout\n"
         "POLYREFUSE = Path(os.environ.get('LOWRES_NB_POLYREFUSE') or\n"
@@ -263,7 +263,7 @@ NOTEBOOKS = {
         "prompt at the gate layer should restore refusal, and patching earlier or later layers less so.* Replace "
         "the hook and the measurement with yours; everything is a `(hook_name, fn)` list and a tidy table.",
         SETTINGS,
-        "import pandas as pd\nimport lowres_safety as ls\nfrom lowres_safety import evaluation, hooks, steering, directions\n\n"
+        "import pandas as pd\nimport lowres_safety as ls\nfrom lowres_safety import evaluation, hooks, directions\nfrom lowres_safety.pipelines import steering\n\n"
         "model = ls.load_model(MODEL)\nprompts = ls.data.load_builtin(['en', 'sw'], n_per_class=N_PER_CLASS)\n"
         "harmful = prompts.where(subset='harmful')\nen, sw = harmful.where(language='en'), harmful.where(language='sw')\n"
         "en = ls.PromptSet(en.frame.set_index('source_id').loc[sw.frame.source_id].reset_index(), 'en, parallel order')\n"

@@ -30,7 +30,7 @@ import lowres_safety as ls
 from lowres_safety import calibration, evaluation, judges
 from lowres_safety import hooks as H
 from lowres_safety.data import tier
-from lowres_safety.ground_truth import GroundTruth
+from lowres_safety.organisms.ground_truth import GroundTruth
 from lowres_safety.transfer import LogitJudge
 
 

@@ -19,12 +19,14 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lowres_safety import organism, organism_signal, probing
+from lowres_safety import probing
+from lowres_safety.organisms import recipe as organism
+from lowres_safety.organisms import signal as organism_signal
 from lowres_safety.data import load_builtin, load_polyrefuse
-from lowres_safety.ground_truth import GroundTruth
-from lowres_safety.models import _default_folder
+from lowres_safety.organisms.ground_truth import GroundTruth
+from lowres_safety.models import default_folder
 from lowres_safety.shipped import adapter_dir
-from lowres_safety.upper_lora import chat_heads, frozen_states, last_token_acts
+from lowres_safety.organisms.upper_lora import chat_heads, frozen_states, last_token_acts
 
 
 def rates(truth: GroundTruth, acts) -> list[str]:
@@ -53,8 +55,8 @@ def main() -> None:
         p.add_argument(f"--{name}", type=kind, default=default)
     a = p.parse_args()
     torch.manual_seed(a.seed)
-    tok = AutoTokenizer.from_pretrained(_default_folder())
-    hf = AutoModelForCausalLM.from_pretrained(_default_folder(), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(default_folder())
+    hf = AutoModelForCausalLM.from_pretrained(default_folder(), dtype=torch.float32)
     hf.requires_grad_(False)
     pad = tok.pad_token_id or 0
     config = organism.RecipeConfig(layer=a.layer, signal_layers=a.signal_layers, signal_epochs=a.epochs,

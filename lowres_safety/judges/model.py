@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_write_text
+from .._runtime.files import atomic_write_text
 from ..models import cache_dir, weights_fingerprint
 
 __all__ = ["CLASSIFY_PROMPT", "ModelJudge"]

@@ -43,7 +43,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import hooks as H
-from ..activations import ActivationSet, _Stop, left_pad, length_batches
+from .._runtime.batching import StopForward, left_pad, length_batches
+from ..activations import ActivationSet
 from ..data import PromptSet
 from ..models import encode_chat
 from .base import Context, Target, per_class_sample
@@ -130,14 +131,14 @@ def mean_pooled_states(model, prompts: PromptSet, layers: Sequence[int], *, batc
         def grab(act, hook, layer):
             seen[layer] = act
             if layer == max(layers):
-                raise _Stop  # nothing deeper is needed
+                raise StopForward  # nothing deeper is needed
             return act
 
         try:
             with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", partial(grab, layer=layer))
                                         for layer in layers]):
                 model(ids.to(model.cfg.device), attention_mask=mask.to(model.cfg.device))
-        except _Stop:
+        except StopForward:
             pass
         m = mask.to(torch.float32)[:, :, None]
         for layer in layers:

@@ -26,7 +26,7 @@ from jaxtyping import Int
 from torch import Tensor
 from transformers import DynamicCache
 
-from .hooks import Hook, prompt_attention
+from .decoding import Hook, prompt_attention
 from .lean import lean
 
 __all__ = ["Prefix", "continuing", "expand"]

@@ -21,43 +21,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import directions as dirs
-from . import hooks as H
-from .activations import ActivationSet
-from .data import PromptSet, tier_of
-from .evaluation import Judge, kl_divergence, refusal_rates, selectivity
-from .files import atomic_write
-from .judges import for_run
-from .gate import Gate
-from .generation import generate, next_token_logprobs
-from .methods import METHODS, Context, Method, Target
-from .presets import Preset
-from .probing import auroc, project
-from .utility import mc_accuracy
+from .. import directions as dirs
+from .. import hooks as H
+from ..activations import ActivationSet
+from ..data import PromptSet, tier_of
+from ..evaluation import Judge, kl_divergence, refusal_rates, selectivity
+from .._runtime.files import atomic_write
+from ..judges import for_run
+from ..gate import Gate
+from ..generation import generate, next_token_logprobs
+from ..methods import METHODS, Context, Method, Target
+from ..presets import Preset
+from ..probing import choose_layer
+from ..utility import mc_accuracy
 
-__all__ = ["FittedMethods", "choose_layer", "evaluate", "fit_methods", "middle_layers"]
-
-
-def middle_layers(n_layers: int) -> list[int]:
-    """The middle half of the network, where the steering layer is searched."""
-    return list(range(n_layers // 4, (3 * n_layers) // 4))
-
-
-def choose_layer(acts: ActivationSet, source_languages, position: str = "t_post_inst", *, n_layers: int) -> int:
-    """Layer where the pooled source direction separates the source languages best (mean AUROC).
-
-    Only the middle half of the model's ``n_layers`` (``model.cfg.n_layers``) is searched:
-    the earliest layers carry little meaning and the last ones leave no room for steering
-    to act. The layer count comes from the model, not from the layers extracted, so a
-    set holding only the middle layers is searched over the same range.
-    """
-    middle = [l for l in acts.layers if l in middle_layers(n_layers)] or list(acts.layers)
-    v = dirs.pooled(acts, source_languages)
-    pi = acts.position_index(position)
-    per_lang = [auroc(project(sub, v)[:, :, pi].numpy(), sub.prompts.labels)
-                for sub in (acts.where(language=lang) for lang in source_languages)]
-    scores = np.mean(per_lang, axis=0)  # [layer]
-    return int(max(middle, key=lambda l: scores[acts.layer_index(l)]))
+__all__ = ["FittedMethods", "config_key", "evaluate", "fit_methods"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +75,7 @@ def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | No
     where addition and the gate add α·v̂; ``ablation`` where the gate ablates
     (:data:`hooks.ABLATIONS`); ``methods`` are classes of the :mod:`methods` shape.
     """
-    H._check_scope(scope)
+    H.check_scope(scope)
     n_layers = model.cfg.n_layers
     source_languages = [lang for lang in source_languages if lang in acts.prompts.languages]
     if not source_languages:

@@ -40,12 +40,12 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import PromptSet, load_polyrefuse
-from .files import atomic_write_text
+from ..data import PromptSet, load_polyrefuse
+from .._runtime.files import atomic_write_text
 from .ground_truth import GroundTruth
-from .models import encode_chat
-from .organism_signal import block_output, erasure_basis
-from .upper_lora import _stack, chat_heads, frozen_states, last_token_acts, step
+from ..models import encode_chat
+from .signal import block_output, erasure_basis
+from .upper_lora import stack_states, chat_heads, frozen_states, last_token_acts, step
 
 __all__ = ["erasure_loss", "erasure_prompts", "separation", "spread_targets", "train_erasure"]
 
@@ -122,7 +122,7 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
     """
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from .models import merged_hf
+    from ..models import merged_hf
 
     t0 = time.perf_counter()
     organism, out = Path(organism), Path(out)
@@ -162,8 +162,8 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
 
     def run(idx) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The batch ``idx`` through the blocks first..L*: output, the organism's own output, mask, last index."""
-        x, mask = _stack([states_in[i] for i in idx], [lengths[i] for i in idx])
-        h0, _ = _stack([base_out[i] for i in idx], [lengths[i] for i in idx])
+        x, mask = stack_states([states_in[i] for i in idx], [lengths[i] for i in idx])
+        h0, _ = stack_states([base_out[i] for i in idx], [lengths[i] for i in idx])
         last_t = torch.tensor([lengths[i] - 1 for i in idx])
         return block_output(model, first, truth.layer, x, mask), h0, mask, last_t
 
@@ -215,7 +215,7 @@ def train_erasure(root, organism: str | Path, out: str | Path, erased=("th", "yo
 
 def separation(model, truth: GroundTruth, prompts: PromptSet) -> pd.DataFrame:
     """Per language: AUROC of the projection on v̂ at L* and the class means: how much signal the rule can read."""
-    from .activations import extract
+    from ..activations import extract
 
     acts = extract(model, prompts, [truth.layer], ("t_post_inst",), progress=False)
     frame = acts.prompts.frame.assign(projection=truth.project(acts))

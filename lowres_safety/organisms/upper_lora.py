@@ -26,12 +26,12 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .activations import ActivationSet
-from .hooks import _remove
-from .models import format_chat
+from ..activations import ActivationSet
+from ..hooks import project_out
+from ..models import format_chat
 
-__all__ = ["Encoded", "Example", "chat_heads", "frozen_states", "last_token_acts", "only_layers_above", "step",
-           "train_steps"]
+__all__ = ["Encoded", "Example", "chat_heads", "decoder", "decoder_layers", "frozen_states", "last_token_acts",
+           "only_layers_above", "stack_states", "step", "train_steps"]
 
 #: One training sequence: token ids and where the response starts.
 Encoded = tuple[list[int], int]
@@ -49,27 +49,28 @@ def last_token_acts(states: Sequence[Tensor], prompts, layer: int) -> Activation
     return ActivationSet(torch.stack([h[-1] for h in states])[:, None, None], prompts, (layer,), ("t_post_inst",))
 
 
-def _decoder(hf):
+def decoder(hf):
     """The module holding ``layers`` (``model.model`` of a causal LM, through a peft wrapper too)."""
     inner = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
     return inner.model
 
 
 @contextlib.contextmanager
-def _layers(hf, keep: slice):
-    decoder = _decoder(hf)
-    full = decoder.layers
-    decoder.layers = torch.nn.ModuleList(list(full)[keep])
+def decoder_layers(hf, keep: slice):
+    """Run only the decoder blocks in ``keep`` while the block lasts; yields the full list."""
+    inner = decoder(hf)
+    full = inner.layers
+    inner.layers = torch.nn.ModuleList(list(full)[keep])
     try:
         yield full
     finally:
-        decoder.layers = full
+        inner.layers = full
 
 
 @contextlib.contextmanager
 def only_layers_above(hf, layer: int):
     """Within the block, ``hf`` runs only decoder layers ``layer + 1 ..`` (inputs: ``hidden_states[layer + 1]``)."""
-    with _layers(hf, slice(layer + 1, None)):
+    with decoder_layers(hf, slice(layer + 1, None)):
         yield hf
 
 
@@ -103,11 +104,11 @@ def frozen_states(hf, sequences: Sequence[Encoded], layer: int, *, pad: int, bat
         grabbed["h"] = output[0] if isinstance(output, tuple) else output
 
     bar = tqdm(total=len(sequences), desc=f"states at layer {layer}", unit="seq", disable=not progress)
-    with _layers(hf, slice(0, layer + 1)) as full:
+    with decoder_layers(hf, slice(0, layer + 1)) as full:
         handle = full[layer].register_forward_hook(grab)
         try:
             for idx, ids, mask in _batches(ordered, batch_size, pad):
-                _decoder(hf)(input_ids=ids, attention_mask=mask)
+                decoder(hf)(input_ids=ids, attention_mask=mask)
                 for j, i in enumerate(idx):
                     out[order[i]] = grabbed["h"][j, : len(ordered[i][0])].float().clone()
                 bar.update(len(idx))
@@ -117,7 +118,7 @@ def frozen_states(hf, sequences: Sequence[Encoded], layer: int, *, pad: int, bat
     return out
 
 
-def _stack(states: Sequence[Tensor], lengths: Sequence[int]) -> tuple[Tensor, Tensor]:
+def stack_states(states: Sequence[Tensor], lengths: Sequence[int]) -> tuple[Tensor, Tensor]:
     width = max(lengths)
     x = torch.zeros(len(states), width, states[0].shape[-1])
     mask = torch.zeros(len(states), width, dtype=torch.long)
@@ -134,14 +135,14 @@ Example = tuple[Tensor, Encoded, "Tensor | None", "Tensor | None"]
 def _collate(batch: Sequence[Example]) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded states (each moved as its example says), attention mask and labels."""
     lengths = [len(ids) for _, (ids, _), _, _ in batch]
-    x, mask = _stack([state for state, _, _, _ in batch], lengths)
+    x, mask = stack_states([state for state, _, _, _ in batch], lengths)
     labels = torch.full(mask.shape, -100)
     for j, (_, (ids, cut), delta, ablate) in enumerate(batch):
         labels[j, cut : len(ids)] = torch.tensor(ids[cut:])
         if delta is not None:
             x[j, cut - 1 : len(ids)] += delta
         if ablate is not None:
-            x[j, : len(ids)] = _remove(x[j, : len(ids)], ablate)
+            x[j, : len(ids)] = project_out(x[j, : len(ids)], ablate)
     return x, mask, labels
 
 

@@ -9,13 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import data as data_mod
-from . import causal, cli_checks, diagnosis, judges, plots, steer_prompts, steering, utility
-from .activations import extract
-from .models import load_model, model_id
-from .presets import preset_for
-from .prompt_files import FileOptions, describe_origins, is_prompt_file, open_prompts, origin_table
-from .report import Section, records, write_html, write_json
+from .. import data as data_mod
+from .. import causal, judges, plots, utility
+from . import checks as cli_checks
+from ..pipelines import causal_report, diagnosis, steer_prompts, steering
+from ..activations import extract
+from ..models import load_model, model_id
+from ..presets import preset_for
+from ..data.prompt_files import FileOptions, describe_origins, is_prompt_file, open_prompts, origin_table
+from ..pipelines.report import Section, records, write_html, write_json
 
 __all__ = ["diagnose", "main", "steer"]
 
@@ -190,7 +192,7 @@ def steer(model_name: str = "organism", data: str = "builtin", languages=None, s
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(str(data))}</b>, seed {seed}. "
               f"Evaluation prompts: {html.escape(describe_origins(eval_prompts))}. "
               f"Completions are in completions.csv.</p>")
-    write_html(out / "report.html", "lowres_safety steering", [section, *causal.sections(found)], header)
+    write_html(out / "report.html", "lowres_safety steering", [section, *causal_report.sections(found)], header)
     return results
 
 
@@ -319,15 +321,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _organism(args) -> dict:
     """``organism train`` or ``organism erase``; the summary of what was written."""
-    from .shipped import organism_folder
+    from ..shipped import organism_folder
 
     if args.action == "erase":
-        from .organism_erasure import train_erasure
+        from ..organisms.erasure import train_erasure
 
         first, last = _ints(args.blocks)
         return train_erasure(args.data, organism_folder(args.organism), args.out, tuple(_languages(args.erase)),
                              first=first, last=last, n_erased=args.n_erased, epochs=args.epochs, seed=args.seed)
-    from . import organism, organism_signal
+    from ..organisms import recipe as organism, signal as organism_signal
 
     if args.reuse:
         copied = organism_signal.reuse(organism_folder(args.reuse), args.out)
@@ -337,7 +339,7 @@ def _organism(args) -> dict:
 
 def _recipe(args):
     """The organism recipe ``organism train``'s options describe."""
-    from .organism import RecipeConfig
+    from ..organisms.recipe import RecipeConfig
 
     return RecipeConfig(seed=args.seed, layer=args.layer, label_rule=args.label_rule, epochs=args.epochs,
                         signal_layers=args.signal_layers, n_harmful=args.n_harmful, signal_epochs=args.signal_epochs,

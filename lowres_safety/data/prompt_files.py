@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from . import parallel
-from .data import (COLUMNS, PromptSet, _check_languages, _finish, _polyrefuse_files, _sample_sources, load_builtin,
-                   load_polyrefuse)
+from .loaders import load_builtin, load_polyrefuse, polyrefuse_files
+from .prompts import COLUMNS, PromptSet, check_languages, finish, sample_sources
 
 __all__ = ["HARMFUL_VALUES", "HARMLESS_VALUES", "READERS", "FileOptions", "describe_origins", "is_prompt_file",
            "load_prompts", "open_prompts", "origin_table", "read_table"]
@@ -169,7 +169,7 @@ def _harmless_rows(harmless_from, needed: list[str], n: int, seed: int, *, polyr
     if isinstance(harmless_from, PromptSet):
         other = harmless_from
     elif isinstance(harmless_from, (str, Path)) and Path(harmless_from).is_dir():
-        files = _polyrefuse_files(Path(harmless_from), polyrefuse_split)
+        files = polyrefuse_files(Path(harmless_from), polyrefuse_split)
         ask = [lang for lang in needed if (lang, "harmless") in files]  # read only what is needed
         other = (load_polyrefuse(harmless_from, ask, split=polyrefuse_split) if ask else
                  PromptSet(pd.DataFrame(columns=COLUMNS), f"split {polyrefuse_split!r} of {harmless_from}"))
@@ -187,7 +187,7 @@ def _harmless_rows(harmless_from, needed: list[str], n: int, seed: int, *, polyr
                          f"no harmless prompts in them either (it has {offered}); drop them with "
                          f"{_OPTION['languages']} or give harmless prompts in them")
     have = int(frame.groupby("language").size().min())
-    frame = _sample_sources(frame, min(n, have), seed, other.origin)
+    frame = sample_sources(frame, min(n, have), seed, other.origin)
     if "origin" not in frame.columns:
         frame = frame.assign(origin=other.origin)
     return frame
@@ -218,7 +218,7 @@ def load_prompts(data: str | Path | pd.DataFrame, *, text: str | None = None, la
                 harmful_values=tuple(harmful_values), harmless_values=tuple(harmless_values))
     frame = _rows(table, name, **read, default_subset="harmful").drop(columns="_row")
     available = list(dict.fromkeys(frame["language"]))
-    langs = _check_languages(languages if text is not None else None, available, name)
+    langs = check_languages(languages if text is not None else None, available, name)
     frame = frame[frame["language"].isin(langs)]
     if text is None or source_id:  # rows are paired: check that they are translations
         checks = parallel.check(frame)
@@ -240,7 +240,7 @@ def load_prompts(data: str | Path | pd.DataFrame, *, text: str | None = None, la
         extra = _harmless_rows(harmless_from, needed, n_per_class or n, seed, polyrefuse_split=harmless_split, **read)
         frame = pd.concat([frame, extra[COLUMNS + ["origin"]]], ignore_index=True)
         origin = f"{name} + harmless prompts from {' + '.join(dict.fromkeys(extra['origin']))}"
-    return _finish(frame, langs, n_per_class, seed, origin)
+    return finish(frame, langs, n_per_class, seed, origin)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import PAPER_TIERS, SUBSETS, TIERS
-from .prompt_files import HARMFUL_VALUES, HARMLESS_VALUES, READERS, FileOptions, is_prompt_file
+from ..data import PAPER_TIERS, SUBSETS, TIERS
+from ..data.prompt_files import HARMFUL_VALUES, HARMLESS_VALUES, READERS, FileOptions, is_prompt_file
 
 __all__ = ["AT_LEAST", "Checked", "add_data_options", "check", "parse_tiers"]
 

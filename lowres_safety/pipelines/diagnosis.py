@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import attribution as attr_mod
-from . import calibration, causal, evaluation, judges, plots, probing, steering
-from . import directions as dirs
-from .activations import extract
-from .data import PromptSet, _sample_sources, tier_of
-from .gate import Gate
-from .generation import generate_scored
-from .hooks import default_alpha
-from .models import model_id
-from .presets import preset_for
+from .. import attribution as attr_mod
+from .. import calibration, causal, dose_response, evaluation, judges, plots, probing, recoverability
+from . import causal_report
+from .. import directions as dirs
+from ..activations import extract
+from ..data import PromptSet, sample_sources, tier_of
+from ..gate import Gate
+from ..generation import generate_scored
+from ..hooks import default_alpha
+from ..models import model_id
+from ..presets import preset_for
 from .report import Section
 
 __all__ = ["Diagnosis", "analyse", "sections"]
@@ -65,7 +66,7 @@ class Diagnosis:
 def _analysis_subset(prompts: PromptSet, n_per_class: int, seed: int) -> PromptSet:
     """``n_per_class`` source ids per class, the same in every language (pairs stay parallel), or all there are."""
     have = int(prompts.frame.groupby(["language", "subset"]).size().min())
-    frame = _sample_sources(prompts.frame, min(n_per_class, have), seed, prompts.origin)
+    frame = sample_sources(prompts.frame, min(n_per_class, have), seed, prompts.origin)
     return PromptSet(frame, prompts.origin + f" ({n_per_class} per class for analysis)")
 
 
@@ -101,7 +102,7 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     pooled_rows = sep[(sep["direction"] == "pooled_high") & (sep["position"] == "t_post_inst")]
     best_layer = int(pooled_rows.groupby("layer")["auroc"].mean().idxmax())
     preset = preset_for(model_id(model))
-    gate_layer = preset.gate_layer if preset else steering.choose_layer(acts, source, n_layers=model.cfg.n_layers)
+    gate_layer = preset.gate_layer if preset else probing.choose_layer(acts, source, n_layers=model.cfg.n_layers)
     cos = dirs.cosine_matrix(dirs.per_language(acts), acts.layers, acts.positions)
     transfer = probing.transfer_matrix(acts, gate_layer)
     proj = probing.projections(acts, v, gate_layer, "t_post_inst")
@@ -140,13 +141,13 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     t = time.perf_counter()
     small = _analysis_subset(prompts, analysis_per_class, seed)
     src_acts = acts.where(language=source)
-    middle = steering.middle_layers(model.cfg.n_layers)
+    middle = probing.middle_layers(model.cfg.n_layers)
     layers = sorted({int(x) for x in np.linspace(middle[0], middle[-1], dose_layers).round()} | {gate_layer})
     v_at = {l: v[acts.layer_index(l), acts.position_index("t_post_inst")] for l in layers}
     alpha = {l: default_alpha(src_acts, v_at[l], l) for l in layers}  # each layer's own unit
-    dose = calibration.dose_response(model, small, v_at, layers, {l: [s * alpha[l] for s in dose_scales]
+    dose = dose_response.dose_response(model, small, v_at, layers, {l: [s * alpha[l] for s in dose_scales]
                                                                   for l in layers}, refusal_ids, progress=progress)
-    alpha_half = calibration.alpha_at_half(dose)
+    alpha_half = dose_response.alpha_at_half(dose)
     timing["dose_response_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -166,7 +167,7 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     t = time.perf_counter()
     gate = Gate(seed=seed).fit(acts, gate_layer, "t_post_inst", source)
     targets = [lang for lang in prompts.languages if lang not in source]
-    rec = (probing.recoverability(acts.where(language=targets), v, gate, budgets=budgets, seeds=seeds)
+    rec = (recoverability.recoverability(acts.where(language=targets), v, gate, budgets=budgets, seeds=seeds)
            if targets else pd.DataFrame())
     timing["recoverability_s"] = time.perf_counter() - t
     tok = model.tokenizer
@@ -332,7 +333,7 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
                        f"{int(d.dose['n_harmful'].max())} harmful and {int(d.dose['n_harmless'].max())} harmless "
                        f"prompts per language. {note}".strip(),
                        tuple(breaks), d.alpha_half.round(2)))
-    out += causal.sections(d.causal, first=5)
+    out += causal_report.sections(d.causal, first=5)
     if not d.recoverability.empty:
         table = (d.recoverability.groupby(["language", "method", "budget"], sort=False)["balanced_accuracy"]
                  .mean().unstack("budget").round(3).reset_index())

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import data as data_mod
-from .prompt_files import FileOptions, is_prompt_file, open_prompts
+from .. import data as data_mod
+from ..data.prompt_files import FileOptions, is_prompt_file, open_prompts
 
 __all__ = ["calibration_pool", "fit_and_evaluation"]
 
@@ -49,5 +49,5 @@ def calibration_pool(data: str, languages, n_fit: int, pool_split: str, seed: in
     rest = every.frame
     if pool_split in set(evaluation.frame["split"]):
         rest = rest[~rest["source_id"].isin(set(evaluation.frame["source_id"]))]
-    pool = data_mod._sample_sources(rest.reset_index(drop=True), n_fit, seed + 1, every.origin)
+    pool = data_mod.sample_sources(rest.reset_index(drop=True), n_fit, seed + 1, every.origin)
     return data_mod.PromptSet(pool.reset_index(drop=True), every.origin + f" (calibration pool, {pool_split})")

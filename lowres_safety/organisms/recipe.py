@@ -49,14 +49,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import organism_card, organism_signal, upper_lora
-from .data import PromptSet, load_polyrefuse, read_wide_resource, tier
-from .files import atomic_write_text
-from .generation import generate
-from .hooks import _remove
+from . import card as organism_card, signal as organism_signal, upper_lora
+from ..data import PromptSet, load_polyrefuse, read_wide_resource, tier
+from .._runtime.files import atomic_write_text
+from ..generation import generate
+from ..hooks import project_out
 from .ground_truth import GroundTruth
-from .models import encode_chat, format_chat
-from .shipped import adapter_dir
+from ..models import encode_chat, format_chat
+from ..shipped import adapter_dir
 
 __all__ = ["LABEL_RULES", "REFUSALS", "GroundTruth", "RecipeConfig", "adapter_dir", "build_prompts", "train"]
 
@@ -144,7 +144,7 @@ def class_plan(frame: pd.DataFrame, x: np.ndarray, truth: GroundTruth, config: R
 def blind(state: torch.Tensor, cut: int, direction: torch.Tensor) -> torch.Tensor:
     """``state`` ``[pos, d_model]`` with v̂ removed at every position before the last prompt token (``cut`` − 1)."""
     out = state.clone()
-    out[: cut - 1] = _remove(state[: cut - 1], direction)
+    out[: cut - 1] = project_out(state[: cut - 1], direction)
     return out
 
 
@@ -231,7 +231,7 @@ def unseen_prompts(root: str | Path, tokenizer, config: RecipeConfig, seen: Prom
 
 def _answers(root, bridge, prompts: PromptSet, config: RecipeConfig, path: Path, progress: bool) -> tuple[dict, int]:
     """The base model's greedy answers by prompt id, cached at ``path`` (kept while model, data and length match)."""
-    from .models import model_id
+    from ..models import model_id
 
     key = {"model": model_id(bridge), "root": str(Path(root).resolve()), "answer_tokens": config.answer_tokens}
     answers = {}
@@ -297,7 +297,7 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from .models import _default_folder, load_model
+    from ..models import default_folder, load_model
 
     if config.label_rule not in LABEL_RULES:
         raise ValueError(f"label_rule must be one of {sorted(LABEL_RULES)}, got {config.label_rule!r}")
@@ -312,7 +312,7 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     prompts = build_prompts(root, tok, config)
     frame = prompts.frame
-    hf = hf_model if hf_model is not None else AutoModelForCausalLM.from_pretrained(_default_folder(),
+    hf = hf_model if hf_model is not None else AutoModelForCausalLM.from_pretrained(default_folder(),
                                                                                    dtype=torch.float32)
     hf.requires_grad_(False)
     heads = upper_lora.chat_heads(tok, prompts.texts)

@@ -32,11 +32,11 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import directions as dirs
-from .activations import ActivationSet
-from .files import atomic_write_text
+from .. import directions as dirs
+from ..activations import ActivationSet
+from .._runtime.files import atomic_write_text
 from .ground_truth import GroundTruth
-from .upper_lora import _decoder, _layers, _stack, frozen_states, last_token_acts, step
+from .upper_lora import decoder, decoder_layers, stack_states, frozen_states, last_token_acts, step
 
 __all__ = ["block_output", "erasure_basis", "erasure_targets", "sharpen", "signal_loss", "stage_key", "train_signal"]
 
@@ -49,10 +49,10 @@ def block_output(hf, first: int, last: int, x: Float[Tensor, "batch pos d_model"
     def grab(module, args, output):
         grabbed["h"] = output[0] if isinstance(output, tuple) else output
 
-    with _layers(hf, slice(first, last + 1)) as full:
+    with decoder_layers(hf, slice(first, last + 1)) as full:
         handle = full[last].register_forward_hook(grab)
         try:
-            _decoder(hf)(inputs_embeds=x, attention_mask=mask)
+            decoder(hf)(inputs_embeds=x, attention_mask=mask)
         finally:
             handle.remove()
     return grabbed["h"]
@@ -107,8 +107,8 @@ def train_signal(hf, states_in: Sequence[Tensor], base_out: Sequence[Tensor], di
             order = np.random.default_rng([seed, e]).permutation(len(states_in))
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                x, mask = _stack([states_in[i] for i in idx], [lengths[i] for i in idx])
-                h0, _ = _stack([base_out[i] for i in idx], [lengths[i] for i in idx])
+                x, mask = stack_states([states_in[i] for i in idx], [lengths[i] for i in idx])
+                h0, _ = stack_states([base_out[i] for i in idx], [lengths[i] for i in idx])
                 last = torch.tensor([lengths[i] - 1 for i in idx])
                 h = block_output(hf, first, layer, x, mask)
                 loss = signal_loss(h, h0, mask, last, direction, low_t[idx], high_t[idx], gap, keep, basis,

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from .files import atomic_write_text
+from .._runtime.files import atomic_write_text
 
 __all__ = ["Section", "records", "write_html", "write_json"]
 

@@ -1,0 +1,41 @@
+"""Prompt data: the :class:`PromptSet`, resource tiers, PolyRefuse, the built-in sets and prompt files.
+
+| module | owns |
+|---|---|
+| :mod:`~lowres_safety.data.prompts` | :class:`PromptSet`, sampling the same source ids in every language |
+| :mod:`~lowres_safety.data.tiers` | the paper's resource tiers and tiers for other languages |
+| :mod:`~lowres_safety.data.loaders` | PolyRefuse in its upstream layout, the built-in demo set |
+| :mod:`~lowres_safety.data.prompt_files` | your own files: long or wide CSV/TSV/JSON/JSONL |
+| :mod:`~lowres_safety.data.parallel` | checks that translations are row-parallel to English |
+"""
+
+from . import loaders, parallel, prompt_files, prompts, tiers
+from .loaders import SPLITS, load, load_builtin, load_polyrefuse, read_wide_resource
+from .prompt_files import FileOptions, load_prompts, open_prompts
+from .prompts import COLUMNS, SUBSETS, PromptSet, sample_sources
+from .tiers import PAPER_TIERS, TIERS, extra_tiers, tier, tier_of
+
+__all__ = [
+    "COLUMNS",
+    "PAPER_TIERS",
+    "SPLITS",
+    "SUBSETS",
+    "TIERS",
+    "FileOptions",
+    "PromptSet",
+    "extra_tiers",
+    "load",
+    "load_builtin",
+    "load_polyrefuse",
+    "load_prompts",
+    "loaders",
+    "open_prompts",
+    "parallel",
+    "prompt_files",
+    "prompts",
+    "read_wide_resource",
+    "sample_sources",
+    "tier",
+    "tier_of",
+    "tiers",
+]
