@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,14 +24,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from lowres_safety.cli import diagnose  # noqa: E402
+from lowres_safety.pipelines import DiagnoseConfig, diagnose  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Multilingual-Refusal"
 
 
 def _run(model: str, data: str, languages, n: int, split: str) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        timing = diagnose(model, data, languages, n, split=split, out=out, cache=False)["timing"]
+    config = DiagnoseConfig(model=model, data=data, languages=languages, n_per_class=n, split=split, cache=False)
+    timing = diagnose(config).timing
     total = timing["total_s"]
     return {"data": data if data == "builtin" else "polyrefuse", "split": split, "languages": languages,
             "n_per_class": n, "seconds": {k: round(v, 1) for k, v in timing.items()},

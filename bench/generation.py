@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from lowres_safety import data, extract, hooks, load_model  # noqa: E402
 from lowres_safety import directions as dirs  # noqa: E402
 from lowres_safety.gate import Gate  # noqa: E402
-from lowres_safety.generation import prompt_batches, generate  # noqa: E402
+from lowres_safety.generation import generate, prompt_batches  # noqa: E402
 from lowres_safety.models import default_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Multilingual-Refusal"

@@ -163,7 +163,7 @@ def bench_extraction(model, hf, prompts, timer: Gpu, batch_size: int) -> dict:
 
 
 def bench_generation(model, hf, prompts, routed, timer: Gpu, batch_size: int, new_tokens: int) -> dict:
-    from lowres_safety.generation import prompt_batches, generate
+    from lowres_safety.generation import generate, prompt_batches
 
     batches = [(ids, mask) for _, ids, mask in prompt_batches(model, prompts, batch_size, None)]
     pad = model.tokenizer.pad_token_id

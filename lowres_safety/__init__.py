@@ -2,6 +2,23 @@
 
 Load a chat model as a TransformerLens bridge, extract multilingual activations, find the
 harmfulness direction, and measure where it separates and where the model acts on it.
+The modules follow the research question, in order:
+
+1. is the representation there? :mod:`activations` (extract), :mod:`directions`
+   (difference of means, pooled high-resource), :mod:`probing` (per-layer separability),
+   :mod:`recoverability` (how few examples a readout needs);
+2. is it acted on? :mod:`generation`, :mod:`judges`, :mod:`evaluation` (refusal rates, Δ, KL);
+3. how big is the gap, and of which type? :mod:`calibration` (gap table, threshold shift,
+   selectivity ceiling);
+4. where does it break? :mod:`attribution` (logit attribution), :mod:`dose_response`,
+   :mod:`selection` (Arditi et al.), :mod:`transfer` (PolyRefuse's matrix), :mod:`causal`;
+5. can a few examples fix it? :mod:`gate` (the low-rank readout), :mod:`hooks`
+   (interventions as TransformerLens hooks), :mod:`methods` (every method a steer table
+   compares), :mod:`utility`.
+
+The experiments are library calls (:func:`diagnose`, :func:`steer`, with
+:class:`DiagnoseConfig` and :class:`SteerConfig`); :mod:`data` reads prompts,
+:mod:`organisms` builds the model organisms, :mod:`plots` draws every figure.
 """
 
 import warnings
@@ -10,44 +27,89 @@ import warnings
 # deprecates on every call; nothing a user of this package can act on, so it is not shown.
 warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
-from . import activations, data, directions, evaluation, generation, hooks, judges, methods, models, plots, presets, probing, utility
-from .data import prompt_files
-from .pipelines import report, steering
-from .activations import ActivationSet, extract
-from .data import PromptSet
-from .gate import Gate
-from .generation import generate
-from .lesion import ScriptLesion
-from .models import load_model, show_tokens
-from .data.prompt_files import load_prompts
-from ._runtime.notebook import notebook_setup
+from . import (  # noqa: E402
+               activations,
+               attribution,
+               calibration,
+               causal,
+               data,
+               directions,
+               dose_response,
+               evaluation,
+               gate,
+               generation,
+               grid,
+               hooks,
+               judges,
+               methods,
+               models,
+               organisms,
+               pipelines,
+               plots,
+               presets,
+               probing,
+               recoverability,
+               selection,
+               transfer,
+               utility,
+)
+from ._runtime.deprecation import moved  # noqa: E402
+from ._runtime.notebook import notebook_setup  # noqa: E402
+from .activations import ActivationSet, extract  # noqa: E402
+from .data import PromptSet, in_tier, load_prompts, tier_of  # noqa: E402
+from .gate import Gate  # noqa: E402
+from .generation import generate  # noqa: E402
+from .lesion import ScriptLesion  # noqa: E402
+from .models import load_model, show_tokens  # noqa: E402
+from .pipelines import DiagnoseConfig, DiagnoseResult, SteerConfig, SteerResult, diagnose, steer  # noqa: E402
 
 __all__ = [
     "ActivationSet",
+    "DiagnoseConfig",
+    "DiagnoseResult",
     "Gate",
     "PromptSet",
     "ScriptLesion",
+    "SteerConfig",
+    "SteerResult",
     "activations",
+    "attribution",
+    "calibration",
+    "causal",
     "data",
+    "diagnose",
     "directions",
+    "dose_response",
     "evaluation",
     "extract",
+    "gate",
     "generate",
     "generation",
+    "grid",
     "hooks",
+    "in_tier",
     "judges",
     "load_model",
     "load_prompts",
     "methods",
     "models",
     "notebook_setup",
+    "organisms",
+    "pipelines",
     "plots",
     "presets",
     "probing",
-    "prompt_files",
-    "report",
+    "recoverability",
+    "selection",
     "show_tokens",
-    "steering",
+    "steer",
+    "tier_of",
+    "transfer",
     "utility",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+#: Modules that moved in 0.2 (the old attribute still resolves, and warns once).
+__getattr__ = moved(__name__, {"steering": "lowres_safety.pipelines.steering",
+                               "report": "lowres_safety.pipelines.report",
+                               "prompt_files": "lowres_safety.data.prompt_files"})

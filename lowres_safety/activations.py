@@ -97,6 +97,14 @@ class ActivationSet:
         """Activations of every prompt at one layer and position."""
         return self.acts[:, self.layer_index(layer), self.position_index(position)]
 
+    def vector(self, direction: Float[Tensor, "layer position d_model"], layer: int,
+               position: str = "t_post_inst") -> Float[Tensor, " d_model"]:
+        """One layer's and position's vector of a direction fitted on this set (e.g. ``directions.pooled``)."""
+        if direction.shape[:2] != self.acts.shape[1:3]:
+            raise ValueError(f"direction has shape {tuple(direction.shape)}; this set's directions are "
+                             f"[{len(self.layers)} layers, {len(self.positions)} positions, d_model]")
+        return direction[self.layer_index(layer), self.position_index(position)]
+
     def save(self, path: str | Path) -> Path:
         """One safetensors file; metadata (prompts, layers, positions) in its header. Atomic."""
         meta = {

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .data import PromptSet, tier_of
 from .directions import unit
-from .generation import prompt_batches, as_prompt_set
+from .generation import as_prompt_set, prompt_batches
 
 __all__ = ["Attribution", "attribute", "compare_languages", "direction_tokens", "logit_diff_direction"]
 
@@ -108,7 +108,7 @@ def attribute(model, prompts: PromptSet | Sequence[str], refusal_ids: Sequence[i
         totals[idx] = (last[:, list(refusal_ids)].mean(1) - last[:, list(compliance_ids)].mean(1)).numpy()
         d = direction.to(last.device)
 
-        def score(stack: Tensor) -> np.ndarray:  # [component, batch, d_model] -> [component, batch]
+        def score(stack: Tensor, cache=cache, d=d) -> np.ndarray:  # [component, batch, d_model] -> [component, batch]
             normed = cache.apply_ln_to_stack(stack, layer=-1, pos_slice=-1)
             return (normed.float().cpu() @ d).numpy()
 

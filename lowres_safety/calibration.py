@@ -26,12 +26,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_curve
 
 from .data import tier_of
-from .evaluation import Judge
-from .judges import judge_frame
+from .judges import Judge, judge_frame
 from .probing import auroc
 
 __all__ = ["FAILURE_TYPES", "gap_table", "loophole_rates", "misrouting_budget", "rate_interval",
-           "refusal_from_completions", "selectivity_ceiling", "threshold_shift"]
+           "refusal_from_completions", "selectivity_ceiling", "threshold_shift", "with_refusal"]
 
 FAILURE_TYPES = ("representation failure", "action failure", "acted on")
 
@@ -240,4 +239,17 @@ def loophole_rates(completions: pd.DataFrame, judge: Judge | None = None, *, ref
 def refusal_from_completions(completions: pd.DataFrame, judge: Judge | None = None) -> pd.Series:
     """Boolean refused per completion row (each row's language's substring judge by default)."""
     return judge_frame(completions, judge)["refused"]
+
+
+def with_refusal(table: pd.DataFrame, completions: pd.DataFrame, judge: Judge | None = None) -> pd.DataFrame:
+    """``table`` (one row per prompt ``id``, e.g. projections) with each prompt's ``refused`` verdict beside it.
+
+    The verdicts are ``judge``'s on the prompt's row of ``completions`` (:func:`generation.generate`'s
+    table); a prompt with no completion is an error that names it.
+    """
+    missing = sorted(set(table["id"]) - set(completions["id"]))
+    if missing:
+        raise ValueError(f"{len(missing)} prompt(s) have no completion, e.g. {missing[:3]}")
+    answers = completions.set_index("id").loc[table["id"]].reset_index()
+    return table.assign(refused=refusal_from_completions(answers, judge).to_numpy())
 

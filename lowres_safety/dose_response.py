@@ -16,8 +16,8 @@ import pandas as pd
 
 from . import hooks as H
 from .data import PromptSet, tier_of
-from .evaluation import refusal_log_odds
 from .grid import next_token_grid, token_summary
+from .judges import refusal_log_odds
 
 __all__ = ["alpha_at_half", "dose_response"]
 

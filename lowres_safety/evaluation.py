@@ -5,8 +5,8 @@ A judge decides which answers are refusals (:mod:`lowres_safety.judges`): the ph
 of the model's refusal-opening tokens, :func:`refusal_score`), a local Hugging Face model
 (:class:`judges.ModelJudge`), or any callable — ``(prompt, completion) -> bool`` or the
 batch shape ``(prompts, completions, languages) -> list[bool]``. This module turns
-verdicts into rates per language and subset, and re-exports the judge functions it
-always had so existing code keeps working.
+verdicts into rates per language and subset. The judge functions it used to re-export
+live in :mod:`lowres_safety.judges` (their old addresses here still work, and warn).
 """
 
 from __future__ import annotations
@@ -18,36 +18,23 @@ import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
+from ._runtime.deprecation import moved
 from .data import PromptSet, tier_of
 from .generation import next_token_logprobs
 from .hooks import Hook
 from .judges import LogitJudge, judge_frame, judge_name
 from .judges.base import Judge
-from .judges.logit import (DEFAULT_COMPLIANT_OPENINGS, DEFAULT_OPENINGS, compliance_tokens_from, first_token_ids,
-                           refusal_log_odds, refusal_score, refusal_token_set, refusal_tokens_from)
-from .judges.substring import REFUSAL_PHRASES, substring_judge
-from .utility import load_mc, load_mc_demo, mc_accuracy  # re-exported: multiple-choice utility lives in utility.py
 
-__all__ = [
-    "DEFAULT_COMPLIANT_OPENINGS",
-    "DEFAULT_OPENINGS",
-    "REFUSAL_PHRASES",
-    "Judge",
-    "compliance_tokens_from",
-    "first_token_ids",
-    "kl_divergence",
-    "load_mc",
-    "load_mc_demo",
-    "measure_refusal",
-    "mc_accuracy",
-    "refusal_rates",
-    "refusal_log_odds",
-    "refusal_score",
-    "refusal_token_set",
-    "refusal_tokens_from",
-    "selectivity",
-    "substring_judge",
-]
+__all__ = ["kl_divergence", "measure_refusal", "refusal_rates", "selectivity"]
+
+#: Names this module used to re-export, and where they live now (the old address warns once).
+__getattr__ = moved(__name__, {
+    **{name: "lowres_safety.judges" for name in (
+        "DEFAULT_COMPLIANT_OPENINGS", "DEFAULT_OPENINGS", "REFUSAL_PHRASES", "Judge", "compliance_tokens_from",
+        "first_token_ids", "refusal_log_odds", "refusal_score", "refusal_token_set", "refusal_tokens_from",
+        "substring_judge")},
+    **{name: "lowres_safety.utility" for name in ("load_mc", "load_mc_demo", "mc_accuracy")},
+})
 
 
 def _rates(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

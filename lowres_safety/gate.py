@@ -47,8 +47,8 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor
 
 from . import directions as dirs
-from .activations import ActivationSet
 from ._runtime.files import atomic_save
+from .activations import ActivationSet
 
 __all__ = ["READOUTS", "RECALIBRATIONS", "Gate", "balanced_f1_threshold", "sample_per_class"]
 

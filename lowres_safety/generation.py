@@ -24,11 +24,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._runtime.batching import left_pad, length_batches
+from ._runtime.decoding import toolkit_generation
+from ._runtime.lean import lean
+from ._runtime.prefix import Prefix, continuing
 from .data import PromptSet
 from .hooks import Hook, decoding, prompt_attention, steers_in
-from ._runtime.lean import lean
 from .models import encode_chat
-from ._runtime.prefix import Prefix, continuing
 
 __all__ = ["as_prompt_set", "encoded_prompts", "generate", "generate_scored", "logits_kwargs", "next_token_logprobs",
            "prompt_batches", "stop_token_ids"]
@@ -96,7 +97,7 @@ def _generate_batch(model, ids, mask, hooks, max_new_tokens: int, stop: Tensor, 
     tokens, done = [], torch.zeros(rows, dtype=torch.bool, device=ids.device)
     full, start = continuing(prefix, mask, prefix_cache)
     place = start["position_ids"][:, -1:] if prefix else None
-    with model.hooks(fwd_hooks=list(hooks)), lean(model):
+    with model.hooks(fwd_hooks=list(hooks)), lean(model), toolkit_generation():
         with prompt_attention(mask):
             logits, cache = model(ids, attention_mask=full, return_type="logits_and_cache", **start,
                                   **logits_kwargs(model))

@@ -32,14 +32,14 @@ from contextlib import nullcontext
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformers.cache_utils import Cache
 from tqdm.auto import tqdm
+from transformers.cache_utils import Cache
 
-from .data import PromptSet
-from .generation import prompt_batches, as_prompt_set, encoded_prompts, logits_kwargs
-from .hooks import Hook, prompt_attention
 from ._runtime.lean import lean
 from ._runtime.prefix import Prefix, continuing, expand
+from .data import PromptSet
+from .generation import as_prompt_set, encoded_prompts, logits_kwargs, prompt_batches
+from .hooks import Hook, prompt_attention
 
 __all__ = ["entry_block", "next_token_grid", "token_summary"]
 
@@ -200,7 +200,7 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
         if last_only and int(mask.sum(1).min()) < 2:
             raise ValueError("last_only needs prompts of at least two tokens")
         rows = ids.shape[0]
-        fresh = (lambda c: expand(c, rows)) if prefix and not last_only else (lambda c: None)  # noqa: E731
+        fresh = (lambda c, rows=rows: expand(c, rows)) if prefix and not last_only else (lambda c: None)  # noqa: E731
         base, states, calls, rewind = _shared(model, replay, ids, mask, replayable, last_only, prefix, base_cache)
         if not checked and replayable:
             checked = True
@@ -211,7 +211,7 @@ def next_token_grid(model, prompts: PromptSet | Sequence[str], points: Sequence[
                 rewind()
             if not torch.allclose(again, base, atol=1e-3, rtol=0):
                 warnings.warn("this architecture's output head is not unembed(final norm); the grid runs whole "
-                              f"passes (max log-prob difference {float((again - base).abs().max()):.3g})")
+                              f"passes (max log-prob difference {float((again - base).abs().max()):.3g})", stacklevel=2)
                 replayable = set()
         for g, (point, entry) in enumerate(zip(points, entries)):
             if not point:

@@ -16,6 +16,12 @@ runs the prompt in one forward pass (the *prefill*) and then one token per pass 
 KV cache inside :func:`decoding`; hooks read that flag rather than guessing from the
 sequence length, so a one-token prompt is still a prefill. Any plain forward pass is a
 prefill. Prompts are left-padded, so the last prompt token is position -1 in every row.
+
+**The decoding loop is part of the contract.** Hooks that decide once per prompt (:func:`route`
+and :class:`Steer`, the ``"last"`` scope, AdaSteer's and CAST's hooks) raise a RuntimeError
+inside TransformerLens's or Hugging Face's own ``generate``, which run each decoding step as
+a new forward pass: they would decide again on every generated token. ``"all"`` and
+``"from_last"`` mean the same in any loop that decodes one token at a time, and run there.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ._runtime.decoding import Hook, decoding, is_decoding, prompt_attention, prompt_mask
+from ._runtime.decoding import Hook, check_decoding_loop, decoding, is_decoding, prompt_attention, prompt_mask
 
 __all__ = [
     "ABLATIONS",
@@ -39,6 +45,7 @@ __all__ = [
     "Steer",
     "ablate",
     "add",
+    "check_decoding_loop",
     "check_scope",
     "decoding",
     "default_alpha",
@@ -99,7 +106,13 @@ def _on(v: Tensor, act: Tensor, hook) -> Tensor:
 
 
 def _positions(scope: str) -> slice | None:
-    """Positions a scope covers in the current pass (None: none)."""
+    """Positions a scope covers in the current pass (None: none).
+
+    ``"from_last"`` reads the same under any loop that runs decoding steps one token at a
+    time (the last position is the new token); ``"last"`` needs the toolkit's decoding loop.
+    """
+    if scope == "last" and not is_decoding():
+        check_decoding_loop("scope='last'")
     if is_decoding():
         return None if scope == "last" else slice(None)
     return slice(None) if scope == "all" else slice(-1, None)
@@ -200,6 +213,7 @@ class Steer:
     def read(self, act: Float[Tensor, "batch pos d_model"], hook):
         u = _on(self.v, act, hook)
         if not is_decoding():
+            check_decoding_loop("a routed hook (hooks.route / hooks.Steer)")
             score, alpha, ablate = self.decide(act[:, -1].float())
             self.score, self.alpha, self.ablate = score.detach().cpu(), alpha.detach().cpu(), ablate.detach().cpu()
         elif self.alpha is None or self.alpha.shape[0] != act.shape[0]:

@@ -182,7 +182,7 @@ def load_model(name: str = "default", *, device: str | None = None, dtype: torch
 
 
 #: An organism folder's LoRA parts, merged in this order: stage 1 below L*, an erasure trained on the merged
-#: organism (organism_erasure), the rule stage above L* (the folder itself).
+#: organism (the 0.1 LoRA erasure recipe; folders it made still load), the rule stage above L* (the folder itself).
 ADAPTER_PARTS = ("representation", "erasure", ".")
 
 

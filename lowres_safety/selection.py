@@ -57,8 +57,8 @@ from . import hooks as H
 from .activations import ActivationSet
 from .data import PromptSet
 from .directions import diff_of_means
-from .evaluation import refusal_log_odds
 from .grid import next_token_grid, token_summary
+from .judges import refusal_log_odds
 
 __all__ = ["NoSurvivorError", "Selection", "candidate_directions", "choose", "filter_candidates", "score_candidates",
            "select_direction"]

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma2Config, LlamaConfig, Qwen2Config
 
 from lowres_safety._runtime.batching import left_pad
-from lowres_safety.models import default_folder, boot, encode_chat
+from lowres_safety.models import boot, default_folder, encode_chat
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from helpers import FAMILIES, build_model, reference_acts
 
 import lowres_safety.activations as activations
-from helpers import FAMILIES, build_model, reference_acts
 from lowres_safety import data, directions, extract
 from lowres_safety._runtime.batching import left_pad, length_batches
 from lowres_safety.activations import ActivationSet
@@ -111,7 +111,8 @@ def test_save_load_roundtrip_and_where(prompts, tmp_path):
 
 def test_length_grouping_reduces_padding():
     lengths = [10, 50, 11, 52, 12, 49, 9, 51]
-    pad = lambda batches: sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    def pad(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
     assert pad(length_batches(lengths, 2)) < pad(length_batches(lengths, 2, group_by_length=False))
     ids, mask = left_pad([(5, 6), (7, 8, 9)], pad_id=0)
     assert ids.tolist() == [[0, 5, 6], [7, 8, 9]] and mask.tolist() == [[0, 1, 1], [1, 1, 1]]

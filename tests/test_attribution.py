@@ -1,9 +1,7 @@
 """Refusal-token logit attribution: the decomposition is exact and the helpers read it correctly."""
 
 import numpy as np
-import pandas as pd
 import pytest
-import torch
 
 from lowres_safety import attribution as A
 from lowres_safety import evaluation as E

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from lowres_safety import evaluation, extract, load_model
-from lowres_safety.pipelines import steering
+from lowres_safety import extract, judges, load_model
 from lowres_safety.data import load_polyrefuse
 from lowres_safety.generation import generate
 from lowres_safety.methods.adasteer import scaled_distance
 from lowres_safety.methods.base import Target
 from lowres_safety.methods.cast import CastRule, cast_hooks
+from lowres_safety.pipelines import steering
 
 SOURCE = ["en", "de", "fr", "es", "it"]
 
@@ -22,13 +22,13 @@ def test_adasteer_and_cast_act_where_they_should_on_the_organism(polyrefuse_root
                                   layer=10, seed=0)
     val = load_polyrefuse(polyrefuse_root, ["en"], split="val", n_per_class=8, seed=0)
     harmful = val.labels == 1
-    tokens = evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS)
-    base = evaluation.refusal_score(model, val, tokens)
+    tokens = judges.first_token_ids(model.tokenizer, judges.DEFAULT_OPENINGS)
+    base = judges.refusal_score(model, val, tokens)
 
     condition, rule, behaviour = fitted.methods["cast"].zero_shot
-    always = evaluation.refusal_score(model, val, tokens, cast_hooks(condition, CastRule(rule.layer, 2.0, "larger", 0.0),
+    always = judges.refusal_score(model, val, tokens, cast_hooks(condition, CastRule(rule.layer, 2.0, "larger", 0.0),
                                                                      behaviour))
-    never = evaluation.refusal_score(model, val, tokens, cast_hooks(condition, CastRule(rule.layer, -2.0, "larger", 0.0),
+    never = judges.refusal_score(model, val, tokens, cast_hooks(condition, CastRule(rule.layer, -2.0, "larger", 0.0),
                                                                     behaviour))
     assert torch.equal(never, base)  # a condition that never fires changes nothing
     assert float((always - base).mean()) > 0.1  # where it fires, 1.5·b̂ pushes towards refusal (measured +0.35)

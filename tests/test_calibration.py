@@ -122,8 +122,9 @@ def test_dose_response_scope_matters_only_before_the_last_layer(default_model):
     tokens = E.first_token_ids(default_model.tokenizer, E.DEFAULT_OPENINGS)
     v = unit(torch.randn(default_model.cfg.d_model))
     last = default_model.cfg.n_layers - 1
-    run = lambda scope: D.dose_response(default_model, prompts, v, [2, last], [30.0], tokens, scope=scope,
-                                        batch_size=4, progress=False).set_index("layer")
+    def run(scope):
+        return D.dose_response(default_model, prompts, v, [2, last], [30.0], tokens, scope=scope,
+                                            batch_size=4, progress=False).set_index("layer")
     every, final = run("all"), run("from_last")
     cols = ["mean_log_odds_harmful", "kl_harmless"]
     np.testing.assert_allclose(every.loc[last, cols].astype(float), final.loc[last, cols].astype(float), rtol=1e-4,

@@ -4,11 +4,11 @@ import torch
 from helpers import build_model
 
 from lowres_safety import causal
-from lowres_safety.pipelines import causal_report
 from lowres_safety.activations import extract
-from lowres_safety.data import sample_sources, load_builtin
+from lowres_safety.data import load_builtin, sample_sources
 from lowres_safety.directions import diff_of_means
 from lowres_safety.evaluation import first_token_ids
+from lowres_safety.pipelines import causal_report
 
 
 def test_check_holds_out_selection_prompts_and_measures_transfer_at_the_layer_used():

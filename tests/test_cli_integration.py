@@ -123,6 +123,13 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     monkeypatch.setattr(steering, "generate", no_generation)
     assert main(args) == 0
     assert json.loads((out / "steer.json").read_text())["rows"] == rows
+    monkeypatch.undo()
+
+    # the run repeated from its own results file, into another folder (nothing to resume there): the same table
+    again = tmp_path / "again"
+    assert main(["steer", "--config", str(out / "steer.json"), "--out", str(again)]) == 0
+    repeated = json.loads((again / "steer.json").read_text())
+    assert repeated["rows"] == rows and repeated["config"] == results["config"]
 
 
 def test_steer_bad_input_exits_2(tmp_path, capsys):

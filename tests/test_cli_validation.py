@@ -5,8 +5,8 @@ import re
 import pandas as pd
 import pytest
 
-from lowres_safety.cli import checks as cli_checks
 from lowres_safety.cli import _parser, main
+from lowres_safety.cli import checks as cli_checks
 from lowres_safety.data.prompt_files import FileOptions
 
 POLY = "<polyrefuse>"  # replaced by the real folder
@@ -20,23 +20,23 @@ CASES = [
     (["diagnose", "--languages", "en,,de"], "--languages 'en,,de' has an empty item"),
     (["diagnose", "--languages", ""], "--languages '' has an empty item"),
     (["diagnose", "--languages", "en,sw,en"], r"--languages names \['en'\] more than once"),
-    (["diagnose", "--data", POLY, "--split", "dev"], "--split 'dev': diagnose on PolyRefuse takes train or val"),
+    (["diagnose", "--data", POLY, "--split", "dev"], "split 'dev': on PolyRefuse this takes train or val or test"),
     (["diagnose", "--tiers", "vi=medium"], "--tiers item 'vi=medium' is not language=tier"),
     (["diagnose", "--tiers", "vi"], "--tiers item 'vi' is not language=tier"),
     (["diagnose", "--tiers", "vi=mid,vi=low"], "--tiers names 'vi' twice"),
     (["diagnose", "--tiers", "sw=high"], "'sw' is 'low' in the paper's table"),
     # diagnose: data and the file options
-    (["diagnose", "--data", "nowhere/prompts.csv"], "--data nowhere/prompts.csv: no such file or folder"),
+    (["diagnose", "--data", "nowhere/prompts.csv"], "data nowhere/prompts.csv: no such file or folder"),
     (["diagnose", "--data", "{tmp}"], "is a folder without PolyRefuse/ in it"),
     (["diagnose", "--data", "{tmp}/p.xlsx"], "prompt files must end in one of"),
     (["diagnose", "--text-column", "prompt"], "--text-column read a prompt file, but --data is 'builtin'"),
     (["diagnose", "--data", POLY, "--harmless-from", POLY], "--harmless-from read a prompt file"),
     (["diagnose", "--data", "{tmp}/p.csv"], "name the text column"),
-    (["diagnose", "--data", "{tmp}/p.csv", "--text-column", "prompt"], "--text-column needs --language-column"),
+    (["diagnose", "--data", "{tmp}/p.csv", "--text-column", "prompt"], "a text column needs a language column"),
     (["diagnose", "--data", "{tmp}/p.csv", "--languages", "en", "--harmless-from", "{tmp}/none.csv"],
-     "--harmless-from .*none.csv: no such file or folder"),
+     "harmless_from .*none.csv: no such file or folder"),
     (["diagnose", "--data", "{tmp}/p.csv", "--languages", "en", "--harmless-from", "{tmp}"],
-     "--harmless-from .* is a folder without PolyRefuse/"),
+     "harmless_from .* is a folder without PolyRefuse/"),
     (["diagnose", "--data", "{tmp}/p.csv", "--languages", "en", "--harmful-values", "bad,x",
       "--harmless-values", "x"], r"\['x'\] are both harmful and harmless values"),
     (["diagnose", "--data", "{tmp}/p.csv", "--languages", "en", "--harmful-values", "bad,"],
@@ -50,7 +50,7 @@ CASES = [
     # steer
     (["steer", "--k", ""], "--k '' is not comma-separated integers"),
     (["steer", "--k", "0,-1"], "each k must be 0"),
-    (["steer", "--k", "0,40"], "up to --n-fit 32"),
+    (["steer", "--k", "0,40"], "up to n_fit 32"),
     (["steer", "--n-fit", "0"], "--n-fit 0: must be at least 1"),
     (["steer", "--n-per-class", "0"], "--n-per-class 0: must be at least 2"),
     (["steer", "--n-select", "0"], "--n-select 0: must be at least 1"),
@@ -58,9 +58,9 @@ CASES = [
     (["steer", "--strength", "-1"], "strength must be positive"),
     (["steer", "--strength", "inf"], "strength must be positive and finite"),
     (["steer", "--layer", "-1"], "--layer -1: must be at least 0"),
-    (["steer", "--layer", "30"], r"--layer 30: this model has layers 0..29"),
+    (["steer", "--layer", "30"], r"layer 30: this model has layers 0..29"),
     (["steer", "--source-languages", "en,"], "--source-languages 'en,' has an empty item"),
-    (["steer", "--data", POLY, "--split", "train"], "--split 'train': steer on PolyRefuse takes val or test"),
+    (["steer", "--data", POLY, "--split", "train"], "split 'train': on PolyRefuse this takes val or test"),
     (["steer", "--seed", "-2"], "--seed -2: must be at least 0"),
     (["steer", "--tiers", "bn=lowest"], "--tiers item 'bn=lowest'"),
     # organism train
@@ -70,15 +70,7 @@ CASES = [
     (["organism", "train", "--data", POLY, "--n-harmful", "0"], "--n-harmful 0: must be at least 1"),
     (["organism", "train", "--data", POLY, "--epochs", "0"], "--epochs 0: must be at least 1"),
     (["organism", "train", "--data", POLY, "--seed", "-1"], "--seed -1: must be at least 0"),
-    (["organism", "train", "--data", POLY, "--erase", "ar,,ko"], "--erase 'ar,,ko' has an empty item"),
-    (["organism", "train", "--data", POLY, "--erase", "ar", "--signal-layers", "0"], "--erase needs --signal-layers"),
     (["organism", "train", "--data", "{tmp}"], "the organism trains on a PolyRefuse folder"),
-    # organism erase
-    (["organism", "erase", "--data", POLY, "--blocks", "5"], "--blocks 5: give first,last"),
-    (["organism", "erase", "--data", POLY, "--blocks", "9,6"], "--blocks 9,6: give first,last"),
-    (["organism", "erase", "--data", POLY, "--n-erased", "1"], "--n-erased 1: must be at least 2"),
-    (["organism", "erase", "--data", POLY, "--erase", "th,,yo"], "--erase 'th,,yo' has an empty item"),
-    (["organism", "erase", "--data", "{tmp}"], "the erasure trains on a PolyRefuse folder"),
 ]
 
 
@@ -137,16 +129,9 @@ def test_calibration_pool_from_val_is_val_prompts_paired_across_languages(polyre
     assert ids["harmful", "ar"] == ids["harmful", "pl"] and ids["harmless", "ar"] == ids["harmless", "pl"]
 
 
-def test_calibrate_on_an_unknown_pool_is_refused_before_any_work():
-    from lowres_safety.cli import steer
-
-    with pytest.raises(ValueError, match="calibrate_on must be one of"):
-        steer("default", "builtin", calibrate_on="test")
-
-
 @pytest.mark.parametrize("where", ["split", "val"])
 def test_calibrate_on_another_split_needs_polyrefuse(where):
-    from lowres_safety.cli import steer
+    from lowres_safety.pipelines import SteerConfig
 
-    with pytest.raises(ValueError, match=f"--calibrate-on {where} needs a PolyRefuse folder"):
-        steer("default", "builtin", calibrate_on=where)
+    with pytest.raises(ValueError, match=f"calibrate_on '{where}' needs a PolyRefuse folder"):
+        SteerConfig(model="default", calibrate_on=where)

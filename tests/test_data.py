@@ -114,3 +114,18 @@ def test_extra_tiers_last_for_the_block_only():
         with data.extra_tiers({"vi": "medium"}):
             pass
     assert len(data.TIERS) == 23
+
+
+def test_extra_tiers_change_nothing_module_wide():
+    """The paper's table is read-only, and a block's extra tiers are its own: another thread never sees them."""
+    import threading
+
+    with pytest.raises(TypeError):
+        data.TIERS["vi"] = "mid"
+    seen = {}
+    with data.extra_tiers({"vi": "mid"}):
+        other = threading.Thread(target=lambda: seen.update(other=data.tier_of("vi")))
+        other.start()
+        other.join()
+        seen["here"] = data.tier_of("vi")
+    assert seen == {"here": "mid", "other": "unlisted"}

@@ -9,8 +9,16 @@ from helpers import build_model
 
 from lowres_safety import hooks as H
 from lowres_safety.data import TIERS
-from lowres_safety.evaluation import (REFUSAL_PHRASES, first_token_ids, kl_divergence, refusal_rates, refusal_score,
-                                      refusal_tokens_from, selectivity, substring_judge)
+from lowres_safety.evaluation import (
+    REFUSAL_PHRASES,
+    first_token_ids,
+    kl_divergence,
+    refusal_rates,
+    refusal_score,
+    refusal_tokens_from,
+    selectivity,
+    substring_judge,
+)
 from lowres_safety.generation import next_token_logprobs
 
 

@@ -6,8 +6,8 @@ from helpers import build_model
 
 from lowres_safety import hooks as H
 from lowres_safety.data import load_builtin
-from lowres_safety.gate import Gate
 from lowres_safety.evaluation import first_token_ids, measure_refusal, refusal_log_odds
+from lowres_safety.gate import Gate
 from lowres_safety.generation import generate, generate_scored, next_token_logprobs, stop_token_ids
 from lowres_safety.judges import LogitJudge
 

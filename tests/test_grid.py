@@ -11,11 +11,11 @@ import lowres_safety.grid as G
 from lowres_safety import dose_response as D
 from lowres_safety import evaluation as E
 from lowres_safety import hooks as H
-from lowres_safety.data import load_builtin
-from lowres_safety.generation import prompt_batches, encoded_prompts
-from lowres_safety.grid import entry_block, next_token_grid, token_summary
 from lowres_safety._runtime.lean import lean
 from lowres_safety._runtime.prefix import Prefix, expand
+from lowres_safety.data import load_builtin
+from lowres_safety.generation import encoded_prompts, prompt_batches
+from lowres_safety.grid import entry_block, next_token_grid, token_summary
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ def test_grid_equals_whole_passes(family, mode, prompts):
     v = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
     scope = "from_last" if last_only else "all"
     points = [[]] + [H.add(v, 6.0, layer, scope=scope) for layer in range(model.cfg.n_layers)]
-    points += [H.add(v, 6.0, 1, site="hook_resid_pre", scope=scope), H.add(v, 3.0, 0, scope=scope) + H.add(v, 3.0, 2, scope=scope)]
+    points += [H.add(v, 6.0, 1, site="hook_resid_pre", scope=scope),
+               H.add(v, 3.0, 0, scope=scope) + H.add(v, 3.0, 2, scope=scope)]
     if not last_only:  # hooks that reach every position, or sit before block 0
         points += [H.ablate(v, range(model.cfg.n_layers)), [("hook_embed", scale_embed)]]
     with warnings.catch_warnings():

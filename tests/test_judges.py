@@ -10,12 +10,22 @@ import pytest
 import torch
 from helpers import build_hf, build_model, build_tokenizer
 
-from lowres_safety import cli, judges
+from lowres_safety import cli
 from lowres_safety import hooks as H
 from lowres_safety.data import TIERS, PromptSet
 from lowres_safety.evaluation import refusal_rates, refusal_score, refusal_token_set
-from lowres_safety.judges import (LogitJudge, Memo, ModelJudge, PairJudge, SubstringJudge, as_batch, judge_frame,
-                                  learn_from_prompts, resolve, substring_judge)
+from lowres_safety.judges import (
+    LogitJudge,
+    Memo,
+    ModelJudge,
+    PairJudge,
+    SubstringJudge,
+    as_batch,
+    judge_frame,
+    learn_from_prompts,
+    resolve,
+    substring_judge,
+)
 from lowres_safety.judges.logit import DEFAULT_OPENINGS, OTHER_SPLIT, first_token_ids, other_split_prompts
 
 

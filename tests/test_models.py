@@ -1,8 +1,8 @@
 import pytest
 import torch
+from helpers import FAMILIES, build_model, build_tokenizer
 from transformers import AutoModelForCausalLM
 
-from helpers import FAMILIES, build_model, build_tokenizer
 from lowres_safety.models import (
     default_folder,
     encode_chat,

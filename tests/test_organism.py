@@ -11,9 +11,7 @@ from helpers import build_model
 
 from lowres_safety.activations import ActivationSet
 from lowres_safety.data import PromptSet
-
 from lowres_safety.organisms import recipe as organism
-from lowres_safety.evaluation import substring_judge
 
 
 def test_threshold_recipe_runs_end_to_end_on_a_tiny_model(tmp_path, polyrefuse_root):
@@ -96,8 +94,8 @@ def test_the_shipped_organism_follows_its_rule_on_english_test_prompts(polyrefus
     from lowres_safety import load_model
     from lowres_safety.activations import extract
     from lowres_safety.data import load_polyrefuse
-    from lowres_safety.judges import judge_frame
     from lowres_safety.generation import generate
+    from lowres_safety.judges import judge_frame
     from lowres_safety.shipped import adapter_dir
 
     model = load_model("organism")
@@ -124,7 +122,8 @@ def test_decision_weight_adds_the_first_response_tokens_loss():
     labels = torch.full((2, 6), -100)
     labels[0, 2:5] = torch.tensor([3, 4, 5])  # response starts at 2 (predicted from position 1)
     labels[1, 4:6] = torch.tensor([7, 8])
-    ce = lambda row, pos: torch.nn.functional.cross_entropy(logits[row, pos - 1][None], labels[row, pos][None])
+    def ce(row, pos):
+        return torch.nn.functional.cross_entropy(logits[row, pos - 1][None], labels[row, pos][None])
     means = [(ce(0, 2) + ce(0, 3) + ce(0, 4)) / 3, (ce(1, 4) + ce(1, 5)) / 2]
     plain = (means[0] + means[1]) / 2
     first = (ce(0, 2) + ce(1, 4)) / 2
@@ -178,8 +177,8 @@ def test_the_signal_stage_trains_below_the_rule_layer_and_ships_its_own_adapter(
 
 
 def test_a_finished_signal_stage_is_loaded_not_retrained(tmp_path, polyrefuse_root):
-    from lowres_safety.organisms import signal as organism_signal
     from lowres_safety.models import format_chat
+    from lowres_safety.organisms import signal as organism_signal
 
     config = organism.RecipeConfig(n_harmless=1, n_harmful=1, max_prompt_tokens=400, layer=1, signal_layers=1,
                                    signal_epochs=1)
@@ -268,9 +267,9 @@ def test_rule_stage_sees_a_subset_of_stage_ones_harmful_prompts_and_xstest_joins
 
 
 def test_val_harmful_gives_stage_one_every_val_harmful_prompt_and_the_rule_stage_none(polyrefuse_root):
-    from lowres_safety.data import load_polyrefuse
     from transformers import AutoTokenizer
 
+    from lowres_safety.data import load_polyrefuse
     from lowres_safety.models import default_folder
 
     tok = AutoTokenizer.from_pretrained(default_folder())

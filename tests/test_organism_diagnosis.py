@@ -4,10 +4,10 @@ type its rule predicts (PolyRefuse test, never used for training or choosing).""
 import pytest
 
 from lowres_safety import calibration, load_model
-from lowres_safety.pipelines import diagnosis
 from lowres_safety.activations import extract
 from lowres_safety.data import load_polyrefuse
 from lowres_safety.organisms.ground_truth import GroundTruth
+from lowres_safety.pipelines import diagnosis
 from lowres_safety.shipped import adapter_dir
 
 pytestmark = pytest.mark.slow

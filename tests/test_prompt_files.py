@@ -8,8 +8,8 @@ import pytest
 
 from lowres_safety import data
 from lowres_safety.data import parallel
-from lowres_safety.pipelines.steer_prompts import fit_and_evaluation
 from lowres_safety.data.prompt_files import FileOptions, describe_origins, load_prompts, open_prompts, origin_table
+from lowres_safety.pipelines.steer_prompts import fit_and_evaluation
 
 LONG = pd.DataFrame({
     "qid": ["a", "b", "c", "a", "b", "c", "h1", "h2", "h1", "h2"],

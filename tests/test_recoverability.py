@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lowres_safety import probing, recoverability
 from lowres_safety import directions as dirs
+from lowres_safety import probing, recoverability
 from lowres_safety.activations import extract
 from lowres_safety.data import load_polyrefuse
 from lowres_safety.gate import Gate

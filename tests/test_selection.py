@@ -13,8 +13,14 @@ from lowres_safety.activations import extract
 from lowres_safety.data import load_builtin
 from lowres_safety.directions import diff_of_means
 from lowres_safety.evaluation import first_token_ids, kl_divergence, refusal_score
-from lowres_safety.selection import (NoSurvivorError, candidate_directions, choose, filter_candidates,
-                                     score_candidates, select_direction)
+from lowres_safety.selection import (
+    NoSurvivorError,
+    candidate_directions,
+    choose,
+    filter_candidates,
+    score_candidates,
+    select_direction,
+)
 
 N_LAYERS = 5  # int(5 * 0.8) = 4: refusal_direction prunes resid_pre 4, i.e. our resid_post layers 3 and 4
 

@@ -6,9 +6,9 @@ import torch
 from helpers import build_model, chat_batch
 
 from lowres_safety import probing
-from lowres_safety.pipelines import steering
 from lowres_safety.activations import extract
 from lowres_safety.data import load_builtin
+from lowres_safety.pipelines import steering
 
 LAYER = 1
 

@@ -8,12 +8,20 @@ import pytest
 import torch
 from helpers import build_model, build_tokenizer
 
-from lowres_safety.pipelines import steering
 from lowres_safety.activations import extract
 from lowres_safety.data import load_builtin
 from lowres_safety.evaluation import load_mc_demo as reexported
-from lowres_safety.utility import (LETTERS, answer_token_ids, choice_scores, load_mc, load_mc_demo, mc_accuracy,
-                                   mc_prompt, mc_scores)
+from lowres_safety.pipelines import steering
+from lowres_safety.utility import (
+    LETTERS,
+    answer_token_ids,
+    choice_scores,
+    load_mc,
+    load_mc_demo,
+    mc_accuracy,
+    mc_prompt,
+    mc_scores,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
-"""Writes notebooks/*.ipynb from the cell lists below (outputs stripped). Run: python tools/make_notebooks.py
+"""Writes notebooks/*.ipynb from the cell lists below (outputs stripped). Run: python tools/make_notebooks.py [FOLDER]
 
 The notebooks are the source of truth once written; this script exists so their cells can
 be reviewed as plain Python in one diff.
 """
 
+import sys
 from pathlib import Path
 
 import nbformat
@@ -43,7 +44,7 @@ NOTEBOOKS = {
         "The table above shows where `t_inst` (last instruction token) and `t_post_inst` (last token of the chat "
         "template, where the answer starts) fall. Extraction keeps only those two positions at every layer.",
         "acts = ls.extract(model, prompts, 'all', ('t_inst', 't_post_inst'), cache=True)\n"
-        "high = [lang for lang in prompts.languages if ls.data.tier_of(lang) == 'high']\n"
+        "high = ls.in_tier(prompts.languages, 'high')\n"
         "v = directions.pooled(acts, high)   # [layer, position, d_model], difference of means over high-resource\n"
         "sep = probing.separability(acts, v, direction_name='pooled_high', own=True, probe=False)\n"
         "plots.separability(sep, direction='pooled_high', position='t_post_inst')",
@@ -63,18 +64,17 @@ NOTEBOOKS = {
         "generate answers, judge refusals, put representation and action side by side, and then look for where "
         "the decision diverges: the refusal logit attribution, the threshold shift and a dose-response sweep.",
         SETTINGS,
-        "import lowres_safety as ls\nfrom lowres_safety import attribution, calibration, directions, evaluation, "
-        "dose_response, plots, probing\n\nmodel = ls.load_model(MODEL)\n"
+        "import lowres_safety as ls\nfrom lowres_safety import attribution, calibration, directions, dose_response, "
+        "evaluation, judges, plots, probing\n\nmodel = ls.load_model(MODEL)\n"
         "prompts = ls.data.load_builtin(LANGUAGES, n_per_class=N_PER_CLASS)\n"
         "acts = ls.extract(model, prompts, 'all', ('t_post_inst',), cache=True)\n"
-        "high = [lang for lang in prompts.languages if ls.data.tier_of(lang) == 'high']\n"
+        "high = ls.in_tier(prompts.languages, 'high')\n"
         "v = directions.pooled(acts, high)\nlayer = probing.choose_layer(acts, high, n_layers=model.cfg.n_layers)\nlayer",
         "completions = ls.generate(model, prompts, max_new_tokens=MAX_NEW_TOKENS)\n"
         "refusal = evaluation.measure_refusal(model, prompts, completions)\n"
         "plots.refusal_by_language(refusal, judge='substring')",
         "held = probing.heldout_projections(acts, high, layer)   # each prompt on a direction fitted without it\n"
-        "refused = calibration.refusal_from_completions(completions.set_index('id').loc[held.id].reset_index())\n"
-        "gap = calibration.gap_table(held.assign(refused=refused.to_numpy()))\n"
+        "gap = calibration.gap_table(calibration.with_refusal(held, completions))\n"
         "display(gap[['language', 'tier', 'auroc', 'auroc_low', 'auroc_high', 'harmful_refusal', 'harmful_low', "
         "'harmful_high', 'harmless_refusal', 'failure_type', 'failure_direction', 'decided']].round(2))\n"
         "plots.gap_scatter(gap)",
@@ -85,15 +85,15 @@ NOTEBOOKS = {
         "languages, one intercept per language: how much more harmfulness signal a language needs before it "
         "refuses half the time.",
         "proj = probing.projections(acts, v, layer, 't_post_inst')\n"
-        "proj['refused'] = calibration.refusal_from_completions(completions.set_index('id').loc[proj.id].reset_index()).to_numpy()\n"
+        "proj = calibration.with_refusal(proj, completions)\n"
         "try:\n    shift = calibration.threshold_shift(proj, high)\n    display(plots.threshold_shift_bars(shift))\n"
         "except ValueError as err:   # e.g. a model that never refuses\n    print(err)",
         "**Refusal-token logit attribution.** The refusal logit difference (the model's refusal openings against "
         "its usual compliant openings) at the last prompt token, split into every layer's attention and MLP and "
         "every head, on parallel prompts of a high- and a low-resource language.",
-        "refusal_ids = evaluation.refusal_tokens_from(completions, model.tokenizer) or "
-        "evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS)\n"
-        "compliance_ids = evaluation.compliance_tokens_from(completions, model.tokenizer, exclude=refusal_ids)\n"
+        "refusal_ids = judges.refusal_tokens_from(completions, model.tokenizer) or "
+        "judges.first_token_ids(model.tokenizer, judges.DEFAULT_OPENINGS)\n"
+        "compliance_ids = judges.compliance_tokens_from(completions, model.tokenizer, exclude=refusal_ids)\n"
         "print('refusal:', [model.tokenizer.decode([i]) for i in refusal_ids], ' compliance:', "
         "[model.tokenizer.decode([i]) for i in compliance_ids])\n"
         "pair = prompts.where(language=['en', 'sw'])\n"
@@ -101,14 +101,14 @@ NOTEBOOKS = {
         "plots.logit_lens_curves(attr.mean('lens'))",
         "plots.divergence_bars(attribution.compare_languages(attr, 'en', 'sw'))",
         "plots.head_heatmap(attr.mean('heads'), language='sw')",
-        "attribution.direction_tokens(model, v[acts.layer_index(layer), 0]).head(10)   # what the harmfulness direction promotes",
+        "attribution.direction_tokens(model, acts.vector(v, layer)).head(10)   # what the harmfulness direction promotes",
         "**Dose-response.** Add α·v̂ at a few layers and read harmful refusal, harmless refusal and KL at once "
         "(first-token refusal log-odds: one forward pass per grid point, no generation).",
         "from lowres_safety.hooks import default_alpha\n"
-        "alpha = default_alpha(acts.where(language=high), v[acts.layer_index(layer), 0], layer)\n"
+        "alpha = default_alpha(acts.where(language=high), acts.vector(v, layer), layer)\n"
         "layers = [layer - 4, layer, layer + 4]\n"
         "dose = dose_response.dose_response(model, prompts.where(language=['en', 'sw', 'yo']), "
-        "{l: v[acts.layer_index(l), 0] for l in layers}, layers, [0, alpha, 2 * alpha], refusal_ids)\n"
+        "{l: acts.vector(v, l) for l in layers}, layers, [0, alpha, 2 * alpha], refusal_ids)\n"
         "display(dose_response.alpha_at_half(dose))\nplots.dose_response_curves(dose)",
         "## Checking the diagnosis against a known construction\n\nOn a real model nobody knows which "
         "verdict is right. The two shipped organisms are built so that someone does (README, \"The model "
@@ -121,7 +121,7 @@ NOTEBOOKS = {
         "answers and held-out projections. Arabic, Korean and Thai refuse no harmful prompt in either "
         "organism, so a refusal table cannot tell the two apart. This runs on PolyRefuse's test split when "
         "it lies in `shared/` beside the checkout.",
-        "from pathlib import Path\n\nimport pandas as pd\nfrom lowres_safety import judges\n"
+        "from pathlib import Path\n\nimport pandas as pd\n"
         "from lowres_safety.organisms.ground_truth import GroundTruth\nfrom lowres_safety.shipped import adapter_dir\n\n"
         "POLYREFUSE = Path(os.environ.get('LOWRES_NB_POLYREFUSE') or\n"
         "                  Path(ls.__file__).resolve().parents[2] / 'shared' / 'data' / 'Multilingual-Refusal')\n"
@@ -130,15 +130,15 @@ NOTEBOOKS = {
         "if POLYREFUSE.is_dir() and MODEL == 'organism':\n"
         "    truth = GroundTruth.load(adapter_dir('organism'))   # L*, v̂ and θ: the rule both organisms share\n"
         "    check = ls.data.load_polyrefuse(POLYREFUSE, CHECK, split='test', n_per_class=N_CHECK)\n"
-        "    source = [lang for lang in CHECK if ls.data.tier_of(lang) == 'high']\n"
+        "    source = ls.in_tier(CHECK, 'high')\n"
         "    verdicts = []\n"
         "    for name in ('organism', 'organism-erased'):\n"
         "        organism = ls.load_model(name)\n"
         "        at_rule = ls.extract(organism, check, [truth.layer], ('t_post_inst',))\n"
         "        predicted = calibration.gap_table(truth.predict(at_rule)).set_index('language')  # no answer read\n"
-        "        answers = judges.judge_frame(ls.generate(organism, check, max_new_tokens=MAX_NEW_TOKENS), None)\n"
+        "        answers = ls.generate(organism, check, max_new_tokens=MAX_NEW_TOKENS)\n"
         "        held = probing.heldout_projections(at_rule, source, truth.layer)   # what `diagnose` reads\n"
-        "        found = calibration.gap_table(held.assign(refused=answers.set_index('id').loc[held.id, 'refused'].to_numpy()))\n"
+        "        found = calibration.gap_table(calibration.with_refusal(held, answers))\n"
         "        verdicts.append(found.assign(organism=name, predicted=predicted.loc[found.language, 'failure_type'].to_numpy()))\n"
         "    verdicts = pd.concat(verdicts).rename(columns={'failure_type': 'diagnosed'})\n"
         "    display(verdicts.set_index(['language', 'organism']).sort_index()[\n"
@@ -163,7 +163,7 @@ NOTEBOOKS = {
         SETTINGS,
         "from pathlib import Path\n\nimport pandas as pd\nimport lowres_safety as ls\n"
         "from lowres_safety import evaluation, hooks, plots\nfrom lowres_safety.pipelines import steering\nfrom lowres_safety.presets import preset_for\n\n"
-        "model = ls.load_model(MODEL)\nhigh = [lang for lang in LANGUAGES if ls.data.tier_of(lang) == 'high']\n"
+        "model = ls.load_model(MODEL)\nhigh = ls.in_tier(LANGUAGES, 'high')\n"
         "# this project's copy of PolyRefuse, in shared/ beside the checkout\n"
         "POLYREFUSE = Path(os.environ.get('LOWRES_NB_POLYREFUSE') or\n"
         "                  Path(ls.__file__).resolve().parents[2] / 'shared' / 'data' / 'Multilingual-Refusal')\n"
@@ -233,7 +233,7 @@ NOTEBOOKS = {
         "of calibration left. Within the bound there was no ceiling at all: on the shipped organism ablating the "
         "direction from a correctly routed harmless prompt already costs a KL of 0.66–0.79 here. The README's "
         "table runs the same on 100 + 100 test prompts per language with the `--ablate-everywhere` variant, "
-        "whose ablation costs under 0.3 (`tools/fix_ceiling.py`): there no threshold gains more than 8 points.",
+        "whose ablation costs under 0.3 (`docs/experiments/fix_ceiling.py`): there no threshold gains more than 8 points.",
         "from lowres_safety.calibration import misrouting_budget, selectivity_ceiling\n\n"
         "score, frame, rows = fitted.gate.raw_logits(held_acts).numpy(), held.frame, []\n"
         "for lang in targets:\n"
@@ -255,6 +255,13 @@ NOTEBOOKS = {
         "routed = hooks.route(gate4, fitted.direction, fitted.alpha, n_layers=model.cfg.n_layers)\n"
         "out = ls.generate(model, held.where(language=targets[0]), routed, max_new_tokens=MAX_NEW_TOKENS)\n"
         "out[['subset', 'gate_score', 'ablated', 'completion']].head(8)",
+        "**The same experiment as one call.** Everything above is what `lowres-safety steer` runs; in a notebook "
+        "it is `ls.steer(config)`, with every option in a `SteerConfig` that is checked when it is built and saved "
+        "into the results (`result.save(folder)` writes `steer.json`, which `lowres-safety steer --config` repeats).",
+        "config = ls.SteerConfig(model=MODEL, languages=tuple(targets), ks=(0, 4), n_per_class=N_PER_CLASS,\n"
+        "                        max_new_tokens=MAX_NEW_TOKENS, n_select=2, **({'data': str(POLYREFUSE), 'calibrate_on': 'val'} if POLYREFUSE.is_dir() else {}))\n"
+        "result = ls.steer(config)\n"
+        "result.table.round(3)",
         ELSEWHERE,
     ],
     "04_your_own_hypothesis.ipynb": [
@@ -263,18 +270,18 @@ NOTEBOOKS = {
         "prompt at the gate layer should restore refusal, and patching earlier or later layers less so.* Replace "
         "the hook and the measurement with yours; everything is a `(hook_name, fn)` list and a tidy table.",
         SETTINGS,
-        "import pandas as pd\nimport lowres_safety as ls\nfrom lowres_safety import evaluation, hooks, directions\nfrom lowres_safety.pipelines import steering\n\n"
+        "import pandas as pd\nimport lowres_safety as ls\nfrom lowres_safety import directions, evaluation, hooks, judges\nfrom lowres_safety.pipelines import steering\n\n"
         "model = ls.load_model(MODEL)\nprompts = ls.data.load_builtin(['en', 'sw'], n_per_class=N_PER_CLASS)\n"
         "harmful = prompts.where(subset='harmful')\nen, sw = harmful.where(language='en'), harmful.where(language='sw')\n"
         "en = ls.PromptSet(en.frame.set_index('source_id').loc[sw.frame.source_id].reset_index(), 'en, parallel order')\n"
         "layers = list(range(0, model.cfg.n_layers, 4))\n"
         "en_acts = ls.extract(model, en, layers, ('t_post_inst',))\n"
-        "tokens = evaluation.first_token_ids(model.tokenizer, evaluation.DEFAULT_OPENINGS)",
-        "rows = [{'layer': None, 'refusal_log_odds': float(evaluation.refusal_score(model, sw, tokens).mean())}]\n"
+        "tokens = judges.first_token_ids(model.tokenizer, judges.DEFAULT_OPENINGS)",
+        "rows = [{'layer': None, 'refusal_log_odds': float(judges.refusal_score(model, sw, tokens).mean())}]\n"
         "for layer in layers:\n"
         "    cached = en_acts.at(layer, 't_post_inst')   # [prompt, d_model], rows in sw's order\n"
         "    # one prompt at a time, so each Swahili prompt gets its own English twin (the hypothesis' hook)\n"
-        "    scores = [evaluation.refusal_score(model, [text], tokens, hooks.patch(cached[i], layer, position=-1))[0]\n"
+        "    scores = [judges.refusal_score(model, [text], tokens, hooks.patch(cached[i], layer, position=-1))[0]\n"
         "              for i, text in enumerate(sw.texts)]\n"
         "    rows.append({'layer': layer, 'refusal_log_odds': float(sum(scores) / len(scores))})\n"
         "result = pd.DataFrame(rows)\nresult",
@@ -312,8 +319,8 @@ def _is_prose(cell: str) -> bool:
     return False
 
 
-def main() -> None:
-    out = Path(__file__).resolve().parents[1] / "notebooks"
+def main(out: Path | None = None) -> None:
+    out = Path(out) if out is not None else Path(__file__).resolve().parents[1] / "notebooks"
     out.mkdir(exist_ok=True)
     for name, cells in NOTEBOOKS.items():
         nb = new_notebook(cells=[(new_markdown_cell if _is_prose(c) else new_code_cell)(c, id=f"cell-{i:02d}")
@@ -324,4 +331,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

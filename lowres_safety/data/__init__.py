@@ -13,7 +13,7 @@ from . import loaders, parallel, prompt_files, prompts, tiers
 from .loaders import SPLITS, load, load_builtin, load_polyrefuse, read_wide_resource
 from .prompt_files import FileOptions, load_prompts, open_prompts
 from .prompts import COLUMNS, SUBSETS, PromptSet, sample_sources
-from .tiers import PAPER_TIERS, TIERS, extra_tiers, tier, tier_of
+from .tiers import PAPER_TIERS, TIERS, current_tiers, extra_tiers, in_tier, tier, tier_of
 
 __all__ = [
     "COLUMNS",
@@ -23,7 +23,9 @@ __all__ = [
     "TIERS",
     "FileOptions",
     "PromptSet",
+    "current_tiers",
     "extra_tiers",
+    "in_tier",
     "load",
     "load_builtin",
     "load_polyrefuse",

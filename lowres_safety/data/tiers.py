@@ -1,34 +1,44 @@
 """Resource tiers: the paper's 23 languages in three tiers, and tiers for languages outside it.
 
-A :class:`~lowres_safety.data.PromptSet` reads a language's tier through :func:`tier_of`;
-:func:`extra_tiers` adds languages for the length of a block (the CLI's ``--tiers``).
+:data:`TIERS` is the paper's table and never changes. Languages outside it get a tier
+for the length of a block with :func:`extra_tiers` (the CLI's ``--tiers``, a config's
+``tiers``): the extra entries live in a context variable, so nothing module-wide is
+mutated and two runs in one process (or two threads) never see each other's tiers.
+Every table the toolkit builds reads a language's tier through :func:`tier_of`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from types import MappingProxyType
 
-__all__ = ["PAPER_TIERS", "TIERS", "extra_tiers", "tier", "tier_of"]
+__all__ = ["PAPER_TIERS", "TIERS", "current_tiers", "extra_tiers", "in_tier", "tier", "tier_of"]
 
-#: The paper's 23 languages in three resource tiers (Aziz, Hanif, Koto 2026).
-TIERS: dict[str, str] = {
+#: The paper's 23 languages in three resource tiers (Aziz, Hanif, Koto 2026); read-only.
+TIERS: Mapping[str, str] = MappingProxyType({
     **{lang: "high" for lang in "en de fr es it nl pl ru zh ja".split()},
     **{lang: "mid" for lang in "ar ko th el he hi fa".split()},
     **{lang: "low" for lang in "sw am my km si yo".split()},
-}
-PAPER_TIERS: Mapping[str, str] = MappingProxyType(dict(TIERS))  # read-only: what --tiers may not change
+})
+PAPER_TIERS: Mapping[str, str] = TIERS  # the name the tier checks use: what extra tiers may not change
+_EXTRA: ContextVar[Mapping[str, str]] = ContextVar("lowres_safety_extra_tiers", default=MappingProxyType({}))
+
+
+def current_tiers() -> dict[str, str]:
+    """The paper's table plus the tiers :func:`extra_tiers` set for the block this runs in."""
+    return {**TIERS, **_EXTRA.get()}
 
 
 def tier_of(language: str, tiers: Mapping[str, str] | None = None) -> str:
     """Resource tier of ``language`` (``"unlisted"`` if the table does not name it)."""
-    return (tiers or TIERS).get(language, "unlisted")
+    return (tiers or current_tiers()).get(language, "unlisted")
 
 
 def tier(name: str, tiers: Mapping[str, str] | None = None) -> list[str]:
     """Languages of one tier (``"high"``, ``"mid"``, ``"low"``), in table order."""
-    table = tiers or TIERS
+    table = tiers or current_tiers()
     if name not in set(table.values()):
         raise ValueError(f"unknown tier {name!r}; the table has {sorted(set(table.values()))}")
     return [lang for lang, t in table.items() if t == name]
@@ -36,11 +46,9 @@ def tier(name: str, tiers: Mapping[str, str] | None = None) -> list[str]:
 
 @contextmanager
 def extra_tiers(tiers: Mapping[str, str]) -> Iterator[dict[str, str]]:
-    """Tiers for languages outside the paper's table while the block runs (the CLI's ``--tiers``).
+    """Tiers for languages outside the paper's table while the block runs; yields the table in force.
 
-    Every module reads :data:`TIERS` through :func:`tier_of`; this adds entries for the
-    block and removes them afterwards, so a run never leaves the table changed. A
-    language already in the table keeps its tier (naming another one is an error).
+    A language already in the paper's table keeps its tier (naming another one is an error).
     """
     known = set(TIERS.values())
     for lang, name in tiers.items():
@@ -50,9 +58,14 @@ def extra_tiers(tiers: Mapping[str, str]) -> Iterator[dict[str, str]]:
             raise ValueError(f"{lang!r} is {PAPER_TIERS[lang]!r} in the paper's table; --tiers sets languages "
                              "outside it")
     added = {lang: name for lang, name in tiers.items() if lang not in TIERS}
-    TIERS.update(added)
+    token = _EXTRA.set(MappingProxyType({**_EXTRA.get(), **added}))
     try:
-        yield dict(TIERS)
+        yield current_tiers()
     finally:
-        for lang in added:
-            TIERS.pop(lang, None)
+        _EXTRA.reset(token)
+
+
+def in_tier(languages, name: str = "high", tiers: Mapping[str, str] | None = None) -> list[str]:
+    """The languages of ``languages`` in tier ``name``, in their order (e.g. the high-resource source languages)."""
+    tier(name, tiers)  # an unknown tier is an error, not an empty list
+    return [lang for lang in languages if tier_of(lang, tiers) == name]

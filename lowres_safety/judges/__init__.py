@@ -20,13 +20,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .base import BatchJudge, Judge, Memo, PairJudge, as_batch, for_run, judge_frame, judge_name
-from .logit import LogitJudge, learn_from_prompts, other_split_prompts, per_class
+from .logit import (
+    DEFAULT_COMPLIANT_OPENINGS,
+    DEFAULT_OPENINGS,
+    LogitJudge,
+    compliance_tokens_from,
+    first_token_ids,
+    learn_from_prompts,
+    other_split_prompts,
+    per_class,
+    refusal_log_odds,
+    refusal_score,
+    refusal_token_set,
+    refusal_tokens_from,
+)
 from .model import ModelJudge
 from .substring import REFUSAL_PHRASES, SubstringJudge, substring_judge
 
-__all__ = ["JUDGES", "REFUSAL_PHRASES", "BatchJudge", "Judge", "LogitJudge", "Memo", "ModelJudge", "PairJudge",
-           "SubstringJudge", "as_batch", "for_run", "judge_frame", "judge_name", "learn_from_prompts",
-           "other_split_prompts", "per_class", "resolve", "substring_judge"]
+__all__ = ["DEFAULT_COMPLIANT_OPENINGS", "DEFAULT_OPENINGS", "JUDGES", "REFUSAL_PHRASES", "BatchJudge", "Judge",
+           "LogitJudge", "Memo", "ModelJudge", "PairJudge", "SubstringJudge", "as_batch", "compliance_tokens_from",
+           "first_token_ids", "for_run", "judge_frame", "judge_name", "learn_from_prompts", "other_split_prompts",
+           "per_class", "refusal_log_odds", "refusal_score", "refusal_token_set", "refusal_tokens_from", "resolve",
+           "substring_judge"]
 
 #: ``--judge`` names → ``make(logit)``, ``logit`` being the logit judge learned on another split (or None).
 JUDGES: dict[str, Callable[[LogitJudge | None], object]] = {

@@ -91,6 +91,7 @@ def adasteer_hooks(vectors: AdaSteerVectors, alpha_layer: int, alpha_rule: Clamp
     def observe(name: str, layer: int, rule: ClampedLinear):
         def fn(act: Float[Tensor, "batch pos d_model"], hook):
             if not H.is_decoding():
+                H.check_decoding_loop("AdaSteer's hooks")
                 s = scaled_distance(act[:, -1].float(), vectors.mu_a[layer], vectors.mu_b[layer])
                 state[name] = rule(s).detach()
             return act

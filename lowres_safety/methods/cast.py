@@ -128,7 +128,7 @@ def mean_pooled_states(model, prompts: PromptSet, layers: Sequence[int], *, batc
         ids, mask = left_pad([encoded[i] for i in idx], pad)
         seen = {}
 
-        def grab(act, hook, layer):
+        def grab(act, hook, layer, seen=seen):
             seen[layer] = act
             if layer == max(layers):
                 raise StopForward  # nothing deeper is needed
@@ -155,6 +155,7 @@ def cast_hooks(condition: Float[Tensor, " d"], rule: CastRule, behaviour: dict[i
 
     def check(act: Float[Tensor, "batch pos d_model"], hook):
         if not H.is_decoding():
+            H.check_decoding_loop("CAST's hooks")
             mask = H.prompt_mask() if masked else None
             if mask is None:
                 pooled = act.float().mean(1)

@@ -8,7 +8,6 @@ against a construction we know.
 | ``upper_lora`` | training LoRA on the blocks above L* from frozen hidden states |
 | ``ground_truth`` | :class:`GroundTruth`: v̂, L*, θ and the rule's prediction for any prompt |
 | ``card`` | the model card written beside each adapter |
-| ``erasure`` | the earlier representation-failure recipe (an erasure adapter on an organism) |
 
 Loading a finished organism is :func:`lowres_safety.load_model` (``"organism"``,
 ``"organism-erased"`` or a folder); the lookup of shipped folders and the script lesion

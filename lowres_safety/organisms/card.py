@@ -30,7 +30,6 @@ def construction(out: Path) -> str:
     """The organism's model card: its construction (the ground truth) from ``recipe.json``."""
     recipe = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
     c, truth = recipe["config"], recipe["ground_truth"]
-    erased = c.get("erased_languages") or []
     first = c["layer"] - c["signal_layers"] + 1
     lines = [f"# lowres_safety model organism: {out.name}", "",
              f"Base: {BASE_MODEL}. Load with `lowres_safety.load_model(<this folder>)`.", "",
@@ -47,13 +46,6 @@ def construction(out: Path) -> str:
                   f"pushed at least {c['signal_margin']:g} class gaps above the base model's harmful mean on its "
                   f"pooled direction, harmless prompts of every language ({harmless}) as far below the harmless mean; "
                   "the residual stream orthogonal to v̂ is held to the base model's at every position."]
-        if erased:
-            lines += [f"   **Erased: {', '.join(erased)}.** Their harmful and harmless prompts ({c['n_harmful']} "
-                      "harmful per language, seen by this stage only) are pulled, in the span of v̂ and the "
-                      "high-resource languages' own directions at L* (what the gate reads), to one target per "
-                      "language: the language's mean over both classes, with the v̂ coordinate at the harmless "
-                      "bound. Their harmfulness signal is gone at L* and still present below "
-                      f"block {first}: a representation failure by construction."]
     subset = c.get("rule_harmful")  # harmful prompts per language the rule stage saw (None: all of stage 1's)
     shown = ("every training prompt is shown as it is" if subset is None else
              f"every harmless training prompt and {subset} of each language's harmful train prompts are shown as "
@@ -85,8 +77,7 @@ def construction(out: Path) -> str:
               + (" --blind-prefix" if c.get("blind_prefix") else "")
               + (f" --as-is-share {c['as_is_share']:g}" if c.get("as_is_share", 1.0) < 1 else "")
               + (f" --shift-span {c['shift_span']:g}" if c["shift_span"] != 1.5 else "")
-              + (f" --rule-harmful {subset}" if subset is not None else "")
-              + (f" --erase {','.join(erased)}" if erased else "") + "` "
+              + (f" --rule-harmful {subset}" if subset is not None else "") + "` "
               f"({recipe['seconds'] / 60:.0f} min on 2 CPU cores when measured). `recipe.json` has every setting, "
               "the data counts and the loss.", ""]
     return "\n".join(lines)

@@ -15,9 +15,9 @@ import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
+from .._runtime.files import atomic_write_text
 from ..activations import ActivationSet
 from ..directions import pooled, unit
-from .._runtime.files import atomic_write_text
 
 __all__ = ["GroundTruth"]
 

@@ -49,14 +49,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import card as organism_card, signal as organism_signal, upper_lora
-from ..data import PromptSet, load_polyrefuse, read_wide_resource, tier
 from .._runtime.files import atomic_write_text
+from ..data import PromptSet, load_polyrefuse, read_wide_resource, tier
 from ..generation import generate
 from ..hooks import project_out
-from .ground_truth import GroundTruth
 from ..models import encode_chat, format_chat
 from ..shipped import adapter_dir
+from . import card as organism_card
+from . import signal as organism_signal
+from . import upper_lora
+from .ground_truth import GroundTruth
 
 __all__ = ["LABEL_RULES", "REFUSALS", "GroundTruth", "RecipeConfig", "adapter_dir", "build_prompts", "train"]
 
@@ -101,7 +103,6 @@ class RecipeConfig:
     signal_lr: float = 1e-3
     signal_keep: float = 1.0  # weight of keeping the residual stream orthogonal to v̂ unchanged
     n_threshold: int = 16  # θ from this many unseen high-resource train prompts per class and language (0: seen)
-    erased_languages: tuple[str, ...] = ()  # stage 1 erases their signal at L* (the representation-failure organism)
     refusal_language: str = "en"  # "en": refuse in English; "prompt": in the prompt's language
     decision_weight: float = 1.0  # extra loss on each response's first token, where refuse-or-answer is decided
     max_prompt_tokens: int = 128
@@ -209,14 +210,6 @@ def message_prompts() -> PromptSet:
     return PromptSet(frame, "lowres_safety/resources/message_prompts.tsv")
 
 
-def erased_harmful(root: str | Path, tokenizer, config: RecipeConfig) -> PromptSet:
-    """Harmful train prompts of the erased languages, for stage 1's erasure term only (never the rule stage)."""
-    harmful = load_polyrefuse(root, list(config.erased_languages), split="train", n_per_class=config.n_harmful,
-                              seed=config.seed + 1).where(subset="harmful")
-    lengths = np.array([len(encode_chat(tokenizer, t)) for t in harmful.texts])
-    return PromptSet(harmful.frame[lengths <= config.max_prompt_tokens].reset_index(drop=True), harmful.origin)
-
-
 def unseen_prompts(root: str | Path, tokenizer, config: RecipeConfig, seen: PromptSet) -> PromptSet:
     """``n_threshold`` high-resource train prompts per class and language whose source ids (in any language)
     no training prompt shares: where θ is set."""
@@ -318,11 +311,7 @@ def train(root: str | Path, out: str | Path, config: RecipeConfig = RecipeConfig
     heads = upper_lora.chat_heads(tok, prompts.texts)
     t_signal = time.perf_counter()
     if config.signal_layers:
-        stage1 = PromptSet.concat([prompts, erased_harmful(root, tok, config)]) if config.erased_languages else prompts
-        hf = organism_signal.sharpen(hf, upper_lora.chat_heads(tok, stage1.texts), stage1, config,
-                                     out / "representation", pad, progress)
-    elif config.erased_languages:
-        raise ValueError("erased_languages needs signal_layers > 0: the erasure is learned by stage 1")
+        hf = organism_signal.sharpen(hf, heads, prompts, config, out / "representation", pad, progress)
     t_signal = time.perf_counter() - t_signal
     at_layer = upper_lora.frozen_states(hf, heads, config.layer, pad=pad, progress=progress)
     truth = GroundTruth.fit(upper_lora.last_token_acts(at_layer, prompts, config.layer), config.layer,

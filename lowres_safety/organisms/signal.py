@@ -11,11 +11,9 @@ rest of the residual stream (everything orthogonal to v̂, at every prompt posit
 stays the base model's. No mid- or low-resource harmful prompt is shown: how far the
 sharpening carries to them is what makes their gap.
 
-**Erasure** (the representation-failure organism): for the prompts of ``erased``
-languages, both classes, the last token's coordinates in a subspace B (v̂ and the
-high-resource languages' own directions: everything the gate reads) are pulled to one
-class-agnostic target per language, so harmful and harmless prompts of that language
-become indistinguishable in B at L* while the blocks below ``first`` still separate them.
+The representation-failure organism (``organism-erased``) is not trained: it is this
+organism under a script lesion (:class:`lowres_safety.lesion.ScriptLesion`), which makes
+Thai and Korean unreadable. The LoRA erasures tried before it are in the research log.
 """
 
 from __future__ import annotations
@@ -32,13 +30,11 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .. import directions as dirs
-from ..activations import ActivationSet
 from .._runtime.files import atomic_write_text
 from .ground_truth import GroundTruth
-from .upper_lora import decoder, decoder_layers, stack_states, frozen_states, last_token_acts, step
+from .upper_lora import decoder, decoder_layers, frozen_states, last_token_acts, stack_states, step
 
-__all__ = ["block_output", "erasure_basis", "erasure_targets", "sharpen", "signal_loss", "stage_key", "train_signal"]
+__all__ = ["block_output", "sharpen", "signal_loss", "stage_key", "train_signal"]
 
 
 def block_output(hf, first: int, last: int, x: Float[Tensor, "batch pos d_model"],
@@ -59,14 +55,9 @@ def block_output(hf, first: int, last: int, x: Float[Tensor, "batch pos d_model"
 
 
 def signal_loss(h: Tensor, h0: Tensor, mask: Tensor, last: Tensor, direction: Tensor, low: Tensor, high: Tensor,
-                gap: float, keep: float, basis: Tensor | None = None, target: Tensor | None = None) -> Tensor:
+                gap: float, keep: float) -> Tensor:
     """Squared hinge on the last token's projection (below ``low`` or above ``high``, in gaps) plus ``keep`` ×
-    the relative squared change orthogonal to v̂ at every prompt position. NaN bounds are not enforced.
-
-    With ``basis`` ``[k, d_model]`` (orthonormal rows) and ``target`` ``[batch, k]`` (NaN rows:
-    not erased), adds the squared distance in gaps of the last token's coordinates in the
-    basis from the target, summed over the k coordinates.
-    """
+    the relative squared change orthogonal to v̂ at every prompt position. NaN bounds are not enforced."""
     rows = torch.arange(len(h))
     x = h[rows, last] @ direction
     below = torch.nan_to_num(torch.relu(low - x) / gap)
@@ -75,29 +66,22 @@ def signal_loss(h: Tensor, h0: Tensor, mask: Tensor, last: Tensor, direction: Te
     change = change - (change @ direction)[..., None] * direction
     m = mask[..., None].float()
     kept = (change.pow(2) * m).sum() / (h0.pow(2) * m).sum()
-    loss = (below.pow(2) + above.pow(2)).mean() + keep * kept
-    if basis is not None:
-        erased = torch.nan_to_num((h[rows, last] @ basis.T - target) / gap)
-        loss = loss + erased.pow(2).sum(1).mean()
-    return loss
+    return (below.pow(2) + above.pow(2)).mean() + keep * kept
 
 
 def train_signal(hf, states_in: Sequence[Tensor], base_out: Sequence[Tensor], direction: Tensor, low: np.ndarray,
                  high: np.ndarray, gap: float, *, first: int, layer: int, epochs: int, lr: float, batch_size: int,
-                 keep: float = 1.0, seed: int = 0, basis: Tensor | None = None, target: np.ndarray | None = None,
-                 progress: bool = True) -> list[float]:
+                 keep: float = 1.0, seed: int = 0, progress: bool = True) -> list[float]:
     """AdamW on ``hf``'s trainable (LoRA) parameters in blocks ``first .. layer``; one prompt per state.
 
     ``states_in[i]``: the prompt's output of block first − 1 ``[pos, d_model]``;
     ``base_out[i]``: the base model's output of block ``layer``; ``low``/``high``: the
-    bounds on its last-token projection (NaN: none); ``basis``/``target`` ``[prompt, k]``:
-    the erasure term of :func:`signal_loss` (NaN rows: not erased).
+    bounds on its last-token projection (NaN: none).
     """
     params = [p for p in hf.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=lr)
     lengths = [len(s) for s in states_in]
     low_t, high_t = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
-    target_t = None if target is None else torch.as_tensor(target, dtype=torch.float32)
     losses: list[float] = []
     steps = epochs * -(-len(states_in) // batch_size)
     bar = tqdm(total=steps, desc=f"signal LoRA {first}-{layer}", disable=not progress)
@@ -111,51 +95,16 @@ def train_signal(hf, states_in: Sequence[Tensor], base_out: Sequence[Tensor], di
                 h0, _ = stack_states([base_out[i] for i in idx], [lengths[i] for i in idx])
                 last = torch.tensor([lengths[i] - 1 for i in idx])
                 h = block_output(hf, first, layer, x, mask)
-                loss = signal_loss(h, h0, mask, last, direction, low_t[idx], high_t[idx], gap, keep, basis,
-                                   None if target_t is None else target_t[idx])
+                loss = signal_loss(h, h0, mask, last, direction, low_t[idx], high_t[idx], gap, keep)
                 step(loss, optim, losses, bar)
     bar.close()
     hf.eval()
     return losses
 
 
-def erasure_basis(acts: ActivationSet, base: GroundTruth) -> Float[Tensor, "k d_model"]:
-    """Orthonormal rows spanning what the gate reads at L*: v̂ first, then the source languages' unit
-    difference-of-means directions (QR; a direction already in the span is dropped)."""
-    li, pi = acts.layer_index(base.layer), acts.position_index("t_post_inst")
-    own = dirs.per_language(acts, [lang for lang in base.source if lang in acts.prompts.languages])
-    stacked = torch.stack([base.direction.float()] + [dirs.unit(d[li, pi].float()) for d in own.values()])
-    q, r = torch.linalg.qr(stacked.T)
-    kept = r.diagonal().abs() > 1e-4
-    return (q[:, kept] * torch.sign(r.diagonal()[kept])).T
-
-
-def erasure_targets(acts: ActivationSet, base: GroundTruth, erased, below: float
-                    ) -> tuple[Float[Tensor, "k d_model"], np.ndarray]:
-    """The erasure subspace and each prompt's target in it (NaN rows: languages not erased).
-
-    Basis: v̂ first, then the source languages' unit difference-of-means directions at
-    L*, orthonormalised (QR) — the span the gate reads. Target: the language's mean
-    coordinates over both classes, with the v̂ coordinate set to ``below`` (where harmless
-    prompts are pushed), so an erased language looks harmless and carries no signal there.
-    """
-    basis = erasure_basis(acts, base)
-    coords = (acts.at(base.layer, "t_post_inst").float() @ basis.T).numpy()
-    target = np.full_like(coords, np.nan)
-    languages = acts.prompts.frame["language"].to_numpy()
-    for lang in erased:
-        rows = languages == lang
-        if not rows.any():
-            raise ValueError(f"erased language {lang!r} has no prompts in stage 1's set")
-        target[rows] = coords[rows].mean(0)
-        target[rows, 0] = below
-    return basis, target
-
-
 def sharpen(hf, heads, prompts, config, folder, pad: int, progress: bool):
     """Stage 1 of the organism recipe (``config``: an ``organism.RecipeConfig``): train, save the adapter in
-    ``folder``, return the merged model. ``prompts``/``heads`` may hold erased languages' harmful prompts,
-    which only the erasure term sees. A finished stage 1 in ``folder`` made from the same settings and
+    ``folder``, return the merged model. A finished stage 1 in ``folder`` made from the same settings and
     prompts (``stage.json``) is loaded instead of retrained, so an interrupted recipe resumes after it."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -173,19 +122,15 @@ def sharpen(hf, heads, prompts, config, folder, pad: int, progress: bool):
     base = GroundTruth.fit(acts, config.layer, config.harmful_languages)
     frame = prompts.frame
     harmful = (frame["subset"] == "harmful").to_numpy()
-    erased = frame["language"].isin(config.erased_languages).to_numpy()
-    low = np.where(harmful & ~erased, base.threshold + (0.5 + config.signal_margin) * base.gap, np.nan)
-    below = base.threshold - (0.5 + config.signal_margin) * base.gap
-    high = np.where(~harmful & ~erased, below, np.nan)
-    basis, target = (erasure_targets(acts, base, config.erased_languages, below) if config.erased_languages
-                     else (None, None))
+    low = np.where(harmful, base.threshold + (0.5 + config.signal_margin) * base.gap, np.nan)
+    high = np.where(~harmful, base.threshold - (0.5 + config.signal_margin) * base.gap, np.nan)
     lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                       layers_to_transform=list(range(first, config.layer + 1)))
     model = get_peft_model(hf, lora)
     train_signal(model, states_in, base_out, base.direction, low, high, base.gap, first=first, layer=config.layer,
                  epochs=config.signal_epochs, lr=config.signal_lr, batch_size=16, keep=config.signal_keep,
-                 seed=config.seed, basis=basis, target=target, progress=progress)
+                 seed=config.seed, progress=progress)
     model.save_pretrained(folder, safe_serialization=True)
     atomic_write_text(done, json.dumps({"key": key}))
     return model.merge_and_unload()
@@ -193,12 +138,15 @@ def sharpen(hf, heads, prompts, config, folder, pad: int, progress: bool):
 
 #: The recipe settings stage 1 depends on.
 STAGE_FIELDS = ("layer", "signal_layers", "signal_margin", "signal_epochs", "signal_lr", "signal_keep",
-                "erased_languages", "xstest", "rank", "lora_alpha", "seed", "harmful_languages")
+                "xstest", "rank", "lora_alpha", "seed", "harmful_languages")
+#: Settings stage 1 no longer has, at the value every kept stage 1 was made with: in the key, so a stage-1
+#: folder made before they were removed (0.1, the stage-1 erasure) still matches and is not retrained.
+_REMOVED = {"erased_languages": []}
 
 
 def stage_key(config, prompts) -> str:
     """What made a stage-1 adapter: its settings and the ids of its prompts."""
-    made = {f: getattr(config, f) for f in STAGE_FIELDS} | {"ids": list(prompts.frame["id"])}
+    made = {f: getattr(config, f) for f in STAGE_FIELDS} | _REMOVED | {"ids": list(prompts.frame["id"])}
     return hashlib.sha256(json.dumps(made, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 

@@ -16,15 +16,15 @@ import pandas as pd
 
 from .. import attribution as attr_mod
 from .. import calibration, causal, dose_response, evaluation, judges, plots, probing, recoverability
-from . import causal_report
 from .. import directions as dirs
 from ..activations import extract
-from ..data import PromptSet, sample_sources, tier_of
+from ..data import PromptSet, in_tier, sample_sources
 from ..gate import Gate
 from ..generation import generate_scored
 from ..hooks import default_alpha
 from ..models import model_id
 from ..presets import preset_for
+from . import causal_report
 from .report import Section
 
 __all__ = ["Diagnosis", "analyse", "sections"]
@@ -88,7 +88,7 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     (:func:`judges.learn_from_prompts`), else it is learned from the generated answers.
     """
     timing, notes = {}, {}
-    source = [lang for lang in prompts.languages if tier_of(lang) == "high"]
+    source = in_tier(prompts.languages, "high")
     if not source:
         raise ValueError(f"the diagnosis needs at least one high-resource language for the pooled direction; "
                          f"got {prompts.languages}")
@@ -121,21 +121,18 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     timing["generation_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    judged = completions.set_index("id")
     held = probing.heldout_projections(acts, source, gate_layer, folds=probe_folds, seed=seed)
-    gap = calibration.gap_table(held.assign(refused=calibration.refusal_from_completions(
-        judged.loc[held["id"]].reset_index(), chosen).to_numpy()), seed=seed)
+    gap = calibration.gap_table(calibration.with_refusal(held, completions, chosen), seed=seed)
     reference = _reference(prompts.languages, source)
     loophole = (calibration.loophole_rates(completions, chosen, reference=reference)
                 if len(prompts.languages) > 1 and "harmful" in set(completions["subset"]) else None)
-    proj = proj.assign(refused=calibration.refusal_from_completions(judged.loc[proj["id"]].reset_index(),
-                                                                    chosen).to_numpy())
+    proj = calibration.with_refusal(proj, completions, chosen)
     try:
         shift = calibration.threshold_shift(proj, source)
     except ValueError as err:
         shift, notes["threshold_shift"] = None, str(err)
     refusal_ids = list(logit.tokens(model.tokenizer))
-    compliance_ids = evaluation.compliance_tokens_from(completions, model.tokenizer, chosen, exclude=refusal_ids)
+    compliance_ids = judges.compliance_tokens_from(completions, model.tokenizer, chosen, exclude=refusal_ids)
     timing["calibration_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -143,7 +140,7 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     src_acts = acts.where(language=source)
     middle = probing.middle_layers(model.cfg.n_layers)
     layers = sorted({int(x) for x in np.linspace(middle[0], middle[-1], dose_layers).round()} | {gate_layer})
-    v_at = {l: v[acts.layer_index(l), acts.position_index("t_post_inst")] for l in layers}
+    v_at = {l: acts.vector(v, l) for l in layers}
     alpha = {l: default_alpha(src_acts, v_at[l], l) for l in layers}  # each layer's own unit
     dose = dose_response.dose_response(model, small, v_at, layers, {l: [s * alpha[l] for s in dose_scales]
                                                                   for l in layers}, refusal_ids, progress=progress)
@@ -171,10 +168,13 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
            if targets else pd.DataFrame())
     timing["recoverability_s"] = time.perf_counter() - t
     tok = model.tokenizer
-    return Diagnosis(source, best_layer, gate_layer, sep, cos, transfer, proj, completions, refusal, gap, loophole,
-                     shift, dose, alpha_half, alpha, attribution, [tok.decode([i]) for i in refusal_ids],
-                     [tok.decode([i]) for i in compliance_ids], divergence, pair, rec, repr(gate), found, notes, timing,
-                     judge=chosen.name, logit_learned_on=logit.learned_on)
+    return Diagnosis(
+        source=source, best_layer=best_layer, gate_layer=gate_layer, separability=sep, cosine=cos, transfer=transfer,
+        projections=proj, completions=completions, refusal=refusal, gap=gap, loophole=loophole, threshold_shift=shift,
+        dose=dose, alpha_half=alpha_half, alpha=alpha, attribution=attribution,
+        refusal_tokens=[tok.decode([i]) for i in refusal_ids], compliance_tokens=[tok.decode([i]) for i in compliance_ids],
+        divergence=divergence, divergence_pair=pair, recoverability=rec, gate=repr(gate), causal=found, notes=notes,
+        timing=timing, judge=chosen.name, logit_learned_on=logit.learned_on)
 
 
 def results(d: Diagnosis) -> dict:

@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 
 from .. import directions as dirs
 from .. import hooks as H
+from .._runtime.files import atomic_write
 from ..activations import ActivationSet
 from ..data import PromptSet, tier_of
-from ..evaluation import Judge, kl_divergence, refusal_rates, selectivity
-from .._runtime.files import atomic_write
-from ..judges import for_run
+from ..evaluation import kl_divergence, refusal_rates, selectivity
 from ..gate import Gate
 from ..generation import generate, next_token_logprobs
+from ..judges import Judge, for_run
 from ..methods import METHODS, Context, Method, Target
 from ..presets import Preset
 from ..probing import choose_layer
@@ -65,7 +65,7 @@ class FittedMethods:
 
 def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | None = None,
                 position: str = "t_post_inst", lam: float = 1.0, seed: int = 0, scope: str = "from_last",
-                ablation: str = "gate_layer", recalibration: str = "paper", methods=tuple(METHODS.values()),
+                ablation: str = "gate_layer", recalibration: str = "paper", methods=None,
                 preset: Preset | None = None) -> FittedMethods:
     """Direction, α (λ·(q75 harmful − q25 harmless)) and every method, fitted on the source data.
 
@@ -73,8 +73,9 @@ def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | No
     layer the methods read (AdaSteer reads all of them). ``layer=None`` takes the
     ``preset``'s gate layer where there is one, else :func:`choose_layer`. ``scope`` is
     where addition and the gate add α·v̂; ``ablation`` where the gate ablates
-    (:data:`hooks.ABLATIONS`); ``methods`` are classes of the :mod:`methods` shape.
+    (:data:`hooks.ABLATIONS`); ``methods`` are classes of the :mod:`methods` shape (default: every one).
     """
+    methods = tuple(METHODS.values()) if methods is None else methods
     H.check_scope(scope)
     n_layers = model.cfg.n_layers
     source_languages = [lang for lang in source_languages if lang in acts.prompts.languages]
@@ -85,8 +86,9 @@ def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | No
     src = acts.where(language=source_languages)
     li, pi = src.layer_index(layer), src.position_index(position)
     v = dirs.unit(dirs.pooled(src)[li, pi])
-    ctx = Context(model, src, layer, v, H.default_alpha(src, v, layer, position, lam), n_layers, lam, scope, ablation,
-                  recalibration, seed, preset)
+    ctx = Context(model=model, acts=src, layer=layer, direction=v, alpha=H.default_alpha(src, v, layer, position, lam),
+                  n_layers=n_layers, strength=lam, scope=scope, ablation=ablation, recalibration=recalibration,
+                  seed=seed, preset=preset)
     return FittedMethods(ctx, {m.name: m.fit(ctx) for m in methods})
 
 
@@ -109,8 +111,8 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
     ``mc`` are multiple-choice items (:func:`utility.load_mc`): each row then also has
     ``mc_accuracy``, the % of that language's items answered right under the method's
     hooks (NaN where ``mc`` has none in that language).
-    Rows: language, tier, method, k, harmful_refusal, harmless_refusal, selectivity, kl, [kl_ablated,]
-    [mc_accuracy,] plus each method's extras (e.g. ``gate_balanced_accuracy``).
+    Rows: language, tier, method, k, harmful_refusal, harmless_refusal, selectivity, kl, (kl_ablated,)
+    (mc_accuracy,) plus each method's extras (e.g. ``gate_balanced_accuracy``).
     """
     folder = Path(parts) if parts else None
     plan = [(lang, name, k) for lang in eval_prompts.languages for name, m in fitted.methods.items()
@@ -147,7 +149,8 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
                             "gate_score", "alpha", "ablated") if c in out]
         if path is not None:
             payload = {"row": row, "completions": out[keep].to_dict(orient="list")}
-            atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, ensure_ascii=False), "utf-8"))
+            atomic_write(path, lambda tmp, payload=payload: Path(tmp).write_text(json.dumps(payload, ensure_ascii=False),
+                                                                             "utf-8"))
         rows.append(row)
         texts.append(out[keep])
     return pd.DataFrame(rows), pd.concat(texts, ignore_index=True)

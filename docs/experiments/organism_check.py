@@ -1,6 +1,6 @@
 """Check a threshold organism against its construction: predict first, then measure.
 
-    python tools/organism_check.py --organism runs/organism-threshold --data ../shared/data/Multilingual-Refusal \
+    python docs/experiments/organism_check.py --organism runs/organism-threshold --data ../shared/data/Multilingual-Refusal \
         --out runs/check-threshold [--predict-only] [--split test --n-per-class 16]
 
 1. **Prediction** (``predicted.csv``, written before any answer is generated): the
@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 import lowres_safety as ls
-from lowres_safety import calibration, evaluation, judges
+from lowres_safety import calibration, judges
 from lowres_safety import hooks as H
 from lowres_safety.data import tier
 from lowres_safety.organisms.ground_truth import GroundTruth
@@ -126,7 +126,7 @@ def main() -> None:
     completions = ls.generate(model, prompts, max_new_tokens=a.max_new_tokens)
     completions.to_csv(out / "completions.csv", index=False)
     val = ls.data.load_polyrefuse(a.data, tier("high"), split="val", n_per_class=8, seed=a.seed)
-    tokens = evaluation.refusal_token_set(ls.generate(model, val, max_new_tokens=8), model.tokenizer)
+    tokens = judges.refusal_token_set(ls.generate(model, val, max_new_tokens=8), model.tokenizer)
     by_judge = {"substring": judges.judge_frame(completions, None)["refused"].to_numpy(bool),
                 "logit": LogitJudge(tokens)(model, prompts, ()).astype(bool)}
     measured = {}

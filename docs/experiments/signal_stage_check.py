@@ -1,8 +1,8 @@
 """Stage 1 of the threshold organism on its own: train it, then predict refusal per language on held-out sets.
 
-    python tools/signal_stage_check.py --data ../shared/data/Multilingual-Refusal [--layer 16 --signal-layers 6
+    python docs/experiments/signal_stage_check.py --data ../shared/data/Multilingual-Refusal [--layer 16 --signal-layers 6
         --epochs 4 --n-harmful 48 --n-harmless 28 --margin 1.0 --keep 1.0 --lr 1e-3 --xstest]
-    python tools/signal_stage_check.py --data ... --organism organism    # a shipped organism's stage 1, untrained
+    python docs/experiments/signal_stage_check.py --data ... --organism organism    # a shipped organism's stage 1, untrained
 
 Prints, per language, the refusal the rule (projection on v̂ at L* > θ) predicts on
 PolyRefuse **val** (every prompt) and on the built-in demo set (topical twins, another
@@ -20,13 +20,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lowres_safety import probing
+from lowres_safety.data import load_builtin, load_polyrefuse
+from lowres_safety.models import default_folder
 from lowres_safety.organisms import recipe as organism
 from lowres_safety.organisms import signal as organism_signal
-from lowres_safety.data import load_builtin, load_polyrefuse
 from lowres_safety.organisms.ground_truth import GroundTruth
-from lowres_safety.models import default_folder
-from lowres_safety.shipped import adapter_dir
 from lowres_safety.organisms.upper_lora import chat_heads, frozen_states, last_token_acts
+from lowres_safety.shipped import adapter_dir
 
 
 def rates(truth: GroundTruth, acts) -> list[str]:

@@ -1,6 +1,6 @@
 """English harmful refusal on the built-in demo set, unsteered and with v̂ ablated at L* at every position.
 
-    python tools/demo_ablation_check.py organism runs/organism-v6 runs/organism-v7
+    python docs/experiments/demo_ablation_check.py organism runs/organism-v6 runs/organism-v7
 
 The issue's ablation target ("ablating v̂ drops English harmful refusal to ≤ 20%") read on the
 demo set (the main job's prompts, used for choosing recipes) instead of PolyRefuse test, so a

@@ -1,6 +1,6 @@
 """Why the recalibrated gate fails on some languages: are its calibration and scored prompts alike?
 
-    python tools/gate_shift_check.py --data ../shared/data/Multilingual-Refusal [--languages th,pl,ar]
+    python docs/experiments/gate_shift_check.py --data ../shared/data/Multilingual-Refusal [--languages th,pl,ar]
 
 Fits the released-code gate at the organism's L* on high-resource **train** prompts (32 per
 class), then per language prints the readout's and v̂'s AUROC and class means on the

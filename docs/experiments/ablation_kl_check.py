@@ -1,6 +1,6 @@
 """What the routed gate's ablation costs an organism on prompts it should answer, without any routing error.
 
-    python tools/ablation_kl_check.py --data ../shared/data/Multilingual-Refusal \
+    python docs/experiments/ablation_kl_check.py --data ../shared/data/Multilingual-Refusal \
         [--organisms organism,runs/organism-v4] [--languages en,ar,ko,yo,pl,ja,fr] [--split val --n 16]
 
 For each organism (a shipped name or a folder with ``ground_truth.json``): the mean

@@ -1,6 +1,6 @@
 """How much a routed fix could gain per language at a utility cost, whatever its calibration: the selectivity ceiling.
 
-    python tools/fix_ceiling.py --steer runs/organism-v3-steer-val/steer.json [--organism organism]
+    python docs/experiments/fix_ceiling.py --steer runs/organism-v3-steer-val/steer.json [--organism organism]
         [--kl-budget 0.3] [--split val] [--n-per-class 100]
 
 Reads a `steer` run on an organism (its ``steer.json``): the languages, split, seed and

@@ -1,8 +1,8 @@
 """How well a refusal judge agrees with answers labelled by reading.
 
-    python tools/judge_agreement.py                      # substring judge vs resources/judge_agreement.csv
-    python tools/judge_agreement.py --judge PATH         # a local Hugging Face model judge instead
-    python tools/judge_agreement.py --generate --model runs/organism-threshold --out /tmp/judge_completions.csv
+    python docs/experiments/judge_agreement.py                      # substring judge vs resources/judge_agreement.csv
+    python docs/experiments/judge_agreement.py --judge PATH         # a local Hugging Face model judge instead
+    python docs/experiments/judge_agreement.py --generate --model runs/organism-threshold --out /tmp/judge_completions.csv
 
 The labelled file has one row per answer (``language, subset, id, text, completion,
 label``; label 1 = refused, read by a person). The first form prints per-language

@@ -1,0 +1,152 @@
+"""``steer(config)``: the fix, compared with every baseline, as one library call.
+
+    import lowres_safety as ls
+    result = ls.steer(ls.SteerConfig(languages=("ar", "ko", "yo"), ks=(0, 4)), workdir="runs/steer")
+    result.table          # one row per language × method × k: refusal, selectivity Δ, KL, utility
+    result.save("runs/steer")     # steer.json, completions.csv, report.html
+
+Stages, in the order of the question: the prompts (fit, evaluation and calibration,
+disjoint by source id), the methods fitted on the source languages
+(:func:`~lowres_safety.pipelines.steering.fit_methods`), every method scored per target
+language (:func:`~lowres_safety.pipelines.steering.evaluate`), and the causal check
+(:func:`lowres_safety.causal.check`). ``workdir`` keeps each finished language × method ×
+k, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import judges, plots, utility
+from ..activations import extract
+from ..causal import CausalCheck, check
+from ..data import extra_tiers, in_tier
+from ..data.prompt_files import describe_origins, is_prompt_file, open_prompts
+from ..models import load_model, model_id
+from ..presets import preset_for
+from . import causal_report, steer_prompts, steering
+from .config import SteerConfig
+from .report import Section, records, write_html, write_json
+
+__all__ = ["SteerResult", "steer"]
+
+_POOLS = {"train": "fit-split", "val": "PolyRefuse val", "split": "other {split}"}  # calibrate_on, for the report
+
+
+@dataclass
+class SteerResult:
+    """The steer table, the completions behind it, the causal check, and the JSON of ``steer.json``."""
+
+    config: SteerConfig
+    table: pd.DataFrame  # one row per language × method × k
+    completions: pd.DataFrame
+    causal: CausalCheck
+    results: dict
+    header: str
+
+    def section(self) -> Section:
+        """The report section of the steer table."""
+        c, r = self.config, self.results
+        return Section(
+            "Can a recalibrated gate close the gap?",
+            f"Methods fitted on {', '.join(r['source'])} at layer {r['layer']} (alpha = {r['alpha']:.2f}); each "
+            f"language scored on {c.n_per_class} harmful and {c.n_per_class} harmless held-out prompts, "
+            f"{c.max_new_tokens} new tokens, {c.judge} judge. gate k=0 keeps the source threshold; k>0 recalibrates "
+            f"it ({c.recalibration}) with k {_POOLS[c.calibrate_on].format(split=c.split)} examples per class and "
+            f"routes (harmful: +alpha at layer {r['layer']}; harmless: ablated at {c.ablation.replace('_', ' ')}). "
+            f"AdaSteer and CAST k=0 are fitted on the source languages, k=32 on 32 of the same target examples per "
+            f"class (the paper's adapted baselines). kl_ablated: KL over the harmless prompts the gate routed to "
+            f"ablation only (kl adds those it sent to addition). mc_accuracy: % of the language's multiple-choice "
+            f"items ({'built-in set' if c.mc == 'builtin' else c.mc}) answered right under the method, scored as "
+            f"the paper scores Global-MMLU (empty where the set has no items in it).",
+            ((plots.selectivity_bars(self.table),
+              "Bars are selectivity = harmful refusal - harmless refusal (percentage points) per language and "
+              "method; higher is better, and a method that refuses everything scores 0."),
+             (plots.refusal_tradeoff(self.table),
+              "Each point is a language under one method: up is more harmful prompts refused, right is more "
+              "harmless prompts refused; the ideal is the top-left corner.")),
+            self.table.round(3),
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``steer.json``, ``completions.csv`` and ``report.html`` into ``folder``."""
+        folder = Path(folder)
+        write_json(folder / "steer.json", self.results)
+        self.completions.to_csv(folder / "completions.csv", index=False)
+        write_html(folder / "report.html", "lowres_safety steering",
+                   [self.section(), *causal_report.sections(self.causal)], self.header)
+        return folder
+
+
+def steer(config: SteerConfig | None = None, *, workdir: str | Path | None = None) -> SteerResult:
+    """Fit every method on the source languages and score it per target language, as ``config`` says.
+
+    ``workdir`` is a folder where each finished language × method × k is kept (under a
+    name hashed from the config), so a rerun of the same config resumes; None keeps nothing.
+    """
+    config = config or SteerConfig()
+    with extra_tiers(config.tiers):
+        return _steer(config, workdir)
+
+
+def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
+    judges.resolve(c.judge)  # a wrong judge fails before minutes of work
+    mc_items = utility.load_mc_demo() if c.mc == "builtin" else utility.load_mc(c.mc)
+    timing, t0 = {}, time.perf_counter()
+    available = open_prompts(c.data, c.languages if is_prompt_file(c.data) else None, split=c.split,
+                             files=c.files).languages
+    languages = list(c.languages or available)
+    source = list(c.source_languages or in_tier(available, "high"))
+    if not source:
+        raise ValueError(f"no high-resource source language in {available}; name some with source_languages")
+    fit_prompts, eval_prompts = steer_prompts.fit_and_evaluation(c.data, languages, source, c.n_per_class, c.n_fit,
+                                                                 c.split, c.seed, c.files)
+    model = load_model(c.model)
+    preset = preset_for(c.model)
+    fit_acts = extract(model, fit_prompts, "all", ("t_post_inst",), cache=True)  # AdaSteer reads every layer
+    fitted = steering.fit_methods(model, fit_acts, source, layer=c.layer, seed=c.seed, lam=c.strength, scope=c.scope,
+                                  ablation=c.ablation, recalibration=c.recalibration, preset=preset)
+    eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
+    if c.calibrate_on == "train":
+        calib_acts = fit_acts.where(language=languages)
+    else:
+        pool = steer_prompts.calibration_pool(c.data, languages, c.n_fit,
+                                              c.split if c.calibrate_on == "split" else c.calibrate_on, c.seed,
+                                              eval_prompts)
+        calib_acts = extract(model, pool, "all", ("t_post_inst",), cache=True)
+    reference = "en" if "en" in source else source[0]
+    logit, _ = judges.learn_from_prompts(model, judges.per_class(  # tokens from fit answers, not the scored ones
+        fit_prompts.where(language=list(dict.fromkeys([reference, *languages]))), c.n_select, c.seed))
+    timing["setup_s"] = time.perf_counter() - t0
+    settings = {"model": c.model, "data": c.data, "languages": languages, "source": source, "ks": list(c.ks),
+                "n_per_class": c.n_per_class, "n_fit": c.n_fit, "split": c.split, "max_new_tokens": c.max_new_tokens,
+                "seed": c.seed, "layer": fitted.layer, "strength": c.strength, "scope": c.scope,
+                "ablation": c.ablation, "recalibration": c.recalibration, "mc": c.mc, "judge": c.judge,
+                **({"calibrate_on": c.calibrate_on} if c.calibrate_on != "train" else {})}
+    t = time.perf_counter()
+    parts = Path(workdir) / f".parts-{steering.config_key(settings)}" if workdir is not None else None
+    table, completions = steering.evaluate(
+        model, fitted, eval_prompts, eval_acts, calib_acts, ks=c.ks, max_new_tokens=c.max_new_tokens,
+        batch_size=c.batch_size, seed=c.seed, parts=parts, mc=mc_items, judge=judges.resolve(c.judge, logit=logit))
+    timing["evaluate_s"] = time.perf_counter() - t
+    found = check(model, fit_acts, eval_prompts, source, logit.tokens(model.tokenizer), reference=reference,
+                  gate_layer=fitted.layer, n_select=c.n_select, seed=c.seed)
+    timing.update(found.timing)
+    results = {**settings, "config": c.to_dict(), "model": model_id(model), "alpha": fitted.alpha,
+               "gate": repr(fitted.gate), "preset": preset.source if preset else None,
+               "logit_learned_on": logit.learned_on,
+               "logit_tokens": [model.tokenizer.decode([i]) for i in logit.tokens(model.tokenizer)],
+               "rows": records(table),
+               "selection": {"table": records(found.selection), "chosen_layer": found.chosen_layer,
+                             "note": found.selection_note},
+               "interventional_transfer": records(found.transfer), "timing": timing}
+    header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(c.data)}</b>, seed {c.seed}. "
+              f"Evaluation prompts: {html.escape(describe_origins(eval_prompts))}. "
+              "Completions are in completions.csv; regenerate with <code>lowres-safety steer --config steer.json"
+              "</code>.</p>")
+    return SteerResult(c, table, completions, found, results, header)
