@@ -27,6 +27,10 @@ def default_model():
 
 @pytest.fixture(scope="session")
 def polyrefuse_root():
+    """The PolyRefuse folder beside the checkout; missing, a test that reads it skips (or, under CI, fails)."""
     if not POLYREFUSE.is_dir():
-        pytest.skip(f"PolyRefuse not found at {POLYREFUSE}")
+        message = f"PolyRefuse not found at {POLYREFUSE} (shared/data/Multilingual-Refusal beside the checkout)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI runs every test that reads it")
+        pytest.skip(message)
     return POLYREFUSE

@@ -4,6 +4,7 @@ import pytest
 
 from lowres_safety import data, directions, extract, probing
 from lowres_safety.cli import main
+from lowres_safety.pipelines import SteerConfig
 from lowres_safety.utility import load_mc_demo
 
 
@@ -125,11 +126,11 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     assert json.loads((out / "steer.json").read_text())["rows"] == rows
     monkeypatch.undo()
 
-    # the run repeated from its own results file, into another folder (nothing to resume there): the same table
-    again = tmp_path / "again"
-    assert main(["steer", "--config", str(out / "steer.json"), "--out", str(again)]) == 0
-    repeated = json.loads((again / "steer.json").read_text())
-    assert repeated["rows"] == rows and repeated["config"] == results["config"]
+    # the results file holds the run's config: what `steer --config` repeats (diagnose's repeat runs in test_pipelines)
+    from lowres_safety.cli import _parser, checks, steer_config
+
+    parsed = _parser().parse_args(args)
+    assert SteerConfig.load(out / "steer.json") == steer_config(parsed, checks.check(parsed))
 
 
 def test_steer_bad_input_exits_2(tmp_path, capsys):

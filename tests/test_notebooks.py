@@ -22,8 +22,9 @@ def test_notebook_is_stripped(path):
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
-# notebook 3 routes nine methods' generations (75 s at the small settings); its parts run fast in test_steering
-RUNS = [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith("03_") else p for p in NOTEBOOKS]
+# notebook 3 routes nine methods' generations (75 s at the small settings) and notebook 4 is a template whose
+# parts have their own tests (25 s): both run with -m slow; 1 and 2 run by default
+RUNS = [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith(("03_", "04_")) else p for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: p.stem)

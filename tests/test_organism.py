@@ -199,6 +199,7 @@ def test_a_finished_signal_stage_is_loaded_not_retrained(tmp_path, polyrefuse_ro
     assert organism_signal.stage_key(other, prompts) != organism_signal.stage_key(config, prompts)
 
 
+@pytest.mark.slow  # trains a second tiny organism; the recipe end to end is in the default run
 def test_reuse_gives_a_variant_the_finished_stage_one_and_answers_so_only_the_rule_stage_runs(tmp_path,
                                                                                                polyrefuse_root):
     from lowres_safety.organisms import signal as organism_signal
@@ -247,6 +248,7 @@ def test_rethreshold_is_the_midpoint_on_the_given_prompts_along_the_same_directi
     assert again.gap == pytest.approx(x[y].mean() - x[~y].mean(), abs=1e-5)
 
 
+@pytest.mark.slow  # trains a second tiny organism; the recipe end to end is in the default run
 def test_rule_stage_sees_a_subset_of_stage_ones_harmful_prompts_and_xstest_joins_the_harmless(tmp_path,
                                                                                                polyrefuse_root):
     bridge, hf = build_model("qwen2", keep_reference=True)
@@ -284,6 +286,7 @@ def test_val_harmful_gives_stage_one_every_val_harmful_prompt_and_the_rule_stage
     assert rows[(prompts.frame["split"] == "train").to_numpy()].all()
 
 
+@pytest.mark.slow  # trains a second tiny organism; the recipe end to end is in the default run
 def test_message_prompts_join_the_rule_stage_only_and_leave_the_rule_as_it_was(tmp_path, polyrefuse_root,
                                                                               monkeypatch):
     every = organism.message_prompts()
