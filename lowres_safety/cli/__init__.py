@@ -16,13 +16,6 @@ def _languages(text: str | None) -> tuple[str, ...] | None:
     return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def _parser():
     return build_parser(__doc__)
 
@@ -42,7 +35,7 @@ def steer_config(args, checked: checks.Checked) -> SteerConfig:
     if args.config:
         return SteerConfig.load(args.config)
     return SteerConfig(model=args.model, data=args.data, languages=_languages(args.languages),
-                       source_languages=_languages(args.source_languages), ks=_ints(args.k),
+                       source_languages=_languages(args.source_languages), ks=checks.parse_ints("--k", args.k),
                        n_per_class=args.n_per_class, n_fit=args.n_fit, split=args.split,
                        max_new_tokens=args.max_new_tokens, seed=args.seed, layer=args.layer, strength=args.strength,
                        scope=args.scope, ablation=args.ablation, recalibration=args.recalibration,
@@ -71,9 +64,6 @@ def _recipe(args):
                         ablated_share=args.ablated_share, rule_harmful=args.rule_harmful,
                         ablate_everywhere=args.ablate_everywhere, as_is_share=args.as_is_share,
                         val_harmful=args.val_harmful, blind_prefix=args.blind_prefix)
-
-
-
 
 
 def _run(args) -> str:

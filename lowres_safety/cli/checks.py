@@ -13,11 +13,11 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import PAPER_TIERS, SUBSETS, TIERS
+from ..data import SUBSETS, TIERS, check_tiers, is_polyrefuse
 from ..data.prompt_files import HARMFUL_VALUES, HARMLESS_VALUES, FileOptions, is_prompt_file
-from ..pipelines.config import AT_LEAST, is_polyrefuse, model_depth
+from ..pipelines.config import AT_LEAST, check_codes, model_depth
 
-__all__ = ["Checked", "add_data_options", "check", "parse_tiers"]
+__all__ = ["Checked", "add_data_options", "check", "parse_ints", "parse_tiers"]
 
 _FILE_OPTIONS = {"text_column": "--text-column", "language_column": "--language-column",
                  "label_column": "--label-column", "source_id_column": "--source-id-column",
@@ -64,10 +64,8 @@ def parse_tiers(text: str | None) -> dict[str, str]:
                              "write e.g. --tiers vi=mid,bn=low")
         if lang in out:
             raise ValueError(f"--tiers names {lang!r} twice")
-        if PAPER_TIERS.get(lang, name) != name:
-            raise ValueError(f"--tiers: {lang!r} is {PAPER_TIERS[lang]!r} in the paper's table; --tiers sets "
-                             "languages outside it")
         out[lang] = name
+    check_tiers(out)
     return out
 
 
@@ -77,17 +75,15 @@ def _codes(option: str, text: str | None) -> None:
     items = [t.strip() for t in text.split(",")]
     if not any(items) or "" in items:
         raise ValueError(f"{option} {text!r} has an empty item; give comma-separated codes like en,de,sw")
-    dup = sorted({t for t in items if items.count(t) > 1})
-    if dup:
-        raise ValueError(f"{option} names {dup} more than once")
+    check_codes(option, items)
 
 
-def _ints(option: str, text: str) -> list[int]:
+def parse_ints(option: str, text: str) -> tuple[int, ...]:
+    """``"0,1,2,4"`` -> ``(0, 1, 2, 4)``; anything else is an error naming ``option``."""
     try:
-        values = [int(t) for t in text.split(",")]
+        return tuple(int(t) for t in text.split(","))
     except ValueError:
         raise ValueError(f"{option} {text!r} is not comma-separated integers, e.g. 0,1,2,4") from None
-    return values
 
 
 def _file_options(args) -> FileOptions | None:
@@ -127,7 +123,7 @@ def check(args: argparse.Namespace) -> Checked:
         _check_organism(args)
         return Checked()
     if args.command == "steer":
-        _ints("--k", args.k)
+        parse_ints("--k", args.k)
     if args.config is not None and not Path(args.config).is_file():
         raise FileNotFoundError(f"--config {args.config}: no such file; give the results file of a run")
     return Checked(parse_tiers(args.tiers) if args.tiers else {}, _file_options(args))

@@ -10,10 +10,10 @@
 """
 
 from . import loaders, parallel, prompt_files, prompts, tiers
-from .loaders import SPLITS, load, load_builtin, load_polyrefuse, read_wide_resource
+from .loaders import SPLITS, is_polyrefuse, load, load_builtin, load_polyrefuse, read_wide_resource
 from .prompt_files import FileOptions, load_prompts, open_prompts
 from .prompts import COLUMNS, SUBSETS, PromptSet, sample_sources
-from .tiers import PAPER_TIERS, TIERS, current_tiers, extra_tiers, in_tier, tier, tier_of
+from .tiers import PAPER_TIERS, TIERS, check_tiers, current_tiers, extra_tiers, in_tier, tier, tier_of
 
 __all__ = [
     "COLUMNS",
@@ -23,9 +23,11 @@ __all__ = [
     "TIERS",
     "FileOptions",
     "PromptSet",
+    "check_tiers",
     "current_tiers",
     "extra_tiers",
     "in_tier",
+    "is_polyrefuse",
     "load",
     "load_builtin",
     "load_polyrefuse",

@@ -16,7 +16,8 @@ import pandas as pd
 from . import parallel
 from .prompts import COLUMNS, SUBSETS, PromptSet, check_languages, finish
 
-__all__ = ["SPLITS", "load", "load_builtin", "load_polyrefuse", "polyrefuse_files", "read_wide_resource"]
+__all__ = ["SPLITS", "is_polyrefuse", "load", "load_builtin", "load_polyrefuse", "polyrefuse_files",
+           "read_wide_resource"]
 
 SPLITS = ("train", "val", "test")
 
@@ -42,6 +43,11 @@ def read_wide_resource(name: str, *, split: str, origin: str) -> pd.DataFrame:
     return pd.DataFrame([{"id": f"{r['id']}-{lang}", "text": r[lang], "language": lang, "subset": r["subset"],
                           "split": split, "source_id": r["id"], "origin": origin}
                          for r in rows for lang in languages])
+
+
+def is_polyrefuse(path: str | Path) -> bool:
+    """Whether ``path`` is a folder in PolyRefuse's upstream layout (it holds ``PolyRefuse/``)."""
+    return (Path(path) / "PolyRefuse").is_dir()
 
 
 def polyrefuse_files(root: Path, split: str) -> dict[tuple[str, str], Path]:
@@ -79,7 +85,7 @@ def load_polyrefuse(
     root = Path(root)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; PolyRefuse has {SPLITS}")
-    if not (root / "PolyRefuse").is_dir():
+    if not is_polyrefuse(root):
         raise FileNotFoundError(
             f"no PolyRefuse data at {root}: expected the upstream Multilingual-Refusal layout "
             "(PolyRefuse/ and dataset/splits/); in this project it lies at ../shared/data/Multilingual-Refusal"

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
 
-__all__ = ["PAPER_TIERS", "TIERS", "current_tiers", "extra_tiers", "in_tier", "tier", "tier_of"]
+__all__ = ["PAPER_TIERS", "TIERS", "check_tiers", "current_tiers", "extra_tiers", "in_tier", "tier", "tier_of"]
 
 #: The paper's 23 languages in three resource tiers (Aziz, Hanif, Koto 2026); read-only.
 TIERS: Mapping[str, str] = MappingProxyType({
@@ -33,7 +33,20 @@ def current_tiers() -> dict[str, str]:
 
 def tier_of(language: str, tiers: Mapping[str, str] | None = None) -> str:
     """Resource tier of ``language`` (``"unlisted"`` if the table does not name it)."""
-    return (tiers or current_tiers()).get(language, "unlisted")
+    if tiers:
+        return tiers.get(language, "unlisted")
+    return TIERS.get(language) or _EXTRA.get().get(language, "unlisted")
+
+
+def check_tiers(tiers: Mapping[str, str]) -> None:
+    """Tiers for languages outside the paper's table: a known tier each, none contradicting the paper."""
+    known = set(TIERS.values())
+    for lang, name in tiers.items():
+        if name not in known:
+            raise ValueError(f"tier {name!r} for {lang!r} is not one of {sorted(known)}; write e.g. vi=mid")
+        if PAPER_TIERS.get(lang, name) != name:
+            raise ValueError(f"{lang!r} is {PAPER_TIERS[lang]!r} in the paper's table; --tiers sets languages "
+                             "outside it")
 
 
 def tier(name: str, tiers: Mapping[str, str] | None = None) -> list[str]:
@@ -50,13 +63,7 @@ def extra_tiers(tiers: Mapping[str, str]) -> Iterator[dict[str, str]]:
 
     A language already in the paper's table keeps its tier (naming another one is an error).
     """
-    known = set(TIERS.values())
-    for lang, name in tiers.items():
-        if name not in known:
-            raise ValueError(f"tier {name!r} for {lang!r} is not one of {sorted(known)}; write e.g. vi=mid")
-        if PAPER_TIERS.get(lang, name) != name:
-            raise ValueError(f"{lang!r} is {PAPER_TIERS[lang]!r} in the paper's table; --tiers sets languages "
-                             "outside it")
+    check_tiers(tiers)
     added = {lang: name for lang, name in tiers.items() if lang not in TIERS}
     token = _EXTRA.set(MappingProxyType({**_EXTRA.get(), **added}))
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..data import PromptSet, load_polyrefuse
+from ..data import PromptSet, is_polyrefuse, load_polyrefuse
 from ..generation import as_prompt_set, generate, next_token_logprobs
 from ..grid import next_token_grid, token_summary
 from ..hooks import Hook
@@ -214,7 +213,7 @@ def other_split_prompts(data, languages: Sequence[str], split: str, n_per_class:
     ``None`` when ``data`` is not a PolyRefuse folder (the built-in set and prompt files
     have one split: the judge then learns from the scored answers, as before).
     """
-    if split not in OTHER_SPLIT or not (Path(str(data)) / "PolyRefuse").is_dir():
+    if split not in OTHER_SPLIT or not is_polyrefuse(str(data)):
         return None
     other = OTHER_SPLIT[split]
     have = set(load_polyrefuse(data, split=other).languages)

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from ..data.loaders import is_polyrefuse
 from ..data.prompt_files import READERS, FileOptions, is_prompt_file
-from ..data.tiers import PAPER_TIERS, TIERS
+from ..data.tiers import check_tiers
 
 __all__ = ["AT_LEAST", "Ablation", "CalibrateOn", "DiagnoseConfig", "Recalibration", "RunConfig", "Scope",
-           "SteerConfig", "check_choice", "check_codes", "check_tiers", "is_polyrefuse", "model_depth"]
+           "SteerConfig", "check_choice", "check_codes", "model_depth"]
 
 #: Where addition and the gate add α·v̂: the last prompt token onward, or every position.
 Scope = Literal["from_last", "all"]
@@ -71,16 +72,6 @@ def check_codes(name: str, codes) -> None:
         raise ValueError(f"{name} names {dup} more than once")
 
 
-def check_tiers(tiers: dict[str, str]) -> None:
-    """Tiers for languages outside the paper's table: a known tier each, none contradicting the paper."""
-    known = sorted(set(TIERS.values()))
-    for lang, name in tiers.items():
-        if name not in known:
-            raise ValueError(f"tier {name!r} for {lang!r} is not one of {known}; write e.g. vi=mid")
-        if PAPER_TIERS.get(lang, name) != name:
-            raise ValueError(f"{lang!r} is {PAPER_TIERS[lang]!r} in the paper's table; tiers set languages outside it")
-
-
 def model_depth(model: str) -> int | None:
     """Layer count of ``model`` without loading it, where a config says so cheaply."""
     if model in ("default", "organism", "organism-erased"):
@@ -89,10 +80,6 @@ def model_depth(model: str) -> int | None:
     if config.is_file():
         return json.loads(config.read_text(encoding="utf-8")).get("num_hidden_layers")
     return None
-
-
-def is_polyrefuse(path: str) -> bool:
-    return (Path(path) / "PolyRefuse").is_dir()
 
 
 def _check_data(data: str, split: str, splits: tuple[str, ...], files: FileOptions | None, languages) -> None:
@@ -147,13 +134,16 @@ class RunConfig:
     tiers: dict[str, str] = field(default_factory=dict)  # tiers of languages outside the paper's 23
 
     _SPLITS = _SPLITS
+    _SEQUENCES = ("languages",)  # fields stored as tuples, whatever sequence they are given as
+    _PATHS = ("data",)  # fields stored as strings, so a Path given for them compares and saves alike
 
     def __post_init__(self):
-        for name in ("languages",):
+        for name in self._SEQUENCES:
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
-        object.__setattr__(self, "data", str(self.data))
+        for name in self._PATHS:
+            object.__setattr__(self, name, str(getattr(self, name)))
         self.validate()
 
     def validate(self) -> None:
@@ -231,14 +221,8 @@ class SteerConfig(RunConfig):
     mc: str = "builtin"
 
     _SPLITS = ("val", "test")
-
-    def __post_init__(self):
-        for name in ("source_languages", "ks"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        object.__setattr__(self, "mc", str(self.mc))
-        super().__post_init__()
+    _SEQUENCES = ("languages", "source_languages", "ks")
+    _PATHS = ("data", "mc")
 
     def validate(self) -> None:
         super().validate()
