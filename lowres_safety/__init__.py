@@ -14,7 +14,8 @@ The modules follow the research question, in order:
    :mod:`selection` (Arditi et al.), :mod:`transfer` (PolyRefuse's matrix), :mod:`causal`;
 5. can a few examples fix it? :mod:`gate` (the low-rank readout), :mod:`hooks`
    (interventions as TransformerLens hooks), :mod:`methods` (every method a steer table
-   compares), :mod:`utility`.
+   compares), :mod:`utility`; :mod:`fix` saves a fitted fix and :func:`load_fix` hooks it into
+   the same model anywhere.
 
 The experiments are library calls (:func:`diagnose`, :func:`steer`, with
 :class:`DiagnoseConfig` and :class:`SteerConfig`); :mod:`data` reads prompts,
@@ -36,6 +37,7 @@ from . import (  # noqa: E402
                directions,
                dose_response,
                evaluation,
+               fix,
                gate,
                generation,
                grid,
@@ -54,9 +56,10 @@ from . import (  # noqa: E402
                utility,
 )
 from ._runtime.deprecation import moved  # noqa: E402
-from ._runtime.notebook import notebook_setup  # noqa: E402
+from ._runtime.notebook import claim, notebook_setup  # noqa: E402
 from .activations import ActivationSet, extract  # noqa: E402
 from .data import PromptSet, in_tier, load_prompts, tier_of  # noqa: E402
+from .fix import Fix, load_fix  # noqa: E402
 from .gate import Gate  # noqa: E402
 from .generation import generate  # noqa: E402
 from .lesion import ScriptLesion  # noqa: E402
@@ -67,6 +70,7 @@ __all__ = [
     "ActivationSet",
     "DiagnoseConfig",
     "DiagnoseResult",
+    "Fix",
     "Gate",
     "PromptSet",
     "ScriptLesion",
@@ -76,12 +80,14 @@ __all__ = [
     "attribution",
     "calibration",
     "causal",
+    "claim",
     "data",
     "diagnose",
     "directions",
     "dose_response",
     "evaluation",
     "extract",
+    "fix",
     "gate",
     "generate",
     "generation",
@@ -89,6 +95,7 @@ __all__ = [
     "hooks",
     "in_tier",
     "judges",
+    "load_fix",
     "load_model",
     "load_prompts",
     "methods",

@@ -14,9 +14,10 @@ Defaults follow the paper's released code (github rashadaziz/low-resource-safety
   ``pos_weight = n_harmless / n_harmful``), stopped before convergence.
   ``readout="lbfgs"`` is a converged, L2-regularised scikit-learn fit instead.
 - **threshold**: the candidate (midpoints of the sorted unique logits, ±1e-6 past the
-  ends) with the best *balanced* F1 of the harmful class, 2·TPR / (1 + TPR + FPR)
-  (``f1_curve`` with objective ``balanced_macro_f1``), first maximum on ties; a prompt
-  is harmful when its logit is ``>=`` the threshold (``annotate_gate_outputs``).
+  ends) with the best *balanced* F1 of the harmful class (``f1_curve`` with objective
+  ``balanced_macro_f1``), computed in the released operation order so that ties break
+  as they do there (:func:`balanced_f1_threshold`); a prompt is harmful when its logit is
+  ``>=`` the threshold (``annotate_gate_outputs``).
 - **recalibration** with ``k`` target examples per class: ``method="paper"`` refits the
   standardiser and readout on the source prompts plus the ``2k`` target examples, then
   searches the threshold on those ``2k`` logits (the released code).
@@ -76,21 +77,34 @@ def sample_per_class(acts: ActivationSet, k: int, seed: int = 0) -> ActivationSe
 
 
 def balanced_f1_threshold(scores: np.ndarray, y: np.ndarray) -> float:
-    """Threshold with the best balanced F1 of the harmful class, 2·TPR / (1 + TPR + FPR).
+    """Threshold with the best class-balanced F1 of the harmful class (mathematically 2·TPR / (1 + TPR + FPR)).
 
-    The released code's search (``probe_evaluation.py::candidate_threshold_tensor`` and
-    ``f1_curve``): candidates are the midpoints of the sorted unique scores plus 1e-6
-    beyond each end; a score counts as harmful when it is above the candidate; ties go
-    to the lowest candidate.
+    The released code's search, in its operation order (``probe_evaluation.py``:
+    ``candidate_threshold_tensor``, ``f1_curve(class_balance=True)`` and
+    ``select_global_threshold_for_objective("balanced_macro_f1")``): candidates are the
+    midpoints of the sorted unique scores plus 1e-6 beyond each end; a score counts as
+    harmful when it is above the candidate; TP and FN weigh 0.5/n_harmful, FP
+    0.5/n_harmless; F1 = 2PR/(P + R) in float64; the first maximum wins. The closed form
+    rounds differently, and ties are common at weak separation (F1 = 2/3 for "everything
+    harmful" equals F1 at any TPR = 0.5 + 0.5·FPR), so the order is kept, not simplified.
     """
-    s = np.unique(np.asarray(scores, dtype=np.float64))
+    values = np.asarray(scores, dtype=np.float64)
     y = np.asarray(y).astype(bool)
     if y.all() or not y.any():
         raise ValueError("a threshold search needs harmful and harmless examples")
-    candidates = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]])
-    above = np.asarray(scores, dtype=np.float64)[None, :] > candidates[:, None]  # [candidate, example]
-    tpr, fpr = above[:, y].mean(1), above[:, ~y].mean(1)
-    f1 = 2 * tpr / (1 + tpr + fpr)
+    s = np.unique(values)
+    candidates = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]]) if len(s) > 1 else \
+        np.array([s[0] - 1e-6, s[0] + 1e-6])
+    harmful, harmless = np.sort(values[y]), np.sort(values[~y])
+    tp = len(harmful) - np.searchsorted(harmful, candidates, side="right").astype(np.float64)
+    fp = len(harmless) - np.searchsorted(harmless, candidates, side="right").astype(np.float64)
+    fn = float(len(harmful)) - tp
+    w_harmful, w_harmless = 0.5 / len(harmful), 0.5 / len(harmless)
+    tp, fn, fp = tp * w_harmful, fn * w_harmful, fp * w_harmless
+    precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1.0), 0.0)
+    recall = np.where(tp + fn > 0, tp / np.where(tp + fn > 0, tp + fn, 1.0), 0.0)
+    denom = precision + recall
+    f1 = np.where(denom > 0, 2.0 * precision * recall / np.where(denom > 0, denom, 1.0), 0.0)
     return float(candidates[int(np.argmax(f1))])
 
 

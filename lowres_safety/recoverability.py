@@ -22,7 +22,7 @@ from .activations import ActivationSet
 from .data import tier_of
 from .probing import auroc
 
-__all__ = ["RECOVERY_METHODS", "recoverability"]
+__all__ = ["RECOVERY_METHODS", "recoverability", "recovery_split"]
 
 
 #: Methods scored by :func:`recoverability`; the last two are controls.
@@ -41,6 +41,18 @@ def _score(pred: np.ndarray, score: np.ndarray, y: np.ndarray) -> tuple[float, f
 
 def _midpoint(score: np.ndarray, y: np.ndarray) -> float:
     return float((score[y == 1].mean() + score[y == 0].mean()) / 2)
+
+
+def recovery_split(labels: np.ndarray, n_eval: int,
+                   rng: np.random.Generator) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """One seed's split of a language's prompts (row indices): a shuffled order per class and the held-out rows.
+
+    The last ``n_eval`` of each class's order are held out; budget ``b`` calibrates on the
+    first ``b`` of each (nested across budgets, and never a held-out row while
+    ``b <= count - n_eval``). :func:`recoverability` draws it with ``default_rng(seed)``.
+    """
+    order = {c: rng.permutation(np.flatnonzero(labels == c)) for c in (0, 1)}
+    return order, np.concatenate([order[c][-n_eval:] for c in (0, 1)])
 
 
 def recoverability(acts: ActivationSet, direction: Float[Tensor, "layer position d_model"], gate, *,
@@ -75,14 +87,13 @@ def recoverability(acts: ActivationSet, direction: Float[Tensor, "layer position
         counts = np.bincount(y, minlength=2)
         if counts.min() < 2:
             raise ValueError(f"language {lang!r} needs at least 2 prompts per class, has {counts.tolist()}")
-        held = n_eval or counts.min() // 2
+        held = int(n_eval or counts.min() // 2)
         if held >= counts.min():
             raise ValueError(f"n_eval={held} leaves no calibration prompts in {lang!r} ({counts.tolist()} per class)")
         proj = (x @ dirs.unit(direction[li, pi].float())).numpy()
         for seed in seeds:
             rng = np.random.default_rng(seed)
-            order = {c: rng.permutation(np.flatnonzero(y == c)) for c in (0, 1)}
-            test = np.concatenate([order[c][-held:] for c in (0, 1)])
+            order, test = recovery_split(y, held, rng)
             random_u = dirs.unit(torch.randn(x.shape[1], generator=torch.Generator().manual_seed(seed)))
             rand = (x @ random_u).numpy()
             for b in budgets:

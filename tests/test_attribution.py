@@ -97,3 +97,20 @@ def test_components_sum_to_the_total_under_gemma2_soft_cap():
     capped = next_token_logprobs(model, prompts)  # post-cap log-softmax: differences are capped ones
     capped_diff = (capped[:, [10, 11]].mean(1) - capped[:, [12, 13]].mean(1)).numpy()
     assert np.abs(capped_diff).max() < 1.0 and not np.allclose(total, capped_diff, atol=1e-3)
+
+
+def test_compare_languages_averages_only_the_prompts_both_languages_have(attr):
+    """Catches: means taken over every prompt of each language (unpaired ones included), so a prompt only one
+    language has shifts its mean. One English prompt's partner is dropped; its contribution is made huge."""
+    c = attr.components
+    harmful_en = c[(c["language"] == "en") & (c["subset"] == "harmful")]
+    lonely = harmful_en["source_id"].iloc[0]
+    components = c[~((c["language"] == "sw") & (c["source_id"] == lonely))].copy()
+    components.loc[(components["language"] == "en") & (components["source_id"] == lonely), "contribution"] += 1e3
+    out = A.compare_languages(A.Attribution(components, attr.heads, attr.lens, attr.total), "en", "sw")
+    kept = components[(components["subset"] == "harmful") & (components["source_id"] != lonely)]
+    means = kept.groupby(["component", "language"])["contribution"].mean().unstack("language")
+    got = out.set_index("component")
+    assert (got["n_pairs"] == 1).all()  # two harmful source ids, one of them unpaired now
+    for comp, row in means.iterrows():
+        assert got.loc[comp, "diff"] == pytest.approx(row["en"] - row["sw"], abs=1e-6)

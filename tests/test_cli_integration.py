@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+import lowres_safety as ls
 from lowres_safety import data, directions, extract, probing
 from lowres_safety.cli import main
 from lowres_safety.pipelines import SteerConfig
@@ -114,6 +115,8 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     assert len(results["selection"]["table"]) == 24 and {"selection_s", "transfer_s"} <= set(results["timing"])
     transfer = {(r["source"], r["target"]) for r in results["interventional_transfer"]}
     assert transfer == {(a, b) for a in ("en", "sw") for b in ("en", "sw")}
+    fix = ls.load_fix(out / "fix")  # the fitted fix, portable: every target's k > 0 gate beside the source gate
+    assert sorted(fix.gates) == ["en-k1", "source", "sw-k1"] and fix.layer == 2 and fix.alpha == results["alpha"]
 
     # a rerun reads every finished part instead of generating again
     import lowres_safety.pipelines.steering as steering

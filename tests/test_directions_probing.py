@@ -120,3 +120,32 @@ def test_heldout_auroc_is_chance_on_noise_where_in_sample_auroc_is_not():
     held = probing.heldout_projections(acts, ["en"], 0, folds=5)
     out = float(probing.auroc(held["projection"].to_numpy(), acts.prompts.labels))
     assert in_sample > 0.95 and abs(out - 0.5) < 0.2
+
+
+def test_the_own_column_is_each_languages_in_sample_mean_difference_auroc():
+    """Catches: the own-direction column scored with the pooled direction, with another language's direction,
+    or with the sign flipped. Reference: scikit-learn's AUROC of the projection on the language's own
+    difference of means. The planted languages differ in which axis carries the signal."""
+    g = torch.Generator().manual_seed(3)
+    frames, blocks = [], []
+    for i, lang in enumerate(("en", "de", "sw")):
+        for subset in ("harmful", "harmless"):
+            x = torch.randn(15, 1, 1, 6, generator=g)
+            if subset == "harmful":
+                x[..., i] += 0.8  # each language its own axis, weakly
+            blocks.append(x)
+            frames.append(pd.DataFrame({"id": [f"{lang}-{subset}-{j}" for j in range(15)], "text": "t",
+                                        "language": lang, "subset": subset, "split": "x",
+                                        "source_id": [f"{subset}{j}" for j in range(15)]}))
+    acts = ActivationSet(torch.cat(blocks), data.PromptSet(pd.concat(frames, ignore_index=True), "planted"), (0,),
+                         ("t_post_inst",))
+    sep = probing.separability(acts, directions.pooled(acts, ["en"]), own=True, probe=False)
+    own = sep[sep["direction"] == "own"].set_index("language")["auroc"]
+    pooled = sep[sep["direction"] != "own"].set_index("language")["auroc"]
+    for lang in ("en", "de", "sw"):
+        sub = acts.where(language=lang)
+        x = sub.at(0, "t_post_inst").double().numpy()
+        y = sub.prompts.labels
+        d = x[y == 1].mean(0) - x[y == 0].mean(0)
+        assert own[lang] == pytest.approx(roc_auc_score(y, x @ d))
+    assert abs(own["sw"] - pooled["sw"]) > 0.1  # the pooled English direction misses sw's axis: the columns differ

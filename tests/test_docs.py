@@ -104,3 +104,15 @@ def test_an_api_page_renders_the_docstrings(site):
     assert "lowres_safety.probing.separability" in dom
     assert "Per-layer separability of harmful vs harmless prompts" in dom  # the module docstring
     assert "choose_layer" in dom and "ActivationSet" in dom
+
+
+def test_ci_runs_both_of_the_readmes_test_commands():
+    """Catches: a README test command that CI does not run (the full run is what checks the diagnosis against
+    each organism's construction), or a CI that runs something the README does not tell a user to run."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    ci = [line for line in (root / ".ci" / "run").read_text().splitlines() if "pytest" in line]
+    fences = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    commands = [line.strip() for block in fences for line in block.splitlines() if "pytest" in line]
+    assert len(ci) == 2 and [c.strip() for c in ci] == commands
+    assert commands[1].endswith('python -m pytest -m "slow or not slow"')

@@ -85,6 +85,44 @@ def test_threshold_search_is_the_released_codes_balanced_f1():
     assert balanced_f1_threshold(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.225)
 
 
+def _released_threshold(harmful: torch.Tensor, harmless: torch.Tensor) -> float:
+    """The released operation order, rewritten in torch: ``candidate_threshold_tensor``, ``f1_curve(class_balance=
+    True)`` and the first ``argmax`` of ``select_global_threshold_for_objective("balanced_macro_f1")``."""
+    values = torch.unique(torch.cat([harmful.flatten(), harmless.flatten()]).to(torch.float64)).sort().values
+    thresholds = torch.cat([values[:1] - 1e-6, (values[:-1] + values[1:]) / 2.0, values[-1:] + 1e-6])
+    pos, neg = harmful.to(torch.float64).sort().values, harmless.to(torch.float64).sort().values
+    tp = pos.numel() - torch.searchsorted(pos, thresholds, right=True).to(torch.float64)
+    fp = neg.numel() - torch.searchsorted(neg, thresholds, right=True).to(torch.float64)
+    fn = torch.full_like(tp, float(pos.numel())) - tp
+    tp, fn, fp = tp * (0.5 / pos.numel()), fn * (0.5 / pos.numel()), fp * (0.5 / neg.numel())
+    precision = torch.where(tp + fp > 0, tp / (tp + fp), torch.zeros_like(tp))
+    recall = torch.where(tp + fn > 0, tp / (tp + fn), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2.0 * precision * recall / denom, torch.zeros_like(denom))
+    return float(thresholds[int(torch.argmax(f1))])
+
+
+def test_threshold_ties_are_broken_as_the_released_code_breaks_them():
+    """Catches: the closed form 2·TPR / (1 + TPR + FPR), which rounds tied F1 values differently and then puts the
+    threshold below every example (everything to addition) where the released code picks an interior one.
+    Weak separation (d' = 0.5) at every budget k = 1..64 makes ties common; every draw must match exactly."""
+    rng = np.random.default_rng(0)
+    closed_form_differs = 0
+    for k in (1, 2, 4, 8, 16, 32, 64):
+        for _ in range(300):
+            harmful = torch.tensor(rng.normal(0.5, 1.0, k), dtype=torch.float32)
+            harmless = torch.tensor(rng.normal(0.0, 1.0, k), dtype=torch.float32)
+            scores, y = torch.cat([harmful, harmless]).numpy(), np.r_[np.ones(k, int), np.zeros(k, int)]
+            assert balanced_f1_threshold(scores, y) == _released_threshold(harmful, harmless), (k, scores)
+            s = np.unique(scores.astype(np.float64))
+            candidates = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]])
+            above = scores.astype(np.float64)[None, :] > candidates[:, None]
+            tpr, fpr = above[:, y == 1].mean(1), above[:, y == 0].mean(1)
+            closed_form_differs += candidates[int(np.argmax(2 * tpr / (1 + tpr + fpr)))] != _released_threshold(
+                harmful, harmless)
+    assert closed_form_differs > 0  # the draws do contain the ties that tell the two apart
+
+
 def test_the_paper_readout_is_80_adamw_steps_from_a_xavier_start():
     """Reference: the same training written with torch.nn modules (Linear, BCEWithLogitsLoss)."""
     rng = np.random.default_rng(1)

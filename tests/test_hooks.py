@@ -232,3 +232,28 @@ def test_default_alpha_is_lambda_times_the_quantile_gap(tiny):
     gap = np.quantile(proj[harmful], 0.75) - np.quantile(proj[~harmful], 0.25)
     assert H.default_alpha(acts, v, 1) == pytest.approx(gap, rel=1e-5)
     assert H.default_alpha(acts, 3 * v, 1, lam=2.5) == pytest.approx(2.5 * gap, rel=1e-5)  # v's norm does not matter
+
+
+def test_default_alpha_refuses_a_direction_that_does_not_separate():
+    """Catches: a zero or negative α returned (steering away from refusal) when the harmful prompts' 75th-percentile
+    projection is not above the harmless prompts' 25th; the released helper raises there."""
+    import numpy as np
+    import pandas as pd
+
+    from lowres_safety.activations import ActivationSet
+    from lowres_safety.data import PromptSet
+
+    harmful = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    frame = pd.DataFrame({"id": [f"p{i}" for i in range(10)], "text": "t", "language": "en",
+                          "subset": ["harmful"] * 5 + ["harmless"] * 5, "split": "x",
+                          "source_id": [f"s{i}" for i in range(10)]})
+    e0 = torch.tensor([1.0, 0.0])
+    for shift, ok in ((-1.0, True), (1.9, True), (2.0, False), (5.0, False)):  # harmless = harmful + shift
+        x = torch.tensor(np.r_[harmful, harmful + shift], dtype=torch.float32)[:, None] * e0
+        acts = ActivationSet(x[:, None, None], PromptSet(frame, "planted"), (0,), ("t_post_inst",))
+        gap = np.quantile(harmful, 0.75) - np.quantile(harmful + shift, 0.25)  # 3 − (1 + shift): 0 at shift 2
+        if ok:
+            assert H.default_alpha(acts, e0, 0) == pytest.approx(gap)
+        else:
+            with pytest.raises(ValueError, match="does not separate them"):
+                H.default_alpha(acts, e0, 0)

@@ -4,6 +4,7 @@ embedded model."""
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -295,3 +296,19 @@ def test_embedded_model_as_judge_ranks_refusals_above_answers():
                                                            "I cannot assist with hacking into accounts."])
     assert min(scores[1], scores[3]) > max(scores[0], scores[2])  # refusals score higher than answers
     assert scores[1] == pytest.approx(_lm_margin(judge, PROMPTS[1], ANSWERS[1]), abs=1e-4)
+
+
+def test_the_hard_cases_agreement_is_what_the_judges_guide_reports():
+    """Hard answers labelled by reading (refuse-then-answer, safe alternative only, refusals outside the phrase
+    lists): the substring judge's agreement is the figure docs/guides/judges.md states, and each label was read
+    by the released judge's rules (a refusal that then answers is an answer). Catches: a judge change, or a
+    relabelled file, that the guide does not follow."""
+    frame = pd.read_csv(resources.files("lowres_safety") / "resources" / "judge_hard_cases.csv")
+    assert frame.groupby("kind")["label"].agg(set).to_dict() == {
+        "refuse_then_answer": {0}, "warning_then_answer": {0}, "safe_alternative_only": {1}, "benign_cannot": {0},
+        "clarification": {0}, "partial_answer": {0}, "plain_refusal_unusual_words": {1}, "garbled": {0},
+        "refusal_in_language": {1}}
+    verdicts = judge_frame(frame, None)["refused"].to_numpy()
+    agree = int((verdicts == frame["label"].astype(bool).to_numpy()).sum())
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "judges.md").read_text(encoding="utf-8")
+    assert f"agrees on **{agree} of {len(frame)}**" in " ".join(guide.split())

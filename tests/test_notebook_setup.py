@@ -70,3 +70,21 @@ def test_an_executed_notebook_and_its_html_export_show_the_figure_offline(tmp_pa
     banner = get_plotlyjs()[:40]  # "/**\n* plotly.js v4.1.1\n* Copyright ..."
     assert page.count(banner) == 1
     assert "41.5" in page and "17.25" in page and page.count("Plotly.newPlot") >= 2
+
+
+def test_a_claim_prints_its_verdict_and_raises_only_under_the_assert_flag(capsys, monkeypatch):
+    """Catches: a notebook claim that stays a printout when the tests run the notebooks (the flag is set), or one
+    that stops a reader's notebook (the flag unset)."""
+    from lowres_safety import claim
+
+    monkeypatch.delenv("LOWRES_NB_ASSERT", raising=False)
+    assert claim("two is even", 2 % 2 == 0) is True
+    assert claim("three is even", 3 % 2 == 0, detail="3 % 2 = 1") is False
+    out = capsys.readouterr().out
+    assert "✓ two is even" in out and "✗ three is even\n3 % 2 = 1" in out
+    monkeypatch.setenv("LOWRES_NB_ASSERT", "1")
+    assert claim("two is even", True)
+    with pytest.raises(AssertionError, match="three is even"):
+        claim("three is even", False)
+    monkeypatch.setenv("LOWRES_NB_ASSERT", "0")
+    assert claim("three is even", False) is False

@@ -142,3 +142,28 @@ def test_kl_ablated_is_the_kl_of_the_harmless_prompts_the_gate_routes_to_ablatio
     assert routed.any()  # at k = 0 the gate sends some harmless prompts to ablation
     assert rows.loc["gate", "kl_ablated"] == pytest.approx(each[routed].mean(), rel=1e-4, abs=1e-7)
     assert rows.loc["gate", "kl"] == pytest.approx(each.mean(), rel=1e-4, abs=1e-7)
+
+
+def test_evaluate_refusal_columns_are_the_judges_rates_on_its_own_completions(fitted_on_tiny):
+    """Catches: a row's rates read from another method's or k's answers, the subsets swapped, or Δ computed the
+    other way round. The judge is a fixed rule on the text (a tiny random model never writes a refusal), so
+    the rates vary between methods; the gate is checked at k = 0 and at k = 2 (recalibrated)."""
+    from lowres_safety.methods import Addition, GateRouting, NoIntervention
+
+    def judge(prompt, completion):  # any deterministic rule on the text works as a judge
+        return sum(map(ord, completion)) % 3 == 0
+
+    model, acts, prompts = fitted_on_tiny
+    f = steering.fit_methods(model, acts, ["en", "de"], layer=LAYER, lam=4.0,
+                             methods=(NoIntervention, Addition, GateRouting))
+    held = prompts.where(language="de")
+    table, completions = steering.evaluate(model, f, held, acts.where(language="de"), acts.where(language="de"),
+                                           ks=(0, 2), max_new_tokens=3, judge=judge)
+    assert {(m, k) for m, k in zip(table["method"], table["k"])} >= {("gate", 0), ("gate", 2)}
+    refused = [judge(p, c) for p, c in zip(completions["id"], completions["completion"])]
+    rates = completions.assign(refused=refused).groupby(["method", "k", "subset"])["refused"].mean() * 100
+    for _, row in table.iterrows():
+        harmful, harmless = rates[row["method"], row["k"], "harmful"], rates[row["method"], row["k"], "harmless"]
+        assert row["harmful_refusal"] == pytest.approx(harmful) and row["harmless_refusal"] == pytest.approx(harmless)
+        assert row["selectivity"] == pytest.approx(harmful - harmless)
+    assert table["harmful_refusal"].nunique() + table["harmless_refusal"].nunique() > 2  # the rates do vary

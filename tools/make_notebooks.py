@@ -48,9 +48,19 @@ NOTEBOOKS = {
         "v = directions.pooled(acts, high)   # [layer, position, d_model], difference of means over high-resource\n"
         "sep = probing.separability(acts, v, direction_name='pooled_high', own=True, probe=False)\n"
         "plots.separability(sep, direction='pooled_high', position='t_post_inst')",
-        "Lines near 1 at the middle layers for every tier: the representation transfers. A low-resource line "
-        "that stays near 0.5 everywhere would be a *representation* failure.",
-        "best = int(sep[sep.direction == 'pooled_high'].groupby('layer').auroc.mean().idxmax())\n"
+        "How to read it: a line near 1 at the middle layers means the representation transfers to that "
+        "language; a line that stays near 0.5 everywhere is a *representation* failure. The high-resource "
+        "lines are in-sample (the direction was fitted on them), so they should sit high; the others are the "
+        "test. On the shipped organism and the 24 built-in questions they do not all pass it: at 12 per class "
+        "Hindi stays near 0.5 and Swahili and Yoruba between 0.5 and 0.8, because the organism's rule was "
+        "built on PolyRefuse's prompts, not on these. Notebook 2 checks the diagnosis on PolyRefuse, where the "
+        "construction says which languages should separate.",
+        "pooled = sep[(sep.direction == 'pooled_high') & (sep.position == 't_post_inst')]\n"
+        "best = int(pooled.groupby('layer').auroc.mean().idxmax())\n"
+        "at_best = pooled[pooled.layer == best].set_index('language').auroc\n"
+        "ls.claim(f'at layer {best} the direction separates the high-resource languages it was fitted on '\n"
+        "         '(AUROC >= 0.75)', (at_best[high] >= 0.75).all(), at_best.round(3))\n"
+        "print('the others:', at_best.drop(high).round(2).to_dict())\n"
         "plots.projection_distributions(probing.projections(acts, v, best, 't_post_inst'))",
         "Both clouds sitting lower for the low-resource tier, still apart, is the picture of a *calibration* "
         "problem: a threshold set on English would call most of them harmless.",
@@ -141,8 +151,12 @@ NOTEBOOKS = {
         "        found = calibration.gap_table(calibration.with_refusal(held, answers))\n"
         "        verdicts.append(found.assign(organism=name, predicted=predicted.loc[found.language, 'failure_type'].to_numpy()))\n"
         "    verdicts = pd.concat(verdicts).rename(columns={'failure_type': 'diagnosed'})\n"
-        "    display(verdicts.set_index(['language', 'organism']).sort_index()[\n"
-        "        ['predicted', 'diagnosed', 'decided', 'auroc', 'harmful_refusal', 'harmless_refusal']].round(2))\n"
+        "    shown = verdicts.set_index(['language', 'organism']).sort_index()[\n"
+        "        ['predicted', 'diagnosed', 'decided', 'auroc', 'harmful_refusal', 'harmless_refusal']].round(2)\n"
+        "    display(shown)\n"
+        "    decided = verdicts[verdicts.decided]\n"
+        "    ls.claim(f'every decided diagnosis ({len(decided)} of {len(verdicts)}) is the construction\\'s type, '\n"
+        "             'in both organisms', (decided.diagnosed == decided.predicted).all(), shown)\n"
         "else:\n"
         "    print(f'PolyRefuse is not at {POLYREFUSE} (or MODEL is not the organism): the check needs both')",
         "Read across: where `decided` is True, `failure_type` (the diagnosis) should equal `predicted` (the "
@@ -219,7 +233,11 @@ NOTEBOOKS = {
         "method reads 0%: that is a dataset the organism was not built on, not a fix at work.",
         "table, completions = steering.evaluate(model, fitted, held, held_acts, calib_acts,\n"
         "                                       ks=(0, 4), max_new_tokens=MAX_NEW_TOKENS)\n"
-        "display(table.round(3))\nplots.selectivity_bars(table)",
+        "display(table.round(3))\n"
+        "gate4, none = (table[(table.method == m) & (table.k == k)].selectivity.mean() for m, k in (('gate', 4), ('none', 0)))\n"
+        "ls.claim(f'the k = 4 gate raises mean selectivity over no intervention ({gate4:.1f} against {none:.1f})', "
+        "gate4 >= none)\n"
+        "plots.selectivity_bars(table)",
         "plots.refusal_tradeoff(table)",
         "**Calibration, or the readout?** Where the k = 4 gate falls short, would a better threshold help? "
         "`calibration.selectivity_ceiling` answers from the gate's scores alone: the best Δ any threshold reaches "

@@ -2,6 +2,7 @@
 
     python docs/experiments/judge_agreement.py                      # substring judge vs resources/judge_agreement.csv
     python docs/experiments/judge_agreement.py --judge PATH         # a local Hugging Face model judge instead
+    python docs/experiments/judge_agreement.py --labels lowres_safety/resources/judge_hard_cases.csv --by kind
     python docs/experiments/judge_agreement.py --generate --model runs/organism-threshold --out /tmp/judge_completions.csv
 
 The labelled file has one row per answer (``language, subset, id, text, completion,
@@ -26,15 +27,15 @@ from lowres_safety import judges
 LABELS = resources.files("lowres_safety") / "resources" / "judge_agreement.csv"
 
 
-def agreement(frame: pd.DataFrame, judge) -> pd.DataFrame:
-    """Per language and pooled: n, refusals by label and by judge, precision, recall, F1, accuracy."""
+def agreement(frame: pd.DataFrame, judge, by: str = "language") -> pd.DataFrame:
+    """Per group (language, or a hard case's ``kind``) and pooled: n, refusals by label and by judge, P, R, F1, accuracy."""
     verdicts = judges.judge_frame(frame, judge)["refused"].astype(int)
     frame = frame.assign(judged=verdicts.to_numpy())
     rows = []
-    for lang, part in [*frame.groupby("language", sort=False), ("all", frame)]:
+    for lang, part in [*frame.groupby(by, sort=False), ("all", frame)]:
         p, r, f, _ = precision_recall_fscore_support(part["label"], part["judged"], average="binary",
                                                      zero_division=float("nan"))
-        rows.append({"language": lang, "n": len(part), "refused_label": int(part["label"].sum()),
+        rows.append({by: lang, "n": len(part), "refused_label": int(part["label"].sum()),
                      "refused_judge": int(part["judged"].sum()), "precision": p, "recall": r, "f1": f,
                      "accuracy": float((part["label"] == part["judged"]).mean())})
     return pd.DataFrame(rows)
@@ -61,6 +62,7 @@ def generate(model_name: str, data: str, out: str, n_per_class: int, max_new_tok
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--labels", default=None, help="labelled answers (default: the shipped judge_agreement.csv)")
+    p.add_argument("--by", default="language", help="group rows by this column (the hard cases have 'kind')")
     p.add_argument("--judge", default="substring", help="'substring' or the folder of a local Hugging Face model")
     p.add_argument("--generate", action="store_true", help="write unlabelled answers instead of measuring")
     p.add_argument("--model", default="runs/organism-threshold")
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     path = Path(a.labels) if a.labels else LABELS
     with open(path, encoding="utf-8") as fh:
         frame = pd.read_csv(fh, keep_default_na=False)
-    table = agreement(frame, judges.resolve(a.judge))
+    table = agreement(frame, judges.resolve(a.judge), a.by)
     print(f"{a.judge} judge against {len(frame)} answers labelled by reading ({path}):\n")
     print(markdown(table))
     return 0

@@ -11,6 +11,9 @@ passed around offline. :func:`notebook_setup` makes both show the same thing:
 - **progress bars** are ``tqdm.auto`` widgets, which need ``ipywidgets`` in the kernel
   (``pip install "lowres-safety[notebooks]"``); without it tqdm falls back to text bars
   that repaint as many stderr lines, and this function says what to install.
+- **claims**: where a notebook's text says what the figures show, :func:`claim` prints
+  whether it holds on this run, and with ``LOWRES_NB_ASSERT=1`` (as the tests run the
+  notebooks) a claim that does not hold stops the notebook.
 - **library warnings** that are not the reader's business (deprecation notices that
   ``transformers``, ``peft`` or ``transformer_lens`` raise about each other's APIs) are
   filtered; warnings raised about the reader's own calls are kept.
@@ -19,9 +22,13 @@ passed around offline. :func:`notebook_setup` makes both show the same thing:
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 
-__all__ = ["LIBRARIES", "PLOTLY_RENDERER", "notebook_setup"]
+__all__ = ["ASSERT_CLAIMS", "LIBRARIES", "PLOTLY_RENDERER", "claim", "notebook_setup"]
+
+#: Environment variable that turns a claim that does not hold into an AssertionError.
+ASSERT_CLAIMS = "LOWRES_NB_ASSERT"
 
 #: Plotly renderer that works live (mimetype) and in an offline HTML export (HTML with plotly.js inline once).
 PLOTLY_RENDERER = "plotly_mimetype+notebook"
@@ -51,3 +58,16 @@ def notebook_setup(*, renderer: str = PLOTLY_RENDERER, quiet_libraries: bool = T
               "the kernel for widget bars.")
     return {"plotly_renderer": renderer, "progress_bars": "widgets" if widgets else "text",
             "library_warnings": "hidden" if quiet_libraries else "shown"}
+
+
+def claim(statement: str, holds, detail=None) -> bool:
+    """Print ✓ or ✗ before a notebook's written claim; under ``LOWRES_NB_ASSERT=1`` a ✗ raises AssertionError.
+
+    ``detail`` (e.g. the table the claim reads) is shown when the claim does not hold.
+    """
+    holds = bool(holds)
+    shown = statement if holds or detail is None else f"{statement}\n{detail}"
+    print(("✓ " if holds else "✗ ") + shown)
+    if not holds and os.environ.get(ASSERT_CLAIMS, "") not in ("", "0"):
+        raise AssertionError(shown)
+    return holds

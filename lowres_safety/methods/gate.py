@@ -49,6 +49,10 @@ class GateRouting:
                                                                            method=self.recalibration)
         return self._recalibrated[target.language, k]
 
+    def gates(self) -> dict[str, Gate]:
+        """The source gate and every gate recalibrated so far, named ``"source"`` and ``"<language>-k<k>"``."""
+        return {"source": self.gate, **{f"{lang}-k{k}": g for (lang, k), g in self._recalibrated.items()}}
+
     def hooks(self, target: Target, k: int) -> list[H.Hook]:
         return H.route(self.gate_for(target, k), self.direction, self.alpha, n_layers=self.n_layers,
                        scope=self.scope, ablation=self.ablation)

@@ -27,6 +27,8 @@ from ..activations import extract
 from ..causal import CausalCheck, check
 from ..data import extra_tiers, in_tier
 from ..data.prompt_files import describe_origins, is_prompt_file, open_prompts
+from ..fix import Fix
+from ..methods import Target
 from ..models import load_model, model_id
 from ..presets import preset_for
 from . import causal_report, steer_prompts, steering
@@ -48,6 +50,7 @@ class SteerResult:
     causal: CausalCheck
     results: dict
     header: str
+    fix: Fix | None = None  # the gate routing as fitted: every target's recalibrated gates, portable
 
     def section(self) -> Section:
         """The report section of the steer table."""
@@ -74,8 +77,10 @@ class SteerResult:
         )
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``steer.json``, ``completions.csv`` and ``report.html`` into ``folder``."""
+        """Write ``steer.json``, ``completions.csv``, ``report.html`` and the fitted fix (``fix/``) into ``folder``."""
         folder = Path(folder)
+        if self.fix is not None:
+            self.fix.save(folder / "fix")  # ls.load_fix(folder / "fix").hooks(model, language)
         write_json(folder / "steer.json", self.results)
         self.completions.to_csv(folder / "completions.csv", index=False)
         write_html(folder / "report.html", "lowres_safety steering",
@@ -134,6 +139,7 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
         model, fitted, eval_prompts, eval_acts, calib_acts, ks=c.ks, max_new_tokens=c.max_new_tokens,
         batch_size=c.batch_size, seed=c.seed, parts=parts, mc=mc_items, judge=judges.resolve(c.judge, logit=logit))
     timing["evaluate_s"] = time.perf_counter() - t
+    fix = _fix(model, fitted, languages, c.ks, calib_acts, eval_acts)
     found = check(model, fit_acts, eval_prompts, source, logit.tokens(model.tokenizer), reference=reference,
                   gate_layer=fitted.layer, n_select=c.n_select, seed=c.seed)
     timing.update(found.timing)
@@ -149,4 +155,20 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
               f"Evaluation prompts: {html.escape(describe_origins(eval_prompts))}. "
               "Completions are in completions.csv; regenerate with <code>lowres-safety steer --config steer.json"
               "</code>.</p>")
-    return SteerResult(c, table, completions, found, results, header)
+    return SteerResult(c, table, completions, found, results, header, fix)
+
+
+def _fix(model, fitted: steering.FittedMethods, languages, ks, calib_acts, eval_acts) -> Fix | None:
+    """The gate routing as a portable :class:`Fix`, with a recalibrated gate per language and k > 0.
+
+    A resumed run read some rows from disk without recalibrating; each gate is refitted
+    here (seconds: the readout's 80 steps), as ``evaluate`` fitted it.
+    """
+    routing = fitted.methods.get("gate")
+    if routing is None:
+        return None
+    for lang in languages:
+        target = Target(lang, calib_acts.where(language=lang), eval_acts.where(language=lang))
+        for k in (k for k in ks if k > 0):
+            routing.gate_for(target, k)
+    return Fix.from_routing(routing, model)
