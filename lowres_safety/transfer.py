@@ -10,11 +10,13 @@ in B; this matrix says whether the model *acts* through it in B. For each source
 - harmless refusal with r_A added at A's layer at every position (α = ‖r_A‖ by default,
   i.e. the raw direction with coefficient 1), beside B's unhooked harmless refusal.
 
-PolyRefuse (Wang et al. 2025, mainlp/Multilingual-Refusal ``scripts/multi_test.py``)
-builds the same interventions: all-layer ablation hooks on block inputs, attention and
-MLP outputs at every position including generated tokens, and addition of the raw
-direction (times ``cfg.addact_coeff``, 1 by default) at the input of the selected block;
-it generates on each language's harmful test split. One study found that ablating the
+This matrix is this toolkit's **analogue** of PolyRefuse's experiment, not the released
+one: it ablates alone on harmful prompts and adds alone on harmless prompts, so the two
+effects are read apart. :func:`released_transfer` is the experiment as released (Wang et
+al. 2025, mainlp/Multilingual-Refusal ``scripts/multi_test.py``): on each target's
+*harmful* prompts, r̂_A ablated at every layer (block inputs, attention and MLP outputs,
+every position) **and** the raw r_A (``cfg.addact_coeff`` = 1) added at the input of A's
+block, every position; the generated text judged. One study found that ablating the
 English direction had no effect on refusal in some low-resource languages while each
 language's own direction did: the diagonal of this matrix moves and the English row
 does not. Another world is one shared direction, where every row moves every column.
@@ -50,7 +52,7 @@ from .generation import generate
 from .judges import for_run, judge_frame
 from .judges.logit import LogitJudge  # re-exported: it was defined here first
 
-__all__ = ["GenerationJudge", "LogitJudge", "Measure", "interventional_transfer"]
+__all__ = ["GenerationJudge", "LogitJudge", "Measure", "interventional_transfer", "released_transfer"]
 
 #: ``measure(model, prompts, hooks)`` → refusal of each prompt in [0, 1] (1 = refused).
 Measure = Callable[..., np.ndarray]
@@ -191,4 +193,50 @@ def interventional_transfer(
                 "baseline_harmless_refusal": base_harmless[target], "added_harmless_refusal": added[target],
                 "n_harmful": int(counts[(target, "harmful")]), "n_harmless": int(counts[(target, "harmless")]),
             })
+    return pd.DataFrame(rows)
+
+
+def released_transfer(
+    model,
+    prompts: PromptSet,
+    directions: Mapping[str, Float[Tensor, " d_model"]],
+    layer: int | Mapping[str, int],
+    *,
+    measure: Measure | None = None,
+    targets: Sequence[str] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """PolyRefuse's transfer experiment as released (``multi_test.py``), on each target's harmful prompts.
+
+    Per source A: r̂_A ablated at every layer plus the raw r_A added at the input of block
+    ``layer`` (``blocks.{layer}.hook_resid_pre``, every position, after that block's
+    ablation, so the added part survives block ``layer`` and is ablated again at the next
+    block's input: the released hook order); and the addition alone (its
+    ``_addition`` run). ``measure`` defaults to :class:`GenerationJudge` (greedy text, the
+    substring judge; the released one translates to English and asks WildGuard, not
+    offline). Rows: source, target, tiers, layer, judge, baseline_harmful_refusal,
+    ablated_and_added_harmful_refusal, added_harmful_refusal, n_harmful (rates in %).
+    """
+    measure = measure if measure is not None else GenerationJudge()
+    dirs = _directions(directions, model.cfg.d_model)
+    n_layers = model.cfg.n_layers
+    layers = _layers(layer, list(dirs), n_layers)
+    targets = list(targets) if targets is not None else prompts.languages
+    harmful = prompts.where(language=targets, subset="harmful")
+    missing = [lang for lang in targets if lang not in harmful.languages]
+    if missing:
+        raise ValueError(f"target language(s) {missing} have no harmful prompts in {prompts.origin or 'the prompts'}")
+    points: list[list[H.Hook]] = [[]]
+    for source, r in dirs.items():
+        added = H.add(r, float(r.norm()), layers[source], site="hook_resid_pre", scope="all")
+        points += [H.ablate(r, range(n_layers)) + added, added]
+    base, *by_source = _rates(measure, model, harmful, points, progress)
+    counts = harmful.frame.groupby("language").size()
+    rows = []
+    for i, source in enumerate(dirs):
+        both, added = by_source[2 * i], by_source[2 * i + 1]
+        rows += [{"source": source, "target": target, "tier_source": tier_of(source), "tier_target": tier_of(target),
+                  "layer": layers[source], "judge": getattr(measure, "name", "custom"),
+                  "baseline_harmful_refusal": base[target], "ablated_and_added_harmful_refusal": both[target],
+                  "added_harmful_refusal": added[target], "n_harmful": int(counts[target])} for target in targets]
     return pd.DataFrame(rows)

@@ -35,10 +35,13 @@ def test_adasteer_and_cast_act_where_they_should_on_the_organism(polyrefuse_root
 
     ada = fitted.methods["adasteer"]
     vacts = extract(model, val, "all", ("t_post_inst",), progress=False)
-    s = scaled_distance(vacts.at(ada.alpha_layer, "t_post_inst").float(), ada.vectors.mu_a[ada.alpha_layer],
-                        ada.vectors.mu_b[ada.alpha_layer])
-    coefficient = ada.alpha_rule(s).numpy()
-    assert coefficient[harmful].mean() > 5 * coefficient[~harmful].mean()  # steers harmful prompts, not harmless
+    alpha_layer, alpha_rule, _, _ = ada.rules_for(0)
+    s = scaled_distance(vacts.at(alpha_layer, "t_post_inst").float(), ada.vectors.mu_a[alpha_layer],
+                        ada.vectors.mu_b[alpha_layer])
+    # zero-shot RD points toward compliance (upstream's meaning): the push toward harmful is −coefficient·|RD|²
+    toward_harmful = -alpha_rule(s).numpy()
+    assert toward_harmful.min() >= 0  # never toward compliance
+    assert toward_harmful[harmful].mean() > 5 * toward_harmful[~harmful].mean()  # steers harmful prompts, not harmless
     plain = generate(model, val, [], max_new_tokens=16, progress=False)["completion"].to_numpy()
     steered = generate(model, val, ada.hooks(Target("en", vacts, vacts), 0), max_new_tokens=16,
                        progress=False)["completion"].to_numpy()

@@ -93,7 +93,8 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     rows = results["rows"]
     assert results["strength"] == 1.0 and results["alpha"] > 0
     keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl", "kl_ablated",
-            "mc_accuracy", "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator"}
+            "mc_accuracy", "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator", "cast_tuned_on",
+            "adapted_from"}
     assert all(set(r) == keys for r in rows)
     assert {(r["method"], r["k"]) for r in rows} == {("none", 0), ("ablation", 0), ("addition", 0), ("adasteer", 0),
                                                      ("adasteer", 32), ("cast", 0), ("cast", 32), ("gate", 0),
@@ -104,6 +105,8 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
         assert r["mc_accuracy"] in (0.0, 50.0, 100.0)  # two items in each language
         assert (r["gate_balanced_accuracy"] is None) == (r["method"] != "gate")
         assert (r["cast_layer"] is None) == (r["method"] != "cast")
+        if r["method"] in ("adasteer", "cast"):  # builtin data: the fit half's low-resource language, sw
+            assert r["adapted_from"] == ("source languages" if r["k"] == 0 else "pooled sw")
         if r["method"] == "adasteer":
             assert r["kl"] == pytest.approx(0.0, abs=1e-6)  # released placement: generated tokens only
         if r["method"] == "none":

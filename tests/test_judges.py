@@ -312,3 +312,24 @@ def test_the_hard_cases_agreement_is_what_the_judges_guide_reports():
     agree = int((verdicts == frame["label"].astype(bool).to_numpy()).sum())
     guide = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "judges.md").read_text(encoding="utf-8")
     assert f"agrees on **{agree} of {len(frame)}**" in " ".join(guide.split())
+
+
+def test_the_model_judges_question_carries_the_released_rules_for_every_hard_case_kind():
+    """Catches: a model-judge question that leaves out one of the released judge's edge-case rules (each kind of
+    hard case has its rule in the question, with the verdict the released rules give it)."""
+    from lowres_safety.judges.model import CLASSIFY_PROMPT
+
+    refusal, answer = CLASSIFY_PROMPT.split("It is not a refusal (No)")
+    rules = {"safe_alternative_only": (refusal, "only a safe alternative"),
+             "plain_refusal_unusual_words": (refusal, "declines, refuses or avoids"),
+             "refusal_in_language": (CLASSIFY_PROMPT, "may be in any language"),
+             "refuse_then_answer": (answer, "refuses and then gives the content anyway"),
+             "partial_answer": (answer, "answers only part of the request"),
+             "warning_then_answer": (answer, "even with warnings"),
+             "clarification": (answer, "clarifying question"),
+             "garbled": (answer, "garbled"),
+             "benign_cannot": (answer, "any substantive part of what was asked")}
+    kinds = set(pd.read_csv(resources.files("lowres_safety") / "resources" / "judge_hard_cases.csv")["kind"])
+    assert kinds == set(rules)
+    for part, phrase in rules.values():
+        assert phrase in part

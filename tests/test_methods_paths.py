@@ -5,11 +5,11 @@ the order they are added), so what a method added on every pass, prefill and dec
 steps, is read in the run itself, whatever tokens the steering made the model choose.
 """
 
-import numpy as np
 import pytest
 import torch
 from helpers import build_model
 
+import lowres_safety as ls
 from lowres_safety import generate
 from lowres_safety import hooks as H
 from lowres_safety.generation import as_prompt_set
@@ -131,33 +131,144 @@ def test_mean_pooled_states_average_each_prompt_alone_without_the_generation_pro
                                        atol=1e-4, rtol=1e-4)
 
 
-def test_cast_adapted_fit_is_the_released_recipe_on_the_targets_examples(tiny):
-    """Catches: the adapted variant reusing the zero-shot vectors, or fitted on other prompts than its k + k
-    examples. Reference: mean-pooled condition states and last-token behaviour states of exactly those
-    examples, the pairwise principal component of each, and the grid search on the condition similarities."""
+def test_the_end_of_user_turn_states_are_each_prompts_last_token_without_the_generation_prompt(tiny):
+    """Catches: the behaviour read at a padding position, or with the generation prompt (the released adapted CAST
+    reads the end of the user turn). Reference: each prompt run alone."""
+    got = C.prompt_states(tiny, as_prompt_set(TEXTS), (1, 2), pool="last", batch_size=3)
+    for i, text in enumerate(TEXTS):
+        ids = torch.tensor([encode_chat(tiny.tokenizer, text, generation_prompt=False).ids])
+        _, cache = tiny.run_with_cache(ids)
+        for layer in (1, 2):
+            torch.testing.assert_close(got[layer][i], cache[f"blocks.{layer}.hook_resid_post"][0, -1].float(),
+                                       atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def adapted_cast(tiny):
+    """CAST fitted on en, its adaptation pool sw + yo (4 per class each, pooled), a target de tuned on its own prompts."""
     from lowres_safety.activations import extract
     from lowres_safety.data import load_builtin
-    from lowres_safety.methods.base import per_class_sample
+    from lowres_safety.methods.base import Context
 
-    prompts = load_builtin(["en", "de"], n_per_class=10, seed=0)
+    prompts = load_builtin(["en", "de", "sw", "yo"], n_per_class=8, seed=0)
     acts = extract(tiny, prompts, "all", ("t_post_inst",), progress=False)
-    source, target_acts = acts.where(language="en"), acts.where(language="de")
-    cast = C.Cast(tiny, (0, 1), (2,), C.Cast._vectors(tiny, source, (0, 1), (2,)), seed=3)
-    target = Target("de", target_acts, target_acts)
-    condition, rule, behaviour = cast.fitted_for(target, 4)
+    source, pool = acts.where(language="en"), acts.where(language=["sw", "yo"])
+    ctx = Context(model=tiny, acts=source, layer=1, direction=torch.ones(tiny.cfg.d_model), alpha=1.0,
+                  n_layers=tiny.cfg.n_layers, seed=3, adaptation=pool)
+    cast = C.Cast.fit(ctx, condition_layers=(0, 1), behaviour_layers=(2,))
+    de = acts.where(language="de")
+    # unbalanced tuning prompts (one harmful, eight harmless): a grid tuned on them cannot agree with the
+    # balanced in-sample one, where calling every prompt harmful already scores F1 = 2/3
+    de_prompts = prompts.where(language="de")
+    tune = ls.PromptSet(de_prompts.frame.drop(index=de_prompts.frame.index[de_prompts.frame.subset == "harmful"][1:]),
+                        "de, one harmful")
+    return cast, pool, Target("de", de, de, tune), Target("ar-like", de, de, None)
 
-    shots = per_class_sample(target_acts, 4, 3)
-    assert len(shots.prompts) == 8 and set(shots.prompts.languages) == {"de"}
+
+def test_adapted_cast_is_fitted_on_the_pooled_low_resource_examples_and_tuned_on_the_targets_val(tiny, adapted_cast):
+    """Catches: the adapted variant fitted on the target's own pool (the pre-0.3 default) or on the zero-shot
+    vectors, tuned in-sample although the target has val prompts, or its behaviour read at t_post_inst.
+    Reference: the released recipe written out: 4 + 4 per low-resource language pooled, pairwise principal
+    components of the mean-pooled and end-of-user-turn states, the grid search on the target's tuning prompts."""
+    from lowres_safety.methods.base import per_language_sample
+
+    cast, pool, target, untuned = adapted_cast
+    condition, rule, behaviour = cast.fitted_for(target, 4)
+    shots = per_language_sample(pool, 4, 3)
+    assert shots.prompts.languages == ["sw", "yo"] and len(shots.prompts) == 16
     y = shots.prompts.labels.astype(bool)
     pooled = C.mean_pooled_states(tiny, shots.prompts, (0, 1))
-    sims = {}
-    for layer in (0, 1):
-        v = C.pairwise_pc(pooled[layer][y], pooled[layer][~y])
-        sims[layer] = C.condition_similarity(pooled[layer], v).numpy()
-        if layer == rule.layer:
-            torch.testing.assert_close(condition, v)
-    assert rule == C.select_condition(sims, y.astype(int))
-    last = shots.at(2, "t_post_inst").float()
+    conditions = {layer: C.pairwise_pc(pooled[layer][y], pooled[layer][~y]) for layer in (0, 1)}
+    tuned = C.mean_pooled_states(tiny, target.tune, (0, 1))
+    sims = {layer: C.condition_similarity(tuned[layer], conditions[layer]).numpy() for layer in (0, 1)}
+    assert rule == C.select_condition(sims, target.tune.labels.astype(int))
+    torch.testing.assert_close(condition, conditions[rule.layer])
+    last = C.prompt_states(tiny, shots.prompts, (2,), pool="last")[2]
     torch.testing.assert_close(behaviour[2], C.pairwise_pc(last[y], last[~y]))
     assert not torch.allclose(behaviour[2], cast.zero_shot[2][2])
-    assert np.isfinite(rule.f1)
+    assert cast.extras(target, 4)["cast_tuned_on"] == "target val"
+    assert cast.extras(target, 4)["adapted_from"] == "pooled sw,yo"
+    # one pooled fit for every target: only the tuning differs
+    other_condition, _, other_behaviour = cast.fitted_for(untuned, 4)
+    torch.testing.assert_close(other_behaviour[2], behaviour[2])
+    assert cast.extras(untuned, 4)["cast_tuned_on"] == "fit prompts"
+    assert cast.fitted_for(untuned, 4)[1] != rule  # so tuning in-sample would fail the check above
+
+
+def _two_point_acts(n_layers: int, languages=("en",)):
+    """Every harmful prompt at e0, every harmless one at 0, at every layer: μ_harmful − μ_harmless = e0."""
+    import pandas as pd
+
+    from lowres_safety.activations import ActivationSet
+
+    rows, xs = [], []
+    for lang in languages:
+        for subset, value in (("harmful", 1.0), ("harmless", 0.0)):
+            for j in range(4):
+                x = torch.zeros(n_layers, 1, 3)
+                x[:, 0, 0] = value
+                xs.append(x)
+                rows.append({"id": f"{lang}-{subset}-{j}", "text": "t", "language": lang, "subset": subset,
+                             "split": "x", "source_id": f"{subset}{j}"})
+    return ActivationSet(torch.stack(xs), ls.PromptSet(pd.DataFrame(rows), "two points"), tuple(range(n_layers)),
+                         ("t_post_inst",))
+
+
+# (α + β) · RD projected on μ_harmful − μ_harmless, at a harmful and a harmless prompt, from the released constants
+# by hand: with the adapted vectors (a = harmful, RD toward harmful) Llama's −0.08 + −0.75 pushes away from refusal,
+# Qwen's −0.2 + 0.4 toward it, Gemma's −0.02 − 0.06 away at harmful and +0.06 + 0.02 toward at harmless; with the
+# zero-shot vectors (upstream's meaning: RD = harmless − harmful, toward compliance) the same constants push a
+# harmful prompt toward refusal for Llama (+0.83) and Qwen (+0.8), and toward compliance for Gemma (−0.08).
+SIGNS = {
+    "meta-llama/Llama-3.1-8B-Instruct": {"adapted": (-0.83, -0.83), "zero_shot": (0.83, 0.83)},
+    "Qwen/Qwen2.5-7B-Instruct": {"adapted": (0.2, -0.8), "zero_shot": (0.8, -0.2)},
+    "google/gemma-2-9b-it": {"adapted": (-0.08, 0.08), "zero_shot": (-0.08, 0.08)},
+}
+
+
+@pytest.mark.parametrize("model_id", sorted(SIGNS))
+def test_adasteer_pushes_as_released_per_preset_model(model_id):
+    """Catches: the zero-shot vectors built the adapted way (a = harmful: the sign flipped at k = 0, which the
+    released run took from upstream's compliance-pointing files), the adapted ones built upstream's way (not what
+    the released adapted script does), or the adapted rules swapped for the zero-shot ones. Hand case: harmful
+    prompts at e0, harmless at 0, so μ_harmful − μ_harmless = e0 at every layer."""
+    from lowres_safety.methods.base import Context
+    from lowres_safety.presets import PRESETS
+
+    preset = PRESETS[model_id]
+    n_layers = preset.adasteer_beta_layer + 2
+    acts = _two_point_acts(n_layers)
+    ctx = Context(model=None, acts=acts, layer=preset.gate_layer, direction=torch.ones(3), alpha=1.0,
+                  n_layers=n_layers, preset=preset, adaptation=_two_point_acts(n_layers, ("yo",)))
+    ada = A.AdaSteer.fit(ctx)
+    target = Target("yo", acts, acts)
+    e0 = torch.tensor([1.0, 0.0, 0.0])
+    for variant, k in (("zero_shot", 0), ("adapted", 32)):
+        vectors = ada.vectors_for(target, k)
+        alpha_layer, alpha_rule, beta_layer, beta_rule = ada.rules_for(k)
+        for prompt, expected in zip((e0, torch.zeros(3)), SIGNS[model_id][variant]):
+            coef = (alpha_rule(A.scaled_distance(prompt[None], vectors.mu_a[alpha_layer], vectors.mu_b[alpha_layer]))
+                    + beta_rule(A.scaled_distance(prompt[None], vectors.mu_a[beta_layer], vectors.mu_b[beta_layer])))
+            push = float(coef[0] * vectors.rd[alpha_layer] @ e0)
+            assert push == pytest.approx(expected, abs=1e-6), (variant, prompt)
+
+
+def test_adapted_adasteer_vectors_come_from_the_pooled_low_resource_examples_for_every_target():
+    """Catches: adapted vectors built from the target's own pool (the pre-0.3 default) or rebuilt per target, or
+    built with upstream's orientation. The pool (sw, yo) sits elsewhere than any target's prompts."""
+    from lowres_safety.methods.base import Context
+
+    n_layers = 4
+    source = _two_point_acts(n_layers)
+    pool = _two_point_acts(n_layers, ("sw", "yo"))
+    pool.acts[:, :, :, 1] += 5.0  # the pool's prompts are shifted along e1: its means differ from a target's
+    ctx = Context(model=None, acts=source, layer=1, direction=torch.ones(3), alpha=1.0, n_layers=n_layers,
+                  adaptation=pool)
+    ada = A.AdaSteer.fit(ctx)
+    a, b = Target("ar", source, source), Target("ko", source, source)
+    assert ada.vectors_for(a, 32) is ada.vectors_for(b, 32)
+    torch.testing.assert_close(ada.vectors_for(a, 32).mu_a, torch.tensor([1.0, 5.0, 0.0]).expand(n_layers, 3))
+    torch.testing.assert_close(ada.vectors_for(a, 32).mu_b, torch.tensor([0.0, 5.0, 0.0]).expand(n_layers, 3))
+    assert ada.extras(a, 32)["adapted_from"] == "pooled sw,yo" and ada.extras(a, 0)["adapted_from"] == "source languages"
+    own = A.AdaSteer.fit(ctx, adapted_from="target")
+    torch.testing.assert_close(own.vectors_for(a, 32).mu_a, torch.tensor([1.0, 0.0, 0.0]).expand(n_layers, 3))

@@ -151,3 +151,36 @@ def test_heatmap(soft_table):
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
     assert list(fig.data[0].y) == ["en", "de"] and list(fig.data[0].x) == LANGS
     assert isinstance(soft_table, pd.DataFrame)
+
+
+def test_the_released_experiment_ablates_everywhere_and_adds_the_raw_direction_at_its_block_input(tiny, prompts, dirs):
+    """Catches: the released experiment's addition put at the block output, before that block's ablation (the
+    ablation would erase it), or run without the all-layer ablation (the direction would survive the next block's
+    input). A measure that reads the residual stream under each point's hooks checks the projection on r̂ at
+    block L's and block L+1's input: ‖r‖ and 0 for ablation + addition, ‖r‖ and nonzero for the addition alone."""
+    from lowres_safety.transfer import released_transfer
+
+    seen = []
+
+    def reading(model, p, hooks):
+        grab = {}
+        capture = [(f"blocks.{layer}.hook_resid_pre", lambda act, hook, layer=layer: grab.setdefault(layer, act) is None
+                    or act) for layer in (LAYERS["en"], LAYERS["en"] + 1)]
+        with torch.no_grad(), model.hooks(fwd_hooks=list(hooks) + capture):
+            model(torch.tensor([[1, 2, 3]]))
+        seen.append({layer: act for layer, act in grab.items()})
+        return np.zeros(len(p))
+
+    table = released_transfer(tiny, prompts, {"en": dirs["en"]}, LAYERS["en"], measure=reading, progress=False)
+    assert list(table.columns[-4:]) == ["baseline_harmful_refusal", "ablated_and_added_harmful_refusal",
+                                        "added_harmful_refusal", "n_harmful"]
+    assert set(table["target"]) == set(LANGS) and (table["n_harmful"] == 3).all()
+    r = dirs["en"]
+    u = r / r.norm()
+    _, both, added = seen
+    L = LAYERS["en"]
+    torch.testing.assert_close((both[L][0] @ u), torch.full((3,), float(r.norm())), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close((both[L + 1][0] @ u), torch.zeros(3), atol=1e-3, rtol=0)
+    torch.testing.assert_close((added[L][0] @ u) - (seen[0][L][0] @ u), torch.full((3,), float(r.norm())),
+                               atol=1e-3, rtol=1e-4)
+    assert (added[L + 1][0] @ u).abs().max() > 1e-2

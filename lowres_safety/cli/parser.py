@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import get_args
 
-from ..pipelines.config import Ablation, CalibrateOn, Recalibration, Scope
+from ..pipelines.config import Ablation, AdaptedFrom, CalibrateOn, Recalibration, Scope
 from .checks import add_data_options
 
 __all__ = ["build_parser"]
@@ -93,6 +93,9 @@ def _routing(s) -> None:
                    help="where each target language's k recalibration examples come from: PolyRefuse train "
                    "(default, the released code), val (prompts a model trained on train never saw) or other "
                    "prompts of --split, disjoint from the scored ones")
+    s.add_argument("--adapted-from", default="pooled", choices=get_args(AdaptedFrom),
+                   help="adapted AdaSteer and CAST: 32 + 32 train prompts of every low-resource language, pooled, "
+                   "CAST tuned on each target's val split (default, the released code), or each target's own pool")
 
 
 def _organism(sub) -> None:

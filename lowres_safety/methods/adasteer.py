@@ -19,23 +19,40 @@ Source: github rashadaziz/low-resource-safety, ``src/multilingual_latent_safety/
   token comes from the prefill, it is never steered, so AdaSteer's KL at the first token
   is 0 by construction.
 
-**What cannot be matched here.** The upstream vectors (``vectors/{model}/{RD,HD}``) are
-downloaded per model and are not available offline. Every variant therefore builds its
-vectors the way the released *adapted* variant does: class a = harmful, class b =
-harmless, RD = HD = mean(harmful) − mean(harmless) (not normalised) at each layer, from
-the source languages' prompts (k = 0, "zero-shot") or from 32 + 32 target-language
-examples (k = 32, "adapted"; the released code pools the six low-resource languages'
-examples, here each target gets its own). The layers and constants are the released
-hand-set ones for Qwen2.5-7B, Gemma-2-9B and Llama-3.1-8B (:mod:`presets`); neither
-repository has code that fits them. For any other model this toolkit sets them by one
-documented rule: both coefficients read at the steering layer, α = clamp(c·(1 − s/100),
-0, c) with c = λ / n_layers (one mean difference in all, summed over the layers, at the
-harmful anchor; nothing at the harmless one) and β = 0 (HD = RD already carries it).
+**Which way the vectors point** (the anchors' order decides the sign). Upstream's RD
+anchors are ``first`` = borderline requests the model complies with and ``second`` = clear
+refusals (MuyuenLP/AdaSteer ``configs/llama31_RD.ini``,
+``data/anchors/llama31/harmful_break_or_not``), so RD = a − b points toward compliance and
+the hand-set negative coefficients push toward refusal. The released *adapted* script sets
+a = harmful, b = harmless, which flips that meaning with the same constants: Llama-3.1-8B
+then adds −0.83·(harmful − harmless) to a harmful-looking prompt (away from refusal),
+Qwen2.5-7B +0.2, and Gemma-2-9B's adaptivity is inverted (−0.08 at harmful, +0.08 at
+harmless). This toolkit follows each variant as released:
+
+- **k = 0** (the released zero-shot run used upstream's vectors): upstream's meaning,
+  a = the source prompts the model complies with (harmless), b = those it refuses
+  (harmful), so RD = μ_harmless − μ_harmful. Upstream's vector files are not offline, so
+  the anchors are the source languages' harmless and harmful prompts, not its borderline
+  pairs.
+- **k = 32** ("adapted", ``compute_adapted_adasteer_vectors.py``): a = harmful,
+  b = harmless, RD = HD = μ_harmful − μ_harmless (not normalised), from 32 + 32 train
+  prompts of **each low-resource language, pooled** (192 + 192 with the paper's six), one
+  set for every target (:attr:`Context.adaptation`). ``adapted_from="target"`` (a named
+  option, this toolkit's earlier default) builds them from each target's own pool instead.
+
+The layers and constants are the released hand-set ones for Qwen2.5-7B, Gemma-2-9B and
+Llama-3.1-8B (:mod:`presets`); neither repository has code that fits them. For any other
+model this toolkit sets them by one documented rule: both coefficients read at the
+steering layer, β = 0 (HD = RD already carries it) and, with c = λ / n_layers (one mean
+difference in all, summed over the layers, at the harmful anchor; nothing at the harmless
+one), α = clamp(c·(1 − s/100), 0, c) for the adapted vectors (s = 0 at harmful) and
+α = clamp(−c·s/100, −c, 0) for the zero-shot ones (s = 100 at harmful, RD toward
+compliance): both add +c·(μ_harmful − μ_harmless) at a harmful prompt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
@@ -44,9 +61,9 @@ from torch import Tensor
 from .. import hooks as H
 from ..activations import ActivationSet
 from ..presets import ClampedLinear
-from .base import Context, Target, per_class_sample
+from .base import Context, Target, adapted_from, per_language_sample
 
-__all__ = ["ADAPTED_K", "AdaSteer", "AdaSteerVectors", "adasteer_hooks", "scaled_distance"]
+__all__ = ["ADAPTED_FROM", "ADAPTED_K", "AdaSteer", "AdaSteerVectors", "adasteer_hooks", "scaled_distance"]
 
 #: Examples per class the adapted variant rebuilds its vectors from (compute_adapted_adasteer_vectors.py).
 ADAPTED_K = 32
@@ -61,7 +78,7 @@ def scaled_distance(h: Float[Tensor, "batch d_model"], mu_a: Float[Tensor, " d_m
 
 @dataclass(frozen=True)
 class AdaSteerVectors:
-    """Per-layer anchors and vectors: class a (harmful) and class b (harmless) means, RD = HD = a − b."""
+    """Per-layer anchors (class a and class b means) and RD = HD = a − b."""
 
     mu_a: Float[Tensor, "layer d_model"]
     mu_b: Float[Tensor, "layer d_model"]
@@ -71,7 +88,12 @@ class AdaSteerVectors:
         return self.mu_a - self.mu_b
 
     @classmethod
-    def from_acts(cls, acts: ActivationSet, position: str = "t_post_inst") -> AdaSteerVectors:
+    def from_acts(cls, acts: ActivationSet, position: str = "t_post_inst", *,
+                  toward: str = "harmful") -> AdaSteerVectors:
+        """``toward="harmful"``: a = harmful, b = harmless (the released adapted script);
+        ``"compliance"``: a = harmless (complied with), b = harmful (refused), upstream's meaning."""
+        if toward not in ("harmful", "compliance"):
+            raise ValueError(f"toward must be 'harmful' or 'compliance', got {toward!r}")
         pi = acts.position_index(position)
         y = torch.from_numpy(acts.prompts.labels.astype(bool))
         if y.all() or not y.any():
@@ -79,7 +101,8 @@ class AdaSteerVectors:
         x = acts.acts[:, :, pi].float()  # [prompt, layer, d_model]
         if list(acts.layers) != list(range(len(acts.layers))):
             raise ValueError(f"AdaSteer needs every layer from 0 extracted; got {list(acts.layers)}")
-        return cls(x[y].mean(0), x[~y].mean(0))
+        harmful, harmless = x[y].mean(0), x[~y].mean(0)
+        return cls(harmful, harmless) if toward == "harmful" else cls(harmless, harmful)
 
 
 def adasteer_hooks(vectors: AdaSteerVectors, alpha_layer: int, alpha_rule: ClampedLinear, beta_layer: int,
@@ -114,27 +137,36 @@ def adasteer_hooks(vectors: AdaSteerVectors, alpha_layer: int, alpha_rule: Clamp
             + [(f"blocks.{layer}.hook_resid_post", steer(layer)) for layer in range(n_layers)])
 
 
+#: Where the adapted (k = 32) vectors come from: every low-resource language pooled (released), or each target.
+ADAPTED_FROM = ("pooled", "target")
+Rules = tuple[int, ClampedLinear, int, ClampedLinear]  # alpha layer, alpha rule, beta layer, beta rule
+
+
 @dataclass(frozen=True)
 class AdaSteer:
     """AdaSteer with the released code's coefficient rules; k = 0 zero-shot, k = 32 adapted vectors."""
 
     name = "adasteer"
-    vectors: AdaSteerVectors
-    alpha_layer: int
-    alpha_rule: ClampedLinear
-    beta_layer: int
-    beta_rule: ClampedLinear
+    vectors: AdaSteerVectors  # zero-shot: upstream's meaning (RD toward compliance)
+    zero_shot_rules: Rules
+    adapted_rules: Rules
+    adaptation: ActivationSet | None = None  # the pooled low-resource examples; None: each target's pool
     seed: int = 0
+    _adapted: dict = field(default_factory=dict, repr=False, compare=False)  # pool key -> AdaSteerVectors
 
     @classmethod
-    def fit(cls, ctx: Context) -> AdaSteer:
+    def fit(cls, ctx: Context, adapted_from: str = "pooled") -> AdaSteer:
+        if adapted_from not in ADAPTED_FROM:
+            raise ValueError(f"adapted_from must be one of {ADAPTED_FROM}, got {adapted_from!r}")
         p = ctx.preset
         if p is not None and p.adasteer_alpha is not None:
-            layers_rules = (p.adasteer_alpha_layer, p.adasteer_alpha, p.adasteer_beta_layer, p.adasteer_beta)
+            zero = adapted = (p.adasteer_alpha_layer, p.adasteer_alpha, p.adasteer_beta_layer, p.adasteer_beta)
         else:
             c = ctx.strength / ctx.n_layers
-            layers_rules = (ctx.layer, ClampedLinear(-c / 100, bias=c, low=0.0, high=c), ctx.layer, ClampedLinear(0.0))
-        return cls(AdaSteerVectors.from_acts(ctx.acts), *layers_rules, seed=ctx.seed)
+            zero = (ctx.layer, ClampedLinear(-c / 100, low=-c, high=0.0), ctx.layer, ClampedLinear(0.0))
+            adapted = (ctx.layer, ClampedLinear(-c / 100, bias=c, low=0.0, high=c), ctx.layer, ClampedLinear(0.0))
+        pool = ctx.adaptation if adapted_from == "pooled" else None
+        return cls(AdaSteerVectors.from_acts(ctx.acts, toward="compliance"), zero, adapted, pool, ctx.seed)
 
     def variants(self, ks) -> tuple[int, ...]:
         return (0, ADAPTED_K)
@@ -142,11 +174,19 @@ class AdaSteer:
     def vectors_for(self, target: Target, k: int) -> AdaSteerVectors:
         if k == 0:
             return self.vectors
-        return AdaSteerVectors.from_acts(per_class_sample(target.pool, k, self.seed))
+        key = "pooled" if self.adaptation is not None else target.language
+        if key not in self._adapted:
+            pool = self.adaptation if self.adaptation is not None else target.pool
+            self._adapted[key] = AdaSteerVectors.from_acts(per_language_sample(pool, k, self.seed))
+        return self._adapted[key]
+
+    def rules_for(self, k: int) -> Rules:
+        return self.zero_shot_rules if k == 0 else self.adapted_rules
 
     def hooks(self, target: Target, k: int) -> list[H.Hook]:
-        return adasteer_hooks(self.vectors_for(target, k), self.alpha_layer, self.alpha_rule, self.beta_layer,
-                              self.beta_rule)
+        alpha_layer, alpha_rule, beta_layer, beta_rule = self.rules_for(k)
+        return adasteer_hooks(self.vectors_for(target, k), alpha_layer, alpha_rule, beta_layer, beta_rule)
 
     def extras(self, target: Target, k: int) -> dict:
-        return {}
+        return {"adapted_from": adapted_from(k, self.adaptation)}
+

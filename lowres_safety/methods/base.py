@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from ..activations import ActivationSet
+from ..data import PromptSet
 from ..hooks import Hook
 from ..presets import Preset
 
-__all__ = ["Context", "Method", "Target", "per_class_sample"]
+__all__ = ["Context", "Method", "Target", "adapted_from", "per_class_sample", "per_language_sample"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class Context:
     recalibration: str = "paper"  # gate.RECALIBRATIONS
     seed: int = 0
     preset: Preset | None = None
+    # the adapted baselines' examples: k per class from each low-resource language, pooled, one set for every
+    # target (compute_adapted_adasteer_vectors.py, run_cast_steering.py::polyrefuse_budget_pairs); every layer.
+    # None: each target's own pool (the per-target variant)
+    adaptation: ActivationSet | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Target:
     language: str
     pool: ActivationSet  # t_post_inst at every layer a method reads
     held_out: ActivationSet  # at least the gate layer
+    tune: PromptSet | None = None  # where a method tunes per target (adapted CAST: the target's val split)
 
 
 @runtime_checkable
@@ -64,3 +70,17 @@ def per_class_sample(pool: ActivationSet, k: int, seed: int = 0) -> ActivationSe
     pick = np.concatenate([rng.choice(np.flatnonzero(y == c), size=min(k, int((y == c).sum())), replace=False)
                            for c in (1, 0)])
     return pool.where(id=ids[pick].tolist())
+
+
+def per_language_sample(pool: ActivationSet, k: int, seed: int = 0) -> ActivationSet:
+    """:func:`per_class_sample` in each language of ``pool``, pooled (the released adapted baselines' draw)."""
+    ids = [i for lang in pool.prompts.languages
+           for i in per_class_sample(pool.where(language=lang), k, seed).prompts.frame["id"]]
+    return pool.where(id=ids)
+
+
+def adapted_from(k: int, pooled: ActivationSet | None) -> str:
+    """The ``adapted_from`` column of an adapted baseline's row."""
+    if k == 0:
+        return "source languages"
+    return "pooled " + ",".join(pooled.prompts.languages) if pooled is not None else "target"

@@ -19,11 +19,19 @@ with ``configs/routing_refusal/run_cast_steering.yaml``.
 - **Behaviour vector** per behaviour layer (15–23): the same pairwise principal component
   of the last prompt token's states, added as 1.5·unit vector at every position of
   rows where the condition fired, prefill and decoding steps alike.
+- **Behaviour vector** is read at the end of the user turn (the last token of the prompt
+  formatted without the generation prompt, ``adapted_behavior_pool: last``);
+  ``behaviour_at="t_post_inst"`` (this toolkit's earlier default) reads it at the last
+  token with the generation prompt.
 - Variants: k = 0 fits the vectors and the grid on the source languages' prompts
   (the released zero-shot variant uses CAST's own English condition data and an
   Alpaca refusal/compliance behaviour set, which are not available offline); k = 32
-  ("adapted") fits both vectors on 32 + 32 target-language examples and tunes the grid
-  on the same target pool (the released code tunes on the target's whole val split).
+  ("adapted", ``run_cast_steering.py::polyrefuse_budget_pairs`` with
+  ``training_source=polyrefuse``) fits both vectors on 32 + 32 train prompts of **each
+  low-resource language, pooled** (:attr:`Context.adaptation`), and tunes the grid **per
+  target on that target's val split** (:attr:`Target.tune`; in-sample on the pooled
+  examples where no val prompts are given). ``adapted_from="target"`` fits on each
+  target's own pool instead (the earlier default).
 
 At inference the released hook averages the prompt's states *including left padding*
 (``residual.mean(dim=1)``), unlike the masked means it trained and tuned on; that is the
@@ -47,10 +55,11 @@ from .._runtime.batching import StopForward, left_pad, length_batches
 from ..activations import ActivationSet
 from ..data import PromptSet
 from ..models import encode_chat
-from .base import Context, Target, per_class_sample
+from .base import Context, Target, adapted_from, per_language_sample
 
-__all__ = ["ADAPTED_K", "CONDITION_LAYERS", "BEHAVIOUR_LAYERS", "Cast", "CastRule", "cast_hooks",
-           "condition_similarity", "mean_pooled_states", "pairwise_pc", "select_condition"]
+__all__ = ["ADAPTED_K", "BEHAVIOUR_AT", "CONDITION_LAYERS", "BEHAVIOUR_LAYERS", "Cast", "CastRule", "cast_hooks",
+           "condition_similarity", "directions", "mean_pooled_states", "pairwise_pc", "prompt_states",
+           "select_condition", "tune"]
 
 ADAPTED_K = 32
 CONDITION_LAYERS = tuple(range(1, 14))  # run_cast_steering.yaml, the same indices for every model
@@ -117,9 +126,15 @@ def select_condition(sims: dict[int, np.ndarray], y: np.ndarray, thresholds=THRE
 
 
 @torch.no_grad()
-def mean_pooled_states(model, prompts: PromptSet, layers: Sequence[int], *, batch_size: int = 16
-                       ) -> dict[int, Float[Tensor, "prompt d_model"]]:
-    """Masked mean over each prompt's tokens of ``blocks.{l}.hook_resid_post``, no generation prompt."""
+def prompt_states(model, prompts: PromptSet, layers: Sequence[int], *, pool: str = "mean", batch_size: int = 16
+                  ) -> dict[int, Float[Tensor, "prompt d_model"]]:
+    """``blocks.{l}.hook_resid_post`` of each prompt formatted without the generation prompt, pooled.
+
+    ``pool="mean"``: masked mean over the prompt's tokens (the condition states);
+    ``"last"``: the last token, the end of the user turn (the adapted behaviour states).
+    """
+    if pool not in ("mean", "last"):
+        raise ValueError(f"pool must be 'mean' or 'last', got {pool!r}")
     tok = model.tokenizer
     encoded = [encode_chat(tok, text, generation_prompt=False).ids for text in prompts.texts]
     out = {layer: torch.empty(len(encoded), model.cfg.d_model) for layer in layers}
@@ -142,8 +157,16 @@ def mean_pooled_states(model, prompts: PromptSet, layers: Sequence[int], *, batc
             pass
         m = mask.to(torch.float32)[:, :, None]
         for layer in layers:
-            out[layer][torch.from_numpy(idx)] = ((seen[layer].float().cpu() * m).sum(1) / m.sum(1))
+            states = seen[layer].float().cpu()
+            pooled = (states * m).sum(1) / m.sum(1) if pool == "mean" else states[:, -1]  # left-padded: last is real
+            out[layer][torch.from_numpy(idx)] = pooled
     return out
+
+
+def mean_pooled_states(model, prompts: PromptSet, layers: Sequence[int], *, batch_size: int = 16
+                       ) -> dict[int, Float[Tensor, "prompt d_model"]]:
+    """Masked mean over each prompt's tokens of ``blocks.{l}.hook_resid_post``, no generation prompt."""
+    return prompt_states(model, prompts, layers, pool="mean", batch_size=batch_size)
 
 
 def cast_hooks(condition: Float[Tensor, " d"], rule: CastRule, behaviour: dict[int, Tensor], *,
@@ -192,6 +215,10 @@ def _layers(wanted: Sequence[int], n_layers: int, what: str) -> tuple[int, ...]:
     return kept
 
 
+#: Where the behaviour vector is read: the end of the user turn (released adapted) or the last prompt token.
+BEHAVIOUR_AT = ("user_turn_end", "t_post_inst")
+
+
 @dataclass(frozen=True)
 class Cast:
     """CAST with the released code's condition, grid search and behaviour vector."""
@@ -203,37 +230,44 @@ class Cast:
     zero_shot: tuple  # (condition vector, rule, behaviour vectors) fitted on the source prompts
     seed: int = 0
     masked: bool = False
+    adaptation: ActivationSet | None = None  # the pooled low-resource examples; None: each target's pool
+    behaviour_at: str = "user_turn_end"
+    _directions: dict = field(default_factory=dict, repr=False, compare=False)  # pool key -> (conditions, behaviour)
     _adapted: dict = field(default_factory=dict, repr=False, compare=False)  # language, k -> fitted
 
     @classmethod
     def fit(cls, ctx: Context, condition_layers=CONDITION_LAYERS, behaviour_layers=BEHAVIOUR_LAYERS,
-            masked: bool = False) -> Cast:
+            masked: bool = False, adapted_from: str = "pooled", behaviour_at: str = "user_turn_end") -> Cast:
+        if adapted_from not in ("pooled", "target"):
+            raise ValueError(f"adapted_from must be 'pooled' or 'target', got {adapted_from!r}")
+        if behaviour_at not in BEHAVIOUR_AT:
+            raise ValueError(f"behaviour_at must be one of {BEHAVIOUR_AT}, got {behaviour_at!r}")
         cond = _layers(condition_layers, ctx.n_layers, "condition")
         behave = _layers(behaviour_layers, ctx.n_layers, "behaviour")
-        return cls(ctx.model, cond, behave, cls._vectors(ctx.model, ctx.acts, cond, behave), ctx.seed, masked)
-
-    @staticmethod
-    def _vectors(model, acts: ActivationSet, cond, behave) -> tuple:
-        y = acts.prompts.labels.astype(bool)
-        pooled = mean_pooled_states(model, acts.prompts, cond)
-        conditions = {layer: pairwise_pc(x[y], x[~y]) for layer, x in pooled.items()}
-        sims = {layer: condition_similarity(pooled[layer], conditions[layer]).numpy() for layer in cond}
-        rule = select_condition(sims, y.astype(int))
-        last = acts.acts[:, :, acts.position_index("t_post_inst")].float()
-        behaviour = {layer: pairwise_pc(last[y, acts.layer_index(layer)], last[~y, acts.layer_index(layer)])
-                     for layer in behave}
-        return conditions[rule.layer], rule, behaviour
+        pooled = mean_pooled_states(ctx.model, ctx.acts.prompts, cond)  # fit and tune on the same source prompts
+        conditions, behaviour = directions(ctx.model, ctx.acts, cond, behave, behaviour_at, pooled)
+        rule = tune(ctx.model, conditions, ctx.acts.prompts, pooled)
+        pool = ctx.adaptation if adapted_from == "pooled" else None
+        return cls(ctx.model, cond, behave, (conditions[rule.layer], rule, behaviour), ctx.seed, masked, pool,
+                   behaviour_at)
 
     def variants(self, ks) -> tuple[int, ...]:
         return (0, ADAPTED_K)
 
     def fitted_for(self, target: Target, k: int) -> tuple:
+        """(condition vector, rule, behaviour vectors) for ``target`` at ``k`` (k = 0: the zero-shot fit)."""
         if k == 0:
             return self.zero_shot
         if (target.language, k) not in self._adapted:
-            shots = per_class_sample(target.pool, k, self.seed)
-            self._adapted[target.language, k] = self._vectors(self.model, shots, self.condition_layers,
-                                                              self.behaviour_layers)
+            key = "pooled" if self.adaptation is not None else target.language
+            pool = self.adaptation if self.adaptation is not None else target.pool
+            if (key, k) not in self._directions:
+                shots = per_language_sample(pool, k, self.seed)
+                self._directions[key, k] = (shots, *directions(self.model, shots, self.condition_layers,
+                                                               self.behaviour_layers, self.behaviour_at))
+            shots, conditions, behaviour = self._directions[key, k]
+            rule = tune(self.model, conditions, target.tune if target.tune is not None else shots.prompts)
+            self._adapted[target.language, k] = (conditions[rule.layer], rule, behaviour)
         return self._adapted[target.language, k]
 
     def hooks(self, target: Target, k: int) -> list[H.Hook]:
@@ -242,4 +276,29 @@ class Cast:
 
     def extras(self, target: Target, k: int) -> dict:
         _, rule, _ = self.fitted_for(target, k)
-        return {"cast_layer": rule.layer, "cast_threshold": rule.threshold, "cast_comparator": rule.comparator}
+        tuned = "fit prompts" if k == 0 or target.tune is None else "target val"
+        return {"cast_layer": rule.layer, "cast_threshold": rule.threshold, "cast_comparator": rule.comparator,
+                "cast_tuned_on": tuned, "adapted_from": adapted_from(k, self.adaptation)}
+
+
+def directions(model, fit: ActivationSet, cond, behave, behaviour_at: str = "user_turn_end",
+               pooled: dict | None = None) -> tuple[dict, dict]:
+    """Condition vectors (mean-pooled states) per condition layer and behaviour vectors per behaviour layer."""
+    y = fit.prompts.labels.astype(bool)
+    pooled = pooled or mean_pooled_states(model, fit.prompts, cond)
+    conditions = {layer: pairwise_pc(x[y], x[~y]) for layer, x in pooled.items()}
+    if behaviour_at == "user_turn_end":
+        last = prompt_states(model, fit.prompts, behave, pool="last")
+        behaviour = {layer: pairwise_pc(last[layer][y], last[layer][~y]) for layer in behave}
+    else:
+        at = fit.acts[:, :, fit.position_index("t_post_inst")].float()
+        behaviour = {layer: pairwise_pc(at[y, fit.layer_index(layer)], at[~y, fit.layer_index(layer)])
+                     for layer in behave}
+    return conditions, behaviour
+
+
+def tune(model, conditions: dict[int, Tensor], prompts: PromptSet, pooled: dict | None = None) -> CastRule:
+    """The condition grid search on ``prompts`` (``tune_condition_point``): their mean-pooled similarities."""
+    pooled = pooled or mean_pooled_states(model, prompts, list(conditions))
+    sims = {layer: condition_similarity(pooled[layer], c).numpy() for layer, c in conditions.items()}
+    return select_condition(sims, prompts.labels.astype(int))

@@ -32,6 +32,7 @@ Ablation = Literal["gate_layer", "all_later_layers"]
 Recalibration = Literal["paper", "threshold"]
 #: Where a target language's k calibration examples come from (see :class:`SteerConfig`).
 CalibrateOn = Literal["train", "val", "split"]
+AdaptedFrom = Literal["pooled", "target"]
 
 #: Integer option -> smallest allowed value, and why.
 AT_LEAST = {
@@ -201,8 +202,11 @@ class SteerConfig(RunConfig):
     ``calibrate_on`` where a target language's k examples (and the adapted baselines'
     32) come from: "train" (the fit prompts, as the released code), "val" (PolyRefuse
     val, prompts a model trained on train never saw) or "split" (other prompts of the
-    evaluation split). ``mc`` is a multiple-choice file or folder in Global-MMLU's layout,
-    or "builtin".
+    evaluation split). ``adapted_from`` is where adapted AdaSteer and CAST take their 32 + 32
+    examples: "pooled" (each low-resource language of the data's train split, pooled, one
+    set for every target, CAST then tuned on each target's val split: the released code) or
+    "target" (each target's own calibration pool). ``mc`` is a multiple-choice file or
+    folder in Global-MMLU's layout, or "builtin".
     """
 
     split: str = "test"
@@ -217,6 +221,7 @@ class SteerConfig(RunConfig):
     ablation: Ablation = "gate_layer"
     recalibration: Recalibration = "paper"
     calibrate_on: CalibrateOn = "train"
+    adapted_from: AdaptedFrom = "pooled"
     n_select: int = 8
     mc: str = "builtin"
 
@@ -231,6 +236,7 @@ class SteerConfig(RunConfig):
         check_choice("ablation", self.ablation, Ablation)
         check_choice("recalibration", self.recalibration, Recalibration)
         check_choice("calibrate_on", self.calibrate_on, CalibrateOn)
+        check_choice("adapted_from", self.adapted_from, AdaptedFrom)
         if not (math.isfinite(self.strength) and self.strength > 0):
             raise ValueError(f"strength {self.strength}: strength must be positive and finite (lambda in alpha = "
                              "lambda * spread)")

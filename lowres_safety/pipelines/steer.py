@@ -29,6 +29,7 @@ from ..data import extra_tiers, in_tier
 from ..data.prompt_files import describe_origins, is_prompt_file, open_prompts
 from ..fix import Fix
 from ..methods import Target
+from ..methods.adasteer import ADAPTED_K
 from ..models import load_model, model_id
 from ..presets import preset_for
 from . import causal_report, steer_prompts, steering
@@ -38,6 +39,9 @@ from .report import Section, records, write_html, write_json
 __all__ = ["SteerResult", "steer"]
 
 _POOLS = {"train": "fit-split", "val": "PolyRefuse val", "split": "other {split}"}  # calibrate_on, for the report
+_ADAPTED = {"pooled": "from each low-resource language of the train split, pooled, one set for every target; CAST "
+                      "tuned on each target's val split where there is one",
+            "target": "from each target's own calibration pool"}
 
 
 @dataclass
@@ -62,8 +66,10 @@ class SteerResult:
             f"{c.max_new_tokens} new tokens, {c.judge} judge. gate k=0 keeps the source threshold; k>0 recalibrates "
             f"it ({c.recalibration}) with k {_POOLS[c.calibrate_on].format(split=c.split)} examples per class and "
             f"routes (harmful: +alpha at layer {r['layer']}; harmless: ablated at {c.ablation.replace('_', ' ')}). "
-            f"AdaSteer and CAST k=0 are fitted on the source languages, k=32 on 32 of the same target examples per "
-            f"class (the paper's adapted baselines). kl_ablated: KL over the harmless prompts the gate routed to "
+            f"AdaSteer and CAST k=0 are fitted on the source languages (AdaSteer's vectors pointing toward "
+            f"compliance, as upstream's), k=32 on 32 examples per class "
+            f"({_ADAPTED[r.get('adapted_from', 'target')]}; the paper's adapted baselines, vectors toward harmful as "
+            f"released). kl_ablated: KL over the harmless prompts the gate routed to "
             f"ablation only (kl adds those it sent to addition). mc_accuracy: % of the language's multiple-choice "
             f"items ({'built-in set' if c.mc == 'builtin' else c.mc}) answered right under the method, scored as "
             f"the paper scores Global-MMLU (empty where the set has no items in it).",
@@ -114,8 +120,12 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
     model = load_model(c.model)
     preset = preset_for(c.model)
     fit_acts = extract(model, fit_prompts, "all", ("t_post_inst",), cache=True)  # AdaSteer reads every layer
+    pooled = (steer_prompts.adaptation_pool(c.data, fit_prompts, ADAPTED_K, c.seed) if c.adapted_from == "pooled"
+              else None)
+    adaptation = extract(model, pooled, "all", ("t_post_inst",), cache=True) if pooled is not None else None
     fitted = steering.fit_methods(model, fit_acts, source, layer=c.layer, seed=c.seed, lam=c.strength, scope=c.scope,
-                                  ablation=c.ablation, recalibration=c.recalibration, preset=preset)
+                                  ablation=c.ablation, recalibration=c.recalibration, preset=preset,
+                                  adaptation=adaptation)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
     if c.calibrate_on == "train":
         calib_acts = fit_acts.where(language=languages)
@@ -132,12 +142,14 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
                 "n_per_class": c.n_per_class, "n_fit": c.n_fit, "split": c.split, "max_new_tokens": c.max_new_tokens,
                 "seed": c.seed, "layer": fitted.layer, "strength": c.strength, "scope": c.scope,
                 "ablation": c.ablation, "recalibration": c.recalibration, "mc": c.mc, "judge": c.judge,
+                "adapted_from": "pooled" if pooled is not None else "target",
                 **({"calibrate_on": c.calibrate_on} if c.calibrate_on != "train" else {})}
     t = time.perf_counter()
     parts = Path(workdir) / f".parts-{steering.config_key(settings)}" if workdir is not None else None
     table, completions = steering.evaluate(
         model, fitted, eval_prompts, eval_acts, calib_acts, ks=c.ks, max_new_tokens=c.max_new_tokens,
-        batch_size=c.batch_size, seed=c.seed, parts=parts, mc=mc_items, judge=judges.resolve(c.judge, logit=logit))
+        batch_size=c.batch_size, seed=c.seed, parts=parts, mc=mc_items, judge=judges.resolve(c.judge, logit=logit),
+        tune=steer_prompts.tuning_prompts(c.data, languages, eval_prompts) if c.adapted_from == "pooled" else None)
     timing["evaluate_s"] = time.perf_counter() - t
     fix = _fix(model, fitted, languages, c.ks, calib_acts, eval_acts)
     found = check(model, fit_acts, eval_prompts, source, logit.tokens(model.tokenizer), reference=reference,

@@ -6,12 +6,15 @@ or calibration example.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .. import data as data_mod
+from ..data.loaders import polyrefuse_files
 from ..data.prompt_files import FileOptions, is_prompt_file, open_prompts
 
-__all__ = ["calibration_pool", "fit_and_evaluation"]
+__all__ = ["adaptation_pool", "calibration_pool", "fit_and_evaluation", "tuning_prompts"]
 
 
 def fit_and_evaluation(data: str, languages, source, n_per_class: int, n_fit: int, split: str, seed: int,
@@ -51,3 +54,31 @@ def calibration_pool(data: str, languages, n_fit: int, pool_split: str, seed: in
         rest = rest[~rest["source_id"].isin(set(evaluation.frame["source_id"]))]
     pool = data_mod.sample_sources(rest.reset_index(drop=True), n_fit, seed + 1, every.origin)
     return data_mod.PromptSet(pool.reset_index(drop=True), every.origin + f" (calibration pool, {pool_split})")
+
+
+def adaptation_pool(data: str, fit: data_mod.PromptSet, k: int, seed: int) -> data_mod.PromptSet | None:
+    """Adapted AdaSteer's and CAST's examples: ``k`` per class from each low-resource language, pooled.
+
+    As the released code (``compute_adapted_adasteer_vectors.py``, ``run_cast_steering.py``):
+    PolyRefuse's train split in every low-resource language the folder has, one set for
+    every target; with the built-in set or a file, the fit half's low-resource languages.
+    None where the data have no low-resource language (the methods then use each target's pool).
+    """
+    if str(data) == "builtin" or is_prompt_file(data):
+        low = data_mod.in_tier(fit.languages, "low")
+        return fit.where(language=low) if low else None
+    have = sorted({lang for lang, _ in polyrefuse_files(Path(data), "train")})
+    low = data_mod.in_tier(have, "low")
+    return data_mod.load_polyrefuse(data, low, split="train", n_per_class=k, seed=seed) if low else None
+
+
+def tuning_prompts(data: str, languages, evaluation: data_mod.PromptSet) -> data_mod.PromptSet | None:
+    """Each target's val split, where adapted CAST tunes its condition (``tune_split: val``); None off PolyRefuse.
+
+    Prompts that are also evaluated (``--split val``) are left out.
+    """
+    if str(data) == "builtin" or is_prompt_file(data):
+        return None
+    val = data_mod.load_polyrefuse(data, languages, split="val")
+    keep = val.frame[~val.frame["id"].isin(set(evaluation.frame["id"]))]
+    return data_mod.PromptSet(keep.reset_index(drop=True), val.origin + " (CAST tuning)")

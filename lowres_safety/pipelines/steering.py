@@ -66,7 +66,7 @@ class FittedMethods:
 def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | None = None,
                 position: str = "t_post_inst", lam: float = 1.0, seed: int = 0, scope: str = "from_last",
                 ablation: str = "gate_layer", recalibration: str = "paper", methods=None,
-                preset: Preset | None = None) -> FittedMethods:
+                preset: Preset | None = None, adaptation: ActivationSet | None = None) -> FittedMethods:
     """Direction, α (λ·(q75 harmful − q25 harmless)) and every method, fitted on the source data.
 
     ``acts`` holds the source (and possibly other) languages at ``t_post_inst`` and every
@@ -74,6 +74,9 @@ def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | No
     ``preset``'s gate layer where there is one, else :func:`choose_layer`. ``scope`` is
     where addition and the gate add α·v̂; ``ablation`` where the gate ablates
     (:data:`hooks.ABLATIONS`); ``methods`` are classes of the :mod:`methods` shape (default: every one).
+    ``adaptation`` (every layer, ``t_post_inst``) holds the adapted baselines' examples, pooled
+    over the low-resource languages as released (:func:`steer_prompts.adaptation_pool`); None
+    builds each target's from its own pool.
     """
     methods = tuple(METHODS.values()) if methods is None else methods
     H.check_scope(scope)
@@ -88,7 +91,7 @@ def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | No
     v = dirs.unit(dirs.pooled(src)[li, pi])
     ctx = Context(model=model, acts=src, layer=layer, direction=v, alpha=H.default_alpha(src, v, layer, position, lam),
                   n_layers=n_layers, strength=lam, scope=scope, ablation=ablation, recalibration=recalibration,
-                  seed=seed, preset=preset)
+                  seed=seed, preset=preset, adaptation=adaptation)
     return FittedMethods(ctx, {m.name: m.fit(ctx) for m in methods})
 
 
@@ -99,7 +102,7 @@ def _part_path(folder: Path | None, language: str, method: str, k: int) -> Path 
 def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: ActivationSet,
              calib_acts: ActivationSet, *, ks=(0, 1, 2, 4), max_new_tokens: int = 24, batch_size: int = 32,
              seed: int = 0, judge: Judge | None = None, parts: str | Path | None = None,
-             mc: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+             mc: pd.DataFrame | None = None, tune: PromptSet | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate under every fitted method and variant for every language of ``eval_prompts``.
 
     ``calib_acts`` holds the target languages' calibration pool (disjoint from the
@@ -111,6 +114,7 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
     ``mc`` are multiple-choice items (:func:`utility.load_mc`): each row then also has
     ``mc_accuracy``, the % of that language's items answered right under the method's
     hooks (NaN where ``mc`` has none in that language).
+    ``tune`` are prompts a method may tune on per target (adapted CAST: the targets' val split).
     Rows: language, tier, method, k, harmful_refusal, harmless_refusal, selectivity, kl, (kl_ablated,)
     (mc_accuracy,) plus each method's extras (e.g. ``gate_balanced_accuracy``).
     """
@@ -129,7 +133,8 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
             texts.append(pd.DataFrame(stored["completions"]))
             continue
         prompts = eval_prompts.where(language=lang)
-        target = Target(lang, calib_acts.where(language=lang), eval_acts.where(language=lang))
+        own = tune.where(language=lang) if tune is not None and lang in tune.languages else None
+        target = Target(lang, calib_acts.where(language=lang), eval_acts.where(language=lang), own)
         method = fitted.methods[name]
         hooks = method.hooks(target, k)
         out = generate(model, prompts, hooks, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
