@@ -5,6 +5,7 @@ the order they are added), so what a method added on every pass, prefill and dec
 steps, is read in the run itself, whatever tokens the steering made the model choose.
 """
 
+import numpy as np
 import pytest
 import torch
 from helpers import build_model
@@ -53,33 +54,83 @@ def _prefill_states(tiny, layers) -> dict:
     return {key: calls[0] for key, calls in seen.items()}
 
 
-def test_adasteer_reads_each_coefficient_at_its_layer_with_its_anchors_and_adds_it_while_decoding(tiny):
+def _upstream_files(folder, vectors, hd, beta_a, beta_b, rd):
+    """Upstream AdaSteer's layout: pickled numpy arrays, classes [layer, n, d] (two copies of each anchor)."""
+    import pickle
+
+    for part, a, b in (("RD", vectors.mu_a, vectors.mu_b), ("HD", beta_a, beta_b)):
+        (folder / part).mkdir(parents=True)
+        for name, x in (("class_a", a), ("class_b", b)):
+            with open(folder / part / f"{name}.pkl", "wb") as fh:
+                pickle.dump(torch.stack([x, x], 1).numpy(), fh)
+    for name, x in (("RD/mean_diff.pkl", rd), ("HD/proj.pkl", hd)):
+        with open(folder / name, "wb") as fh:
+            pickle.dump(x.numpy(), fh)
+
+
+@pytest.mark.parametrize("source", ["built here", "upstream files"])
+def test_adasteer_reads_each_coefficient_at_its_layer_with_its_anchors_and_adds_it_while_decoding(tiny, source,
+                                                                                                   tmp_path):
     """Catches: α read at the β layer (or at the steering layer), anchors a and b swapped (s becomes 100 − s), the
     coefficient of another row, or steering the prefill. The rules are linear (no clamp) and the anchors differ per
-    layer, so each of those changes the rows' added vectors."""
+    layer, so each of those changes the rows' added vectors. With upstream's files, β reads HD's own anchors and
+    scales HD's own vector, and RD is the file's mean_diff: a loader that reused RD's would fail."""
     n_layers = tiny.cfg.n_layers
     prefill = _prefill_states(tiny, range(n_layers))
     # anchors near the prompts' own states (rows 0 and 2 of the batch), different at each layer
     vectors = A.AdaSteerVectors(torch.stack([prefill[layer][0, -1] for layer in range(n_layers)]),
                                 torch.stack([prefill[layer][2, -1] for layer in range(n_layers)]))
+    beta_a, beta_b, rd, hd = vectors.mu_a, vectors.mu_b, vectors.rd, vectors.rd
+    if source == "upstream files":
+        g = torch.Generator().manual_seed(4)
+        beta_a = torch.stack([prefill[layer][1, -1] for layer in range(n_layers)])
+        beta_b = torch.stack([prefill[layer][3, -1] for layer in range(n_layers)])
+        rd, hd = 1.1 * vectors.rd, torch.randn(vectors.rd.shape, generator=g)
+        _upstream_files(tmp_path / "m", vectors, hd, beta_a, beta_b, rd)
+        vectors = A.AdaSteerVectors.from_upstream(tmp_path / "m")
     alpha, beta = ClampedLinear(0.01, offset=3.0), ClampedLinear(-0.004, bias=0.2)
     hooks = A.adasteer_hooks(vectors, 1, alpha, 2, beta)
     store = {}
     generate(tiny, TEXTS, _around(0, hooks, store), max_new_tokens=3, batch_size=8, stop_at_eos=False,
              progress=False)
 
-    def s(h, layer):  # the scaled distance, written out: 0 at anchor a, 100 at anchor b
-        a, b = vectors.mu_a[layer].double(), vectors.mu_b[layer].double()
+    def s(h, a, b):  # the scaled distance, written out: 0 at anchor a, 100 at anchor b
+        a, b = a.double(), b.double()
         return 100 * ((h.double() - a) @ (b - a)) / ((b - a) @ (b - a))
 
-    coef = 0.01 * (s(prefill[1][:, -1], 1) + 3.0) + (-0.004 * s(prefill[2][:, -1], 2) + 0.2)
-    assert coef.std() > 0.05  # rows differ, so a row mix-up shows
+    c_alpha = 0.01 * (s(prefill[1][:, -1], vectors.mu_a[1], vectors.mu_b[1]) + 3.0)
+    c_beta = -0.004 * s(prefill[2][:, -1], beta_a[2], beta_b[2]) + 0.2
+    assert (c_alpha + c_beta).std() > 0.05  # rows differ, so a row mix-up shows
     before, after = store["before"], store["after"]
     assert len(before) == 3  # the prefill and two decoding steps
     torch.testing.assert_close(after[0], before[0])  # the prefill is read, not steered
     for step in (1, 2):
         added = after[step][:, -1].double() - before[step][:, -1].double()
-        torch.testing.assert_close(added, coef[:, None] * vectors.rd[0].double(), atol=1e-4, rtol=1e-4)
+        expected = c_alpha[:, None] * rd[0].double() + c_beta[:, None] * hd[0].double()
+        torch.testing.assert_close(added, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_upstream_pickles_are_read_as_numpy_arrays_and_nothing_else(tmp_path):
+    """Catches: a loader that unpickles whatever the file holds (a pickle can run code when loaded)."""
+    import os
+    import pickle
+
+    from lowres_safety.methods.upstream import read_numpy_pickle
+
+    class Sneaky:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    with open(tmp_path / "bad.pkl", "wb") as fh:
+        pickle.dump(Sneaky(), fh)
+    with pytest.raises(pickle.UnpicklingError, match="only numpy arrays"):
+        read_numpy_pickle(tmp_path / "bad.pkl")
+    assert not (tmp_path / "pwned").exists()
+    with open(tmp_path / "ok.pkl", "wb") as fh:
+        pickle.dump(np.arange(6, dtype=np.float16).reshape(2, 3), fh)
+    assert read_numpy_pickle(tmp_path / "ok.pkl").tolist() == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(FileNotFoundError, match="lacks"):
+        A.AdaSteerVectors.from_upstream(tmp_path)
 
 
 def _cast_setup(tiny, masked: bool):

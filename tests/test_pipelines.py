@@ -11,7 +11,7 @@ import lowres_safety as ls
 from lowres_safety.cli import main
 from lowres_safety.data.prompt_files import FileOptions
 from lowres_safety.pipelines import DiagnoseConfig, SteerConfig
-from lowres_safety.pipelines.config import Ablation, CalibrateOn, Recalibration, Scope, check_choice
+from lowres_safety.pipelines.config import Ablation, AdaptedFrom, CalibrateOn, Recalibration, Scope, check_choice
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_file_options_survive_the_json_too(tmp_path):
 
 
 @pytest.mark.parametrize("field, kind", [("scope", Scope), ("ablation", Ablation), ("recalibration", Recalibration),
-                                         ("calibrate_on", CalibrateOn)])
+                                         ("calibrate_on", CalibrateOn), ("adapted_from", AdaptedFrom)])
 def test_a_string_option_outside_its_literal_is_refused(field, kind):
     """Refused when the config is built; under pytest the annotation itself is checked first (jaxtyping's hook)."""
     with pytest.raises((ValueError, TypeError)):
@@ -64,6 +64,7 @@ def test_a_string_option_outside_its_literal_is_refused(field, kind):
     (lambda: DiagnoseConfig(tiers={"sw": "high"}), "'sw' is 'low' in the paper's table"),
     (lambda: DiagnoseConfig(data="nowhere.csv"), "no such file or folder"),
     (lambda: DiagnoseConfig.from_dict({"n_per_class": 4, "scope": "all"}), r"has no option\(s\) \['scope'\]"),
+    (lambda: SteerConfig(adasteer_vectors="nowhere"), "adasteer_vectors 'nowhere': no RD/ folder there"),
 ])
 def test_every_option_is_checked_when_the_config_is_built(make, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):

@@ -39,7 +39,8 @@ def steer_config(args, checked: checks.Checked) -> SteerConfig:
                        n_per_class=args.n_per_class, n_fit=args.n_fit, split=args.split,
                        max_new_tokens=args.max_new_tokens, seed=args.seed, layer=args.layer, strength=args.strength,
                        scope=args.scope, ablation=args.ablation, recalibration=args.recalibration,
-                       calibrate_on=args.calibrate_on, adapted_from=args.adapted_from, n_select=args.n_select,
+                       calibrate_on=args.calibrate_on, adapted_from=args.adapted_from,
+                       adasteer_vectors=args.adasteer_vectors, n_select=args.n_select,
                        mc=args.mc, judge=args.judge, files=checked.files, tiers=checked.tiers)
 
 

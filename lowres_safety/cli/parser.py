@@ -96,6 +96,9 @@ def _routing(s) -> None:
     s.add_argument("--adapted-from", default="pooled", choices=get_args(AdaptedFrom),
                    help="adapted AdaSteer and CAST: 32 + 32 train prompts of every low-resource language, pooled, "
                    "CAST tuned on each target's val split (default, the released code), or each target's own pool")
+    s.add_argument("--adasteer-vectors", default=None, metavar="DIR",
+                   help="upstream AdaSteer's vector files for this model (vectors/<model>/ with RD/ and HD/), as the "
+                   "released zero-shot run used them; default: built from the source prompts")
 
 
 def _organism(sub) -> None:

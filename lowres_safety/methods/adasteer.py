@@ -29,11 +29,11 @@ then adds −0.83·(harmful − harmless) to a harmful-looking prompt (away from
 Qwen2.5-7B +0.2, and Gemma-2-9B's adaptivity is inverted (−0.08 at harmful, +0.08 at
 harmless). This toolkit follows each variant as released:
 
-- **k = 0** (the released zero-shot run used upstream's vectors): upstream's meaning,
-  a = the source prompts the model complies with (harmless), b = those it refuses
-  (harmful), so RD = μ_harmless − μ_harmful. Upstream's vector files are not offline, so
-  the anchors are the source languages' harmless and harmful prompts, not its borderline
-  pairs.
+- **k = 0** (the released zero-shot run used upstream's vectors): upstream's files where
+  the user has them (:meth:`AdaSteerVectors.from_upstream`, ``steer --adasteer-vectors``);
+  else upstream's meaning built from the source prompts, a = those the model complies
+  with (harmless), b = those it refuses (harmful), so RD = μ_harmless − μ_harmful (the
+  anchors are not upstream's borderline pairs).
 - **k = 32** ("adapted", ``compute_adapted_adasteer_vectors.py``): a = harmful,
   b = harmless, RD = HD = μ_harmful − μ_harmless (not normalised), from 32 + 32 train
   prompts of **each low-resource language, pooled** (192 + 192 with the paper's six), one
@@ -61,6 +61,7 @@ from torch import Tensor
 from .. import hooks as H
 from ..activations import ActivationSet
 from ..presets import ClampedLinear
+from . import upstream
 from .base import Context, Target, adapted_from, per_language_sample
 
 __all__ = ["ADAPTED_FROM", "ADAPTED_K", "AdaSteer", "AdaSteerVectors", "adasteer_hooks", "scaled_distance"]
@@ -78,14 +79,37 @@ def scaled_distance(h: Float[Tensor, "batch d_model"], mu_a: Float[Tensor, " d_m
 
 @dataclass(frozen=True)
 class AdaSteerVectors:
-    """Per-layer anchors (class a and class b means) and RD = HD = a − b."""
+    """Per-layer anchors (class a and class b means), RD = a − b and HD (= RD unless upstream's files give one).
+
+    ``hd`` and the β anchors (``beta_a``, ``beta_b``) are None when built here: HD = RD and β
+    reads the same anchors, as the released adapted script writes them. Upstream's files
+    (:meth:`from_upstream`) carry their own.
+    """
 
     mu_a: Float[Tensor, "layer d_model"]
     mu_b: Float[Tensor, "layer d_model"]
+    hd: Float[Tensor, "layer d_model"] | None = None
+    beta_a: Float[Tensor, "layer d_model"] | None = None
+    beta_b: Float[Tensor, "layer d_model"] | None = None
+    rd_file: Float[Tensor, "layer d_model"] | None = None  # upstream's mean_diff.pkl, used as released
 
     @property
     def rd(self) -> Float[Tensor, "layer d_model"]:
-        return self.mu_a - self.mu_b
+        return self.mu_a - self.mu_b if self.rd_file is None else self.rd_file
+
+    @property
+    def hd_vector(self) -> Float[Tensor, "layer d_model"]:
+        return self.rd if self.hd is None else self.hd
+
+    @property
+    def beta_anchors(self) -> tuple[Tensor, Tensor]:
+        return (self.mu_a, self.mu_b) if self.beta_a is None else (self.beta_a, self.beta_b)
+
+    @classmethod
+    def from_upstream(cls, folder) -> AdaSteerVectors:
+        """Upstream's files for one model (``vectors/<model>/``, :func:`upstream.adasteer_arrays`), as released."""
+        a = upstream.adasteer_arrays(folder)
+        return cls(a["mu_a"], a["mu_b"], a["hd"], a["beta_a"], a["beta_b"], a["rd"])
 
     @classmethod
     def from_acts(cls, acts: ActivationSet, position: str = "t_post_inst", *,
@@ -108,15 +132,17 @@ class AdaSteerVectors:
 def adasteer_hooks(vectors: AdaSteerVectors, alpha_layer: int, alpha_rule: ClampedLinear, beta_layer: int,
                    beta_rule: ClampedLinear) -> list[H.Hook]:
     """Read α and β at the prefill; add α·RD[l] + β·HD[l] to every layer's block output on generated tokens."""
-    rd = vectors.rd
+    rd, hd = vectors.rd, vectors.hd_vector
+    anchors = {"alpha": (vectors.mu_a, vectors.mu_b), "beta": vectors.beta_anchors}
     state: dict[str, Tensor] = {}
 
     def observe(name: str, layer: int, rule: ClampedLinear):
+        a, b = anchors[name]
+
         def fn(act: Float[Tensor, "batch pos d_model"], hook):
             if not H.is_decoding():
                 H.check_decoding_loop("AdaSteer's hooks")
-                s = scaled_distance(act[:, -1].float(), vectors.mu_a[layer], vectors.mu_b[layer])
-                state[name] = rule(s).detach()
+                state[name] = rule(scaled_distance(act[:, -1].float(), a[layer], b[layer])).detach()
             return act
         return fn
 
@@ -126,8 +152,8 @@ def adasteer_hooks(vectors: AdaSteerVectors, alpha_layer: int, alpha_rule: Clamp
                 return act
             if set(state) != {"alpha", "beta"} or state["alpha"].shape[0] != act.shape[0]:
                 raise RuntimeError("a decoding step reached AdaSteer's hooks without a matching prefill")
-            shift = (state["alpha"] + state["beta"]).to(act.device, act.dtype)[:, None, None] * rd[layer].to(
-                act.device, act.dtype)  # HD = RD: both coefficients scale the same vector
+            shift = (state["alpha"].to(act.device, act.dtype)[:, None, None] * rd[layer].to(act.device, act.dtype)
+                     + state["beta"].to(act.device, act.dtype)[:, None, None] * hd[layer].to(act.device, act.dtype))
             return act + shift
         return fn
 
@@ -166,7 +192,10 @@ class AdaSteer:
             zero = (ctx.layer, ClampedLinear(-c / 100, low=-c, high=0.0), ctx.layer, ClampedLinear(0.0))
             adapted = (ctx.layer, ClampedLinear(-c / 100, bias=c, low=0.0, high=c), ctx.layer, ClampedLinear(0.0))
         pool = ctx.adaptation if adapted_from == "pooled" else None
-        return cls(AdaSteerVectors.from_acts(ctx.acts, toward="compliance"), zero, adapted, pool, ctx.seed)
+        folder = ctx.upstream.get("adasteer")
+        zero_shot = (AdaSteerVectors.from_upstream(folder) if folder is not None
+                     else AdaSteerVectors.from_acts(ctx.acts, toward="compliance"))
+        return cls(zero_shot, zero, adapted, pool, ctx.seed)
 
     def variants(self, ks) -> tuple[int, ...]:
         return (0, ADAPTED_K)
@@ -188,5 +217,6 @@ class AdaSteer:
         return adasteer_hooks(self.vectors_for(target, k), alpha_layer, alpha_rule, beta_layer, beta_rule)
 
     def extras(self, target: Target, k: int) -> dict:
-        return {"adapted_from": adapted_from(k, self.adaptation)}
+        upstream_files = k == 0 and self.vectors.rd_file is not None
+        return {"adapted_from": "upstream files" if upstream_files else adapted_from(k, self.adaptation)}
 

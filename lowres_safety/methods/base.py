@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -36,6 +36,7 @@ class Context:
     # target (compute_adapted_adasteer_vectors.py, run_cast_steering.py::polyrefuse_budget_pairs); every layer.
     # None: each target's own pool (the per-target variant)
     adaptation: ActivationSet | None = None
+    upstream: dict = field(default_factory=dict)  # method name -> its authors' files, e.g. {"adasteer": DIR}
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,10 @@ class SteerConfig(RunConfig):
     evaluation split). ``adapted_from`` is where adapted AdaSteer and CAST take their 32 + 32
     examples: "pooled" (each low-resource language of the data's train split, pooled, one
     set for every target, CAST then tuned on each target's val split: the released code) or
-    "target" (each target's own calibration pool). ``mc`` is a multiple-choice file or
+    "target" (each target's own calibration pool). ``adasteer_vectors`` is the folder of
+    upstream AdaSteer's vector files for this model (``vectors/<model>/``), which the
+    released zero-shot run used; without it the k = 0 vectors are built from the source
+    prompts with the same meaning. ``mc`` is a multiple-choice file or
     folder in Global-MMLU's layout, or "builtin".
     """
 
@@ -222,6 +225,7 @@ class SteerConfig(RunConfig):
     recalibration: Recalibration = "paper"
     calibrate_on: CalibrateOn = "train"
     adapted_from: AdaptedFrom = "pooled"
+    adasteer_vectors: str | None = None  # upstream AdaSteer's vectors/<model>/ folder, for the k = 0 row
     n_select: int = 8
     mc: str = "builtin"
 
@@ -237,6 +241,10 @@ class SteerConfig(RunConfig):
         check_choice("recalibration", self.recalibration, Recalibration)
         check_choice("calibrate_on", self.calibrate_on, CalibrateOn)
         check_choice("adapted_from", self.adapted_from, AdaptedFrom)
+        if self.adasteer_vectors is not None:
+            if not (Path(self.adasteer_vectors) / "RD").is_dir():
+                raise ValueError(f"adasteer_vectors {self.adasteer_vectors!r}: no RD/ folder there; give the folder "
+                                 "of one model's upstream AdaSteer vectors (vectors/<model>/, with RD/ and HD/)")
         if not (math.isfinite(self.strength) and self.strength > 0):
             raise ValueError(f"strength {self.strength}: strength must be positive and finite (lambda in alpha = "
                              "lambda * spread)")

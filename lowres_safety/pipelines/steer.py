@@ -125,7 +125,8 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
     adaptation = extract(model, pooled, "all", ("t_post_inst",), cache=True) if pooled is not None else None
     fitted = steering.fit_methods(model, fit_acts, source, layer=c.layer, seed=c.seed, lam=c.strength, scope=c.scope,
                                   ablation=c.ablation, recalibration=c.recalibration, preset=preset,
-                                  adaptation=adaptation)
+                                  adaptation=adaptation,
+                                  upstream={"adasteer": c.adasteer_vectors} if c.adasteer_vectors else None)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
     if c.calibrate_on == "train":
         calib_acts = fit_acts.where(language=languages)
@@ -143,6 +144,7 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
                 "seed": c.seed, "layer": fitted.layer, "strength": c.strength, "scope": c.scope,
                 "ablation": c.ablation, "recalibration": c.recalibration, "mc": c.mc, "judge": c.judge,
                 "adapted_from": "pooled" if pooled is not None else "target",
+                **({"adasteer_vectors": c.adasteer_vectors} if c.adasteer_vectors else {}),
                 **({"calibrate_on": c.calibrate_on} if c.calibrate_on != "train" else {})}
     t = time.perf_counter()
     parts = Path(workdir) / f".parts-{steering.config_key(settings)}" if workdir is not None else None

@@ -66,7 +66,8 @@ class FittedMethods:
 def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | None = None,
                 position: str = "t_post_inst", lam: float = 1.0, seed: int = 0, scope: str = "from_last",
                 ablation: str = "gate_layer", recalibration: str = "paper", methods=None,
-                preset: Preset | None = None, adaptation: ActivationSet | None = None) -> FittedMethods:
+                preset: Preset | None = None, adaptation: ActivationSet | None = None,
+                upstream: dict | None = None) -> FittedMethods:
     """Direction, α (λ·(q75 harmful − q25 harmless)) and every method, fitted on the source data.
 
     ``acts`` holds the source (and possibly other) languages at ``t_post_inst`` and every
@@ -76,7 +77,8 @@ def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | No
     (:data:`hooks.ABLATIONS`); ``methods`` are classes of the :mod:`methods` shape (default: every one).
     ``adaptation`` (every layer, ``t_post_inst``) holds the adapted baselines' examples, pooled
     over the low-resource languages as released (:func:`steer_prompts.adaptation_pool`); None
-    builds each target's from its own pool.
+    builds each target's from its own pool. ``upstream`` maps a method's name to its authors'
+    files where the user has them (``{"adasteer": "vectors/<model>"}``).
     """
     methods = tuple(METHODS.values()) if methods is None else methods
     H.check_scope(scope)
@@ -91,7 +93,7 @@ def fit_methods(model, acts: ActivationSet, source_languages, *, layer: int | No
     v = dirs.unit(dirs.pooled(src)[li, pi])
     ctx = Context(model=model, acts=src, layer=layer, direction=v, alpha=H.default_alpha(src, v, layer, position, lam),
                   n_layers=n_layers, strength=lam, scope=scope, ablation=ablation, recalibration=recalibration,
-                  seed=seed, preset=preset, adaptation=adaptation)
+                  seed=seed, preset=preset, adaptation=adaptation, upstream=dict(upstream or {}))
     return FittedMethods(ctx, {m.name: m.fit(ctx) for m in methods})
 
 
