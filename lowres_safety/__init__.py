@@ -6,7 +6,8 @@ The modules follow the research question, in order:
 
 1. is the representation there? :mod:`activations` (extract), :mod:`directions`
    (difference of means, pooled high-resource), :mod:`probing` (per-layer separability),
-   :mod:`recoverability` (how few examples a readout needs);
+   :mod:`form` (how much of it the prompts' form explains), :mod:`recoverability` (how few
+   examples a readout needs);
 2. is it acted on? :mod:`generation`, :mod:`judges`, :mod:`evaluation` (refusal rates, Δ, KL);
 3. how big is the gap, and of which type? :mod:`calibration` (gap table, threshold shift,
    selectivity ceiling);
@@ -38,6 +39,7 @@ from . import (  # noqa: E402
                dose_response,
                evaluation,
                fix,
+               form,
                gate,
                generation,
                grid,
@@ -88,6 +90,7 @@ __all__ = [
     "evaluation",
     "extract",
     "fix",
+    "form",
     "gate",
     "generate",
     "generation",
