@@ -28,6 +28,9 @@ import warnings
 # The TransformerLens bridge passes a KV cache to Hugging Face as ``past_key_values``, which transformers 5.24
 # deprecates on every call; nothing a user of this package can act on, so it is not shown.
 warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+# peft reads ``model.is_gradient_checkpointing`` when it wraps the organism's adapter (the first load, before the
+# merged copy is cached); transformers 5 deprecates that property. Nothing a user can act on either.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 from . import (  # noqa: E402
                activations,

@@ -164,3 +164,18 @@ def test_device_map_loads_the_same_model_and_hooks_fire(tmp_path, monkeypatch):
     a, b = (extract(m, prompts, [0, 2], ("t_post_inst",), progress=False).acts for m in (plain, placed))
     torch.testing.assert_close(a, b)
     assert placed.cfg.device == "cpu"
+
+
+def test_the_library_deprecation_peft_triggers_on_first_load_is_not_printed():
+    """Catches: the FutureWarning transformers raises when peft reads ``is_gradient_checkpointing`` (the organism's
+    first load) reaching the main job's terminal. Run in a fresh interpreter: pytest resets warning filters."""
+    import subprocess
+    import sys
+
+    code = ("import lowres_safety\n"
+            "from transformers import LlamaConfig, AutoModelForCausalLM\n"
+            "m = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=10, hidden_size=8, intermediate_size=8,"
+            " num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))\n"
+            "m.is_gradient_checkpointing\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "is_gradient_checkpointing" not in out.stderr
