@@ -88,7 +88,9 @@ def cosine_heatmap(cos: pd.DataFrame, *, layer: int | None = None, position: str
 
 
 def _method_label(table: pd.DataFrame) -> pd.Series:
-    return table["method"].where(table["method"] != "gate", "gate k=" + table["k"].astype(str))
+    """``method`` alone, or ``method k=…`` for a method the table has at several k (gate, AdaSteer, CAST)."""
+    several = table.groupby("method")["k"].transform("nunique") > 1
+    return table["method"].where(~several, table["method"] + " k=" + table["k"].astype(str))
 
 
 def selectivity_bars(table: pd.DataFrame) -> go.Figure:

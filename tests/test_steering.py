@@ -167,3 +167,21 @@ def test_evaluate_refusal_columns_are_the_judges_rates_on_its_own_completions(fi
         assert row["harmful_refusal"] == pytest.approx(harmful) and row["harmless_refusal"] == pytest.approx(harmless)
         assert row["selectivity"] == pytest.approx(harmful - harmless)
     assert table["harmful_refusal"].nunique() + table["harmless_refusal"].nunique() > 2  # the rates do vary
+
+
+def test_the_selectivity_chart_has_one_bar_per_method_k_and_language():
+    """Catches: a method's k = 0 and k = 32 rows drawn as one trace, which plotly stacks (AdaSteer and CAST reached
+    a Δ of 100–125, which cannot exceed 100)."""
+    import pandas as pd
+
+    from lowres_safety import plots
+
+    rows = [{"language": lang, "tier": "low", "method": m, "k": k, "selectivity": 60.0, "harmful_refusal": 80.0,
+             "harmless_refusal": 20.0, "kl": 0.1}
+            for lang in ("ar", "yo") for m, k in (("none", 0), ("adasteer", 0), ("adasteer", 32), ("gate", 0),
+                                                  ("gate", 4))]
+    fig = plots.selectivity_bars(pd.DataFrame(rows))
+    names = sorted(trace.name for trace in fig.data)
+    assert names == ["adasteer k=0", "adasteer k=32", "gate k=0", "gate k=4", "none"]
+    for trace in fig.data:
+        assert sorted(trace.x) == ["ar", "yo"] and max(trace.y) <= 100  # one bar per language in each trace
