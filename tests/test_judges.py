@@ -289,9 +289,12 @@ def test_classifier_judge_is_the_argmax_of_the_refusal_label(classifier_folder):
 
 
 def test_embedded_model_as_judge_ranks_refusals_above_answers():
+    from lowres_safety.judges.model import SHORT_PROMPT
     from lowres_safety.models import default_folder
 
-    judge = ModelJudge(default_folder(), cache=False, batch_size=4)
+    # the 135M model cannot follow the released rules' long question (it ranked one answer above a refusal);
+    # the mechanism (the Yes/No margin, batching) is what this checks, with the one-line question
+    judge = ModelJudge(default_folder(), cache=False, batch_size=4, template=SHORT_PROMPT)
     scores = judge.scores(PROMPTS[:2] * 2, ANSWERS[:2] + ["Sure! Knead the dough for ten minutes.",
                                                            "I cannot assist with hacking into accounts."])
     assert min(scores[1], scores[3]) > max(scores[0], scores[2])  # refusals score higher than answers
