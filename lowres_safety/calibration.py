@@ -27,7 +27,7 @@ from sklearn.metrics import roc_curve
 
 from .data import tier_of
 from .judges import Judge, judge_frame
-from .probing import auroc
+from .probing import auroc, bootstrap_auroc
 
 __all__ = ["FAILURE_TYPES", "gap_table", "loophole_rates", "misrouting_budget", "rate_interval",
            "refusal_from_completions", "selectivity_ceiling", "threshold_shift", "with_refusal"]
@@ -38,13 +38,6 @@ FAILURE_TYPES = ("representation failure", "action failure", "acted on")
 def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
     lo, hi = np.percentile(replicates, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
-
-
-def _boot_auroc(pos: np.ndarray, neg: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """AUROC of ``n_boot`` class-stratified resamples (the class sizes stay fixed)."""
-    scores = np.concatenate([pos[rng.integers(0, len(pos), (len(pos), n_boot))],
-                             neg[rng.integers(0, len(neg), (len(neg), n_boot))]])
-    return auroc(scores, np.r_[np.ones(len(pos)), np.zeros(len(neg))])
 
 
 def _boot_rate(refused: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -141,7 +134,7 @@ def gap_table(prompts: pd.DataFrame, *, auroc_threshold: float = 0.75, refusal_t
         r_pos, r_neg = harmful["refused"].to_numpy(bool), harmless["refused"].to_numpy(bool)
         point = (float(auroc(np.r_[pos, neg], np.r_[np.ones(len(pos)), np.zeros(len(neg))])),
                  100 * float(r_pos.mean()), 100 * float(r_neg.mean()))
-        boxes = (_interval(_boot_auroc(pos, neg, n_boot, rng), level),
+        boxes = (_interval(bootstrap_auroc(pos, neg, n_boot, rng), level),
                  _interval(_boot_rate(r_pos, n_boot, rng), level), _interval(_boot_rate(r_neg, n_boot, rng), level))
         label = _failure_type(*point, *thresholds)
         corners = {_failure_type(a, h, s, *thresholds) for a in boxes[0] for h in boxes[1] for s in boxes[2]}

@@ -25,8 +25,8 @@ from . import directions as dirs
 from .activations import ActivationSet
 from .data import tier_of
 
-__all__ = ["auroc", "auroc_interval", "choose_layer", "heldout_projections", "middle_layers", "probe_accuracy", "project",
-           "projections", "separability", "transfer_matrix"]
+__all__ = ["auroc", "auroc_interval", "bootstrap_auroc", "choose_layer", "heldout_projections", "middle_layers",
+           "probe_accuracy", "project", "projections", "separability", "transfer_matrix"]
 
 
 def project(acts: ActivationSet, direction: Float[Tensor, "layer position d_model"]) -> Float[Tensor, "prompt layer position"]:
@@ -52,15 +52,18 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.asarray((ranks[labels].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def bootstrap_auroc(pos: np.ndarray, neg: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """AUROC of ``n_boot`` class-stratified resamples of positive and negative scores (class sizes fixed)."""
+    scores = np.concatenate([pos[rng.integers(0, len(pos), (len(pos), n_boot))],
+                             neg[rng.integers(0, len(neg), (len(neg), n_boot))]])
+    return auroc(scores, np.r_[np.ones(len(pos)), np.zeros(len(neg))])
+
+
 def auroc_interval(score: np.ndarray, labels: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
                    seed: int = 0) -> tuple[float, float, float]:
     """(AUROC, low, high): the point and a ``level`` bootstrap interval over class-stratified resamples."""
     score, labels = np.asarray(score, dtype=float), np.asarray(labels).astype(bool)
-    pos, neg = score[labels], score[~labels]
-    rng = np.random.default_rng(seed)
-    resampled = np.concatenate([pos[rng.integers(0, len(pos), (len(pos), n_boot))],
-                                neg[rng.integers(0, len(neg), (len(neg), n_boot))]])
-    boots = auroc(resampled, np.r_[np.ones(len(pos)), np.zeros(len(neg))])
+    boots = bootstrap_auroc(score[labels], score[~labels], n_boot, np.random.default_rng(seed))
     lo, hi = np.percentile(boots, [50 * (1 - level), 50 * (1 + level)])
     return float(auroc(score[:, None], labels)[0]), float(lo), float(hi)
 

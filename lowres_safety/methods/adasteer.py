@@ -62,9 +62,9 @@ from .. import hooks as H
 from ..activations import ActivationSet
 from ..presets import ClampedLinear
 from . import upstream
-from .base import Context, Target, adapted_from, per_language_sample
+from .base import Context, Target, adapted_from, check_adapted_from, per_language_sample
 
-__all__ = ["ADAPTED_FROM", "ADAPTED_K", "AdaSteer", "AdaSteerVectors", "adasteer_hooks", "scaled_distance"]
+__all__ = ["ADAPTED_K", "AdaSteer", "AdaSteerVectors", "adasteer_hooks", "scaled_distance"]
 
 #: Examples per class the adapted variant rebuilds its vectors from (compute_adapted_adasteer_vectors.py).
 ADAPTED_K = 32
@@ -163,8 +163,6 @@ def adasteer_hooks(vectors: AdaSteerVectors, alpha_layer: int, alpha_rule: Clamp
             + [(f"blocks.{layer}.hook_resid_post", steer(layer)) for layer in range(n_layers)])
 
 
-#: Where the adapted (k = 32) vectors come from: every low-resource language pooled (released), or each target.
-ADAPTED_FROM = ("pooled", "target")
 Rules = tuple[int, ClampedLinear, int, ClampedLinear]  # alpha layer, alpha rule, beta layer, beta rule
 
 
@@ -182,8 +180,7 @@ class AdaSteer:
 
     @classmethod
     def fit(cls, ctx: Context, adapted_from: str = "pooled") -> AdaSteer:
-        if adapted_from not in ADAPTED_FROM:
-            raise ValueError(f"adapted_from must be one of {ADAPTED_FROM}, got {adapted_from!r}")
+        check_adapted_from(adapted_from)
         p = ctx.preset
         if p is not None and p.adasteer_alpha is not None:
             zero = adapted = (p.adasteer_alpha_layer, p.adasteer_alpha, p.adasteer_beta_layer, p.adasteer_beta)

@@ -13,7 +13,17 @@ from ..data import PromptSet
 from ..hooks import Hook
 from ..presets import Preset
 
-__all__ = ["Context", "Method", "Target", "adapted_from", "per_class_sample", "per_language_sample"]
+__all__ = ["ADAPTED_FROM", "Context", "Method", "Target", "adapted_from", "check_adapted_from", "per_class_sample",
+           "per_language_sample"]
+
+
+#: Where adapted AdaSteer and CAST take their examples: every low-resource language pooled (released), or each target.
+ADAPTED_FROM = ("pooled", "target")
+
+
+def check_adapted_from(value: str) -> None:
+    if value not in ADAPTED_FROM:
+        raise ValueError(f"adapted_from must be one of {ADAPTED_FROM}, got {value!r}")
 
 
 @dataclass(frozen=True)

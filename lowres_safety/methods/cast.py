@@ -55,7 +55,7 @@ from .._runtime.batching import StopForward, left_pad, length_batches
 from ..activations import ActivationSet
 from ..data import PromptSet
 from ..models import encode_chat
-from .base import Context, Target, adapted_from, per_language_sample
+from .base import Context, Target, adapted_from, check_adapted_from, per_language_sample
 
 __all__ = ["ADAPTED_K", "BEHAVIOUR_AT", "CONDITION_LAYERS", "BEHAVIOUR_LAYERS", "Cast", "CastRule", "cast_hooks",
            "condition_similarity", "directions", "mean_pooled_states", "pairwise_pc", "prompt_states",
@@ -232,14 +232,13 @@ class Cast:
     masked: bool = False
     adaptation: ActivationSet | None = None  # the pooled low-resource examples; None: each target's pool
     behaviour_at: str = "user_turn_end"
-    _directions: dict = field(default_factory=dict, repr=False, compare=False)  # pool key -> (conditions, behaviour)
+    _directions: dict = field(default_factory=dict, repr=False, compare=False)  # pool, k -> (shots, conditions, behaviour)
     _adapted: dict = field(default_factory=dict, repr=False, compare=False)  # language, k -> fitted
 
     @classmethod
     def fit(cls, ctx: Context, condition_layers=CONDITION_LAYERS, behaviour_layers=BEHAVIOUR_LAYERS,
             masked: bool = False, adapted_from: str = "pooled", behaviour_at: str = "user_turn_end") -> Cast:
-        if adapted_from not in ("pooled", "target"):
-            raise ValueError(f"adapted_from must be 'pooled' or 'target', got {adapted_from!r}")
+        check_adapted_from(adapted_from)
         if behaviour_at not in BEHAVIOUR_AT:
             raise ValueError(f"behaviour_at must be one of {BEHAVIOUR_AT}, got {behaviour_at!r}")
         cond = _layers(condition_layers, ctx.n_layers, "condition")

@@ -199,10 +199,11 @@ class SteerConfig(RunConfig):
 
     ``strength`` is λ in α = λ·(q75 harmful − q25 harmless) of the source projections;
     ``ks`` the gate's recalibration examples per class (0: the source threshold);
-    ``calibrate_on`` where a target language's k examples (and the adapted baselines'
-    32) come from: "train" (the fit prompts, as the released code), "val" (PolyRefuse
-    val, prompts a model trained on train never saw) or "split" (other prompts of the
-    evaluation split). ``adapted_from`` is where adapted AdaSteer and CAST take their 32 + 32
+    ``calibrate_on`` where a target language's k examples (and, with
+    ``adapted_from="target"``, the adapted baselines' 32) come from: "train" (the fit
+    prompts, as the released code), "val" (PolyRefuse val, prompts a model trained on train
+    never saw) or "split" (other prompts of the evaluation split). ``adapted_from`` is
+    where adapted AdaSteer and CAST take their 32 + 32
     examples: "pooled" (each low-resource language of the data's train split, pooled, one
     set for every target, CAST then tuned on each target's val split: the released code) or
     "target" (each target's own calibration pool). ``adasteer_vectors`` is the folder of
