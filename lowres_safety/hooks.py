@@ -41,6 +41,7 @@ __all__ = [
     "ABLATIONS",
     "ARDITI_SITES",
     "SCOPES",
+    "Decision",
     "Hook",
     "Steer",
     "ablate",

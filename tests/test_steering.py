@@ -185,3 +185,34 @@ def test_the_selectivity_chart_has_one_bar_per_method_k_and_language():
     assert names == ["adasteer k=0", "adasteer k=32", "gate k=0", "gate k=4", "none"]
     for trace in fig.data:
         assert sorted(trace.x) == ["ar", "yo"] and max(trace.y) <= 100  # one bar per language in each trace
+
+
+def test_the_gates_arms_give_the_routed_hooks_completions_and_are_generated_once(fitted_on_tiny, tmp_path):
+    """Catches: the memo's arm decision differing from the routed hook's (threshold side, margin sign, arms
+    swapped), the gate's addition arm not being addition's, or an arm generated again for each k.
+    Reference: generation under the real routed hooks (hooks.route), each prompt alone (no padding), at k = 0, 1, 2;
+    the generation count written out from the arms' decisions."""
+    from lowres_safety.generation import generate
+    from lowres_safety.methods import Addition, GateRouting, NoIntervention
+    from lowres_safety.pipelines.memo import CompletionMemo
+
+    model, acts, prompts = fitted_on_tiny
+    f = steering.fit_methods(model, acts, ["en", "de"], layer=LAYER, lam=4.0,
+                             methods=(NoIntervention, Addition, GateRouting))
+    held, pool = prompts.where(language="de"), acts.where(language="de")
+    memo = CompletionMemo(model, max_new_tokens=4, batch_size=1, folder=tmp_path / "memo")
+    table, completions = steering.evaluate(model, f, held, pool, pool, ks=(0, 1, 2), max_new_tokens=4, batch_size=1,
+                                           memo=memo)
+    gate, t = f.methods["gate"], target(acts, "de")
+    ablated_anywhere = set()
+    for k in (0, 1, 2):
+        hooked = generate(model, held, gate.hooks(t, k), max_new_tokens=4, batch_size=1, progress=False)
+        mine = completions[(completions["method"] == "gate") & (completions["k"] == k)]
+        assert mine["completion"].tolist() == hooked["completion"].tolist()
+        assert mine["ablated"].tolist() == hooked["ablated"].tolist()
+        ablated_anywhere |= set(hooked.loc[hooked["ablated"].astype(bool), "id"])
+    assert 0 < len(ablated_anywhere) < len(held)  # both arms are used, or the check is empty
+    assert memo.generated == 2 * len(held) + len(ablated_anywhere)  # none, addition (the gate's other arm), ablation
+    again = CompletionMemo(model, max_new_tokens=4, batch_size=1, folder=tmp_path / "memo")
+    steering.evaluate(model, f, held, pool, pool, ks=(0, 1, 2), max_new_tokens=4, batch_size=1, memo=again)
+    assert again.generated == 0  # read back from disk

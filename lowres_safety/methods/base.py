@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..activations import ActivationSet
@@ -13,8 +15,8 @@ from ..data import PromptSet
 from ..hooks import Hook
 from ..presets import Preset
 
-__all__ = ["ADAPTED_FROM", "Context", "Method", "Target", "adapted_from", "check_adapted_from", "per_class_sample",
-           "per_language_sample"]
+__all__ = ["ADAPTED_FROM", "Arms", "Context", "Method", "Target", "adapted_from", "arms_of", "check_adapted_from",
+           "digest", "per_class_sample", "per_language_sample"]
 
 
 #: Where adapted AdaSteer and CAST take their examples: every low-resource language pooled (released), or each target.
@@ -71,6 +73,44 @@ class Method(Protocol):
     def hooks(self, target: Target, k: int) -> list[Hook]: ...
 
     def extras(self, target: Target, k: int) -> dict: ...
+
+
+@dataclass(frozen=True)
+class Arms:
+    """What a method does to each held-out prompt of a target, grouped by intervention.
+
+    Prompts with the same key get the same hooks, so their completions under one key are
+    the same whichever method or k asked for them: :class:`~lowres_safety.pipelines.memo.
+    CompletionMemo` generates each (prompt, key) once. A routed method (the gate) splits
+    its prompts over two keys; ``columns`` (indexed by prompt id) are its per-prompt
+    decisions for the completions table (``gate_score``, ``alpha``, ``ablated``).
+    """
+
+    keys: pd.Series  # prompt id -> arm key
+    hooks: dict[str, list[Hook]]  # arm key -> hooks
+    columns: pd.DataFrame | None = None
+
+
+def digest(*parts) -> str:
+    """A short stable hash of tensors, arrays and plain values: the part of an arm key that names a vector."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.detach().cpu().float().numpy() if isinstance(part, torch.Tensor) else part
+        h.update(np.ascontiguousarray(data).tobytes() if isinstance(data, np.ndarray) else repr(data).encode())
+    return h.hexdigest()[:16]
+
+
+def arms_of(method: Method, target: Target, k: int, run: str) -> Arms:
+    """``method.arms(target, k)`` where the method defines it, else one arm named for this fit (``run``).
+
+    A method without ``arms`` may depend on anything fitted, so its key is unique to the
+    run that fitted it: nothing is shared with another seed's fit.
+    """
+    if hasattr(method, "arms"):
+        return method.arms(target, k)
+    ids = target.held_out.prompts.frame["id"]
+    key = f"{method.name}-k{k}-{run}"
+    return Arms(pd.Series(key, index=ids.to_numpy()), {key: method.hooks(target, k)})
 
 
 def per_class_sample(pool: ActivationSet, k: int, seed: int = 0) -> ActivationSet:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 
 from .. import hooks as H
-from .base import Context, Target
+from .base import Arms, Context, Target, digest
 
 __all__ = ["Ablation", "Addition", "NoIntervention"]
 
@@ -31,6 +32,15 @@ class NoIntervention:
     def extras(self, target: Target, k: int) -> dict:
         return {}
 
+    def signature(self) -> str:
+        """The intervention, named by what it does: equal names, equal hooks (so equal completions)."""
+        return self.name
+
+    def arms(self, target: Target, k: int) -> Arms:
+        """One arm for every prompt, keyed by :meth:`signature`: another fit or seed with the same vector shares it."""
+        key = self.signature()
+        return Arms(pd.Series(key, index=target.held_out.prompts.frame["id"].to_numpy()), {key: self.hooks(target, k)})
+
 
 @dataclass(frozen=True)
 class Ablation(NoIntervention):
@@ -46,6 +56,9 @@ class Ablation(NoIntervention):
 
     def hooks(self, target: Target, k: int) -> list[H.Hook]:
         return H.ablate(self.direction, range(self.n_layers))
+
+    def signature(self) -> str:
+        return f"ablation:{self.n_layers}:{digest(self.direction)}"
 
 
 @dataclass(frozen=True)
@@ -64,3 +77,6 @@ class Addition(NoIntervention):
 
     def hooks(self, target: Target, k: int) -> list[H.Hook]:
         return H.add(self.direction, self.alpha, self.layer, scope=self.scope)
+
+    def signature(self) -> str:
+        return f"addition:{self.layer}:{self.scope}:{digest(self.direction, float(self.alpha))}"

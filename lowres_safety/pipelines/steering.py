@@ -16,7 +16,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -26,14 +25,14 @@ from .. import hooks as H
 from .._runtime.files import atomic_write
 from ..activations import ActivationSet
 from ..data import PromptSet, tier_of
-from ..evaluation import kl_divergence, refusal_rates, selectivity
 from ..gate import Gate
-from ..generation import generate, next_token_logprobs
-from ..judges import Judge, for_run
+from ..judges import Judge
 from ..methods import METHODS, Context, Method, Target
+from ..methods.base import arms_of, digest
 from ..presets import Preset
 from ..probing import choose_layer
 from ..utility import mc_accuracy
+from .memo import CompletionMemo, kl_mean
 
 __all__ = ["FittedMethods", "config_key", "evaluate", "fit_methods"]
 
@@ -104,7 +103,8 @@ def _part_path(folder: Path | None, language: str, method: str, k: int) -> Path 
 def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: ActivationSet,
              calib_acts: ActivationSet, *, ks=(0, 1, 2, 4), max_new_tokens: int = 24, batch_size: int = 32,
              seed: int = 0, judge: Judge | None = None, parts: str | Path | None = None,
-             mc: pd.DataFrame | None = None, tune: PromptSet | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+             mc: pd.DataFrame | None = None, tune: PromptSet | None = None,
+             memo: CompletionMemo | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate under every fitted method and variant for every language of ``eval_prompts``.
 
     ``calib_acts`` holds the target languages' calibration pool (disjoint from the
@@ -117,15 +117,21 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
     ``mc_accuracy``, the % of that language's items answered right under the method's
     hooks (NaN where ``mc`` has none in that language).
     ``tune`` are prompts a method may tune on per target (adapted CAST: the targets' val split).
+    ``memo`` keeps each prompt's answer per intervention (:class:`CompletionMemo`; one is
+    made here when None): the gate's budgets share its two arms with each other and with
+    addition, and a memo passed to several calls (seeds) shares what their fits have in common.
     Rows: language, tier, method, k, harmful_refusal, harmless_refusal, selectivity, kl, (kl_ablated,)
     (mc_accuracy,) plus each method's extras (e.g. ``gate_balanced_accuracy``).
     """
     folder = Path(parts) if parts else None
+    memo = memo or CompletionMemo(model, max_new_tokens, batch_size, seed, judge)
+    if (memo.max_new_tokens, memo.judge) != (max_new_tokens, judge):
+        raise ValueError("the memo was made for another max_new_tokens or judge than this evaluation's")
+    run = digest(fitted.direction, float(fitted.alpha), seed)  # names the arms of methods without their own
     plan = [(lang, name, k) for lang in eval_prompts.languages for name, m in fitted.methods.items()
             for k in m.variants(tuple(ks))]
     rows, texts = [], []
     bar = tqdm(plan, desc="steer", unit="run")
-    base_cache: dict[str, torch.Tensor] = {}
     for lang, name, k in bar:
         bar.set_postfix_str(f"{lang} {name} k={k}")
         path = _part_path(folder, lang, name, k)
@@ -138,22 +144,20 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
         own = tune.where(language=lang) if tune is not None and lang in tune.languages else None
         target = Target(lang, calib_acts.where(language=lang), eval_acts.where(language=lang), own)
         method = fitted.methods[name]
-        hooks = method.hooks(target, k)
-        out = generate(model, prompts, hooks, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-                       progress=False)
-        harmless = prompts.where(subset="harmless")
-        if lang not in base_cache:
-            base_cache[lang] = next_token_logprobs(model, harmless, batch_size=batch_size)
-        each = kl_divergence(model, harmless, hooks, base=base_cache[lang], batch_size=batch_size).numpy()
-        utility = {} if mc is None else {"mc_accuracy": _mc_accuracy(model, mc, lang, hooks, batch_size)}
-        sel = selectivity(refusal_rates(out, for_run(judge, model, hooks))).iloc[0]  # logit judge: under the hooks
+        arms = arms_of(method, target, k, run)
+        out = memo.answers(prompts, arms)
+        if arms.columns is not None:
+            out = out.join(arms.columns, on="id")
+        utility = {} if mc is None else {"mc_accuracy": _mc_accuracy(model, mc, lang, method.hooks(target, k),
+                                                                     batch_size)}
+        harmful, harmless = (out.loc[out["subset"] == s, "refused"] for s in ("harmful", "harmless"))
         row = {"language": lang, "tier": tier_of(lang), "method": name, "k": k,
-               "harmful_refusal": float(sel["harmful_refusal"]), "harmless_refusal": float(sel["harmless_refusal"]),
-               "selectivity": float(sel["selectivity"]), "kl": float(each.mean()), **_kl_ablated(out, harmless, each),
-               **utility, **method.extras(target, k)}
+               "harmful_refusal": 100 * float(harmful.mean()), "harmless_refusal": 100 * float(harmless.mean()),
+               "selectivity": 100 * float(harmful.mean() - harmless.mean()), "kl": kl_mean(out),
+               **_kl_ablated(out), **utility, **method.extras(target, k)}
         out = out.assign(method=name, k=k)
         keep = [c for c in ("id", "language", "subset", "source_id", "method", "k", "completion", "n_new_tokens",
-                            "gate_score", "alpha", "ablated") if c in out]
+                            "refused", "gate_score", "alpha", "ablated") if c in out]
         if path is not None:
             payload = {"row": row, "completions": out[keep].to_dict(orient="list")}
             atomic_write(path, lambda tmp, payload=payload: Path(tmp).write_text(json.dumps(payload, ensure_ascii=False),
@@ -163,13 +167,13 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
     return pd.DataFrame(rows), pd.concat(texts, ignore_index=True)
 
 
-def _kl_ablated(out: pd.DataFrame, harmless: PromptSet, each: np.ndarray) -> dict:
+def _kl_ablated(out: pd.DataFrame) -> dict:
     """For routed methods, ``kl_ablated``: the KL over harmless prompts routed to ablation only, the cost of the
     intervention itself; ``kl`` also counts harmless prompts misrouted to refusal, the gate's errors."""
     if "ablated" not in out:
         return {}
-    routed = out.set_index("id")["ablated"].reindex(harmless.frame["id"]).fillna(False).to_numpy(bool)
-    return {"kl_ablated": float(each[routed].mean()) if routed.any() else float("nan")}
+    routed = out[(out["subset"] == "harmless") & out["ablated"].astype(bool)]
+    return {"kl_ablated": float(routed["kl"].mean()) if len(routed) else float("nan")}
 
 
 def _mc_accuracy(model, items: pd.DataFrame, language: str, hooks, batch_size: int) -> float:
