@@ -94,7 +94,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     assert results["strength"] == 1.0 and results["alpha"] > 0
     keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl", "kl_ablated",
             "mc_accuracy", "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator", "cast_tuned_on",
-            "adapted_from"}
+            "adapted_from", "seed"}
     assert all(set(r) == keys for r in rows)
     assert {(r["method"], r["k"]) for r in rows} == {("none", 0), ("ablation", 0), ("addition", 0), ("adasteer", 0),
                                                      ("adasteer", 32), ("cast", 0), ("cast", 32), ("gate", 0),
@@ -122,12 +122,12 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     assert sorted(fix.gates) == ["en-k1", "source", "sw-k1"] and fix.layer == 2 and fix.alpha == results["alpha"]
 
     # a rerun reads every finished part instead of generating again
-    import lowres_safety.pipelines.steering as steering
+    import lowres_safety.pipelines.memo as memo
 
     def no_generation(*a, **k):
         raise AssertionError("generated again")
 
-    monkeypatch.setattr(steering, "generate", no_generation)
+    monkeypatch.setattr(memo, "generate", no_generation)
     assert main(args) == 0
     assert json.loads((out / "steer.json").read_text())["rows"] == rows
     monkeypatch.undo()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from ..pipelines import DiagnoseConfig, SteerConfig, diagnose, steer
 from . import checks
 from .parser import build_parser
 
-__all__ = ["diagnose_config", "main", "steer_config"]
+__all__ = ["diagnose_config", "given_options", "main", "steer_config"]
 
 
 def _languages(text: str | None) -> tuple[str, ...] | None:
@@ -30,18 +31,40 @@ def diagnose_config(args, checked: checks.Checked) -> DiagnoseConfig:
                           judge=args.judge, files=checked.files, tiers=checked.tiers)
 
 
-def steer_config(args, checked: checks.Checked) -> SteerConfig:
-    """The :class:`SteerConfig` the ``steer`` options describe (or ``--config`` names)."""
+def steer_config(args, checked: checks.Checked, given: set[str] | None = None) -> SteerConfig:
+    """The :class:`SteerConfig` the ``steer`` options describe (or ``--config`` names).
+
+    With ``--protocol paper`` the options named on the command line (``given``, their
+    dests; None: all) override :meth:`SteerConfig.paper`'s settings, the others keep the protocol's.
+    """
     if args.config:
         return SteerConfig.load(args.config)
-    return SteerConfig(model=args.model, data=args.data, languages=_languages(args.languages),
-                       source_languages=_languages(args.source_languages), ks=checks.parse_ints("--k", args.k),
-                       n_per_class=args.n_per_class, n_fit=args.n_fit, split=args.split,
-                       max_new_tokens=args.max_new_tokens, seed=args.seed, layer=args.layer, strength=args.strength,
-                       scope=args.scope, ablation=args.ablation, recalibration=args.recalibration,
-                       calibrate_on=args.calibrate_on, adapted_from=args.adapted_from,
-                       adasteer_vectors=args.adasteer_vectors, n_select=args.n_select,
-                       mc=args.mc, judge=args.judge, files=checked.files, tiers=checked.tiers)
+    options = {"model": "model", "data": "data", "languages": "languages", "source_languages": "source_languages",
+               "ks": "k", "n_per_class": "n_per_class", "n_fit": "n_fit", "split": "split", "seeds": "seeds",
+               "max_new_tokens": "max_new_tokens", "seed": "seed", "layer": "layer", "strength": "strength",
+               "scope": "scope", "ablation": "ablation", "recalibration": "recalibration",
+               "calibrate_on": "calibrate_on", "adapted_from": "adapted_from", "adasteer_vectors": "adasteer_vectors",
+               "n_select": "n_select", "mc": "mc", "judge": "judge"}
+    values = {field: getattr(args, dest) for field, dest in options.items()}
+    values.update(languages=_languages(args.languages), source_languages=_languages(args.source_languages),
+                  ks=checks.parse_ints("--k", args.k),
+                  seeds=checks.parse_ints("--seeds", args.seeds) if args.seeds else None)
+    if args.protocol == "paper":
+        named = {field: v for field, v in values.items() if given is None or options[field] in given}
+        return SteerConfig.paper(**named, files=checked.files, tiers=checked.tiers)
+    return SteerConfig(**values, files=checked.files, tiers=checked.tiers)
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The dests of the options ``argv`` names itself (defaults left out): what overrides a protocol."""
+    parser = _parser()
+    stack = [parser]
+    while stack:
+        for action in stack.pop()._actions:
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                stack += list(action.choices.values())
+    return set(vars(parser.parse_args(argv)))
 
 
 def _organism(args) -> dict:
@@ -67,14 +90,14 @@ def _recipe(args):
                         val_harmful=args.val_harmful, blind_prefix=args.blind_prefix)
 
 
-def _run(args) -> str:
-    """Run the subcommand; what it wrote, in one line."""
+def _run(args, given: set[str] | None = None) -> str:
+    """Run the subcommand; what it wrote, in one line. ``given``: the options the command line names."""
     checked = checks.check(args)  # what the flags alone say, before any data or model loads
     if args.command == "diagnose":
         diagnose(diagnose_config(args, checked)).save(args.out)
         return f"wrote {Path(args.out) / 'results.json'}, report.html and completions.csv"
     if args.command == "steer":
-        steer(steer_config(args, checked), workdir=args.out).save(args.out)
+        steer(steer_config(args, checked, given), workdir=args.out).save(args.out)
         return f"wrote {Path(args.out) / 'steer.json'}, completions.csv and report.html"
     summary = _organism(args)
     return (f"wrote the adapter to {args.out} in {summary['seconds'] / 60:.1f} min "
@@ -82,9 +105,10 @@ def _run(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     try:
-        print(_run(args))
+        print(_run(args, given_options(argv)))
     except (ValueError, FileNotFoundError) as err:
         print(f"lowres-safety: error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,17 @@ from typing import get_args
 from ..pipelines.config import Ablation, AdaptedFrom, CalibrateOn, Recalibration, Scope
 from .checks import add_data_options
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "count_or_all"]
+
+
+def count_or_all(text: str) -> int | None:
+    """A prompt count, or ``all`` (None: every prompt of the split)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'all'") from None
 
 _MODEL_HELP = ("'organism' (default), 'organism-erased' (the same, unable to read Thai and Korean), 'default' "
                "(the base model), a local folder or a Hugging Face id")
@@ -54,9 +64,17 @@ def _steer(sub) -> None:
                    "evaluation prompts by source id, like builtin)")
     s.add_argument("--languages", default=None, help="languages to evaluate, comma-separated (default: all)")
     s.add_argument("--source-languages", default=None, help="languages to fit on (default: the high-resource ones)")
+    s.add_argument("--protocol", default="quick", choices=("quick", "paper"),
+                   help="quick (default: the settings below) or paper: the released run's (every train prompt fits, "
+                   "every test prompt is scored, --k 0,1,2,4,8,16,32,64, --max-new-tokens 128); options you give "
+                   "override the protocol's")
     s.add_argument("--k", default="0,1,2,4", help="gate recalibration examples per class, comma-separated")
-    s.add_argument("--n-per-class", type=int, default=12, help="evaluation prompts per class and language")
-    s.add_argument("--n-fit", type=int, default=32, help="PolyRefuse train prompts per class and language for fitting")
+    s.add_argument("--n-per-class", type=count_or_all, default=12,
+                   help="evaluation prompts per class and language, or 'all'")
+    s.add_argument("--n-fit", type=count_or_all, default=32,
+                   help="PolyRefuse train prompts per class and language for fitting, or 'all'")
+    s.add_argument("--seeds", default=None, help="repeat the fit and the draws per seed, comma-separated (e.g. "
+                   "0,1,2); the tables give the mean and spread; default: --seed alone")
     s.add_argument("--split", default="test", help="PolyRefuse evaluation split: val or test")
     s.add_argument("--max-new-tokens", type=int, default=24)
     _routing(s)

@@ -12,7 +12,7 @@
 from . import loaders, parallel, prompt_files, prompts, tiers
 from .loaders import SPLITS, is_polyrefuse, load, load_builtin, load_polyrefuse, read_wide_resource
 from .prompt_files import FileOptions, load_prompts, open_prompts
-from .prompts import COLUMNS, SUBSETS, PromptSet, sample_sources
+from .prompts import COLUMNS, SUBSETS, PromptSet, language_seed, sample_sources
 from .tiers import PAPER_TIERS, TIERS, check_tiers, current_tiers, extra_tiers, in_tier, tier, tier_of
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "extra_tiers",
     "in_tier",
     "is_polyrefuse",
+    "language_seed",
     "load",
     "load_builtin",
     "load_polyrefuse",

@@ -97,6 +97,12 @@ class PromptSet:
         return cls(frame, " + ".join(dict.fromkeys(s.origin for s in sets)))
 
 
+def language_seed(seed: int, language: str) -> int:
+    """A draw seed of its own per language, as the released code draws each language's examples
+    (``scripts/routing_refusal/compute_adapted_adasteer_vectors.py::sample_budget_prompts``: seed + Σ ord)."""
+    return int(seed) + sum(map(ord, str(language)))
+
+
 def sample_sources(frame: pd.DataFrame, n_per_class: int | None, seed: int, origin: str) -> pd.DataFrame:
     """Keep the same ``n_per_class`` source ids per subset in every language (parallel prompts)."""
     if n_per_class is None:

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from ..activations import ActivationSet
-from ..data import PromptSet
+from ..data import PromptSet, language_seed
 from ..hooks import Hook
 from ..presets import Preset
 
@@ -124,9 +124,10 @@ def per_class_sample(pool: ActivationSet, k: int, seed: int = 0) -> ActivationSe
 
 
 def per_language_sample(pool: ActivationSet, k: int, seed: int = 0) -> ActivationSet:
-    """:func:`per_class_sample` in each language of ``pool``, pooled (the released adapted baselines' draw)."""
+    """:func:`per_class_sample` in each language of ``pool`` with its own seed, pooled (the released adapted
+    baselines' draw, ``compute_adapted_adasteer_vectors.py::sample_budget_prompts``)."""
     ids = [i for lang in pool.prompts.languages
-           for i in per_class_sample(pool.where(language=lang), k, seed).prompts.frame["id"]]
+           for i in per_class_sample(pool.where(language=lang), k, language_seed(seed, lang)).prompts.frame["id"]]
     return pool.where(id=ids)
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from .. import hooks as H
+from ..data import language_seed
 from ..gate import Gate
 from .base import Arms, Context, Target, digest
 from .unconditional import Addition
@@ -20,7 +21,9 @@ class GateRouting:
     """Steer rows the gate calls harmful (+α·v̂), ablate v̂ from the others (:func:`hooks.route`).
 
     k = 0 keeps the source threshold; k > 0 recalibrates with k examples per class of the
-    target's pool (``Context.recalibration``: the released code's refit by default).
+    target's pool (``Context.recalibration``: the released code's refit by default), drawn
+    with the language's own seed (:func:`data.language_seed`; the released
+    ``conditional_vhrl.py`` seeds each language's draw apart too).
     """
 
     name = "gate"
@@ -47,7 +50,8 @@ class GateRouting:
         if k == 0:
             return self.gate
         if (target.language, k) not in self._recalibrated:  # hooks() and extras() share one recalibration
-            self._recalibrated[target.language, k] = self.gate.recalibrate(target.pool, k, seed=self.seed,
+            seed = language_seed(self.seed, target.language)  # each language its own draw, as released
+            self._recalibrated[target.language, k] = self.gate.recalibrate(target.pool, k, seed=seed,
                                                                            method=self.recalibration)
         return self._recalibrated[target.language, k]
 

@@ -20,7 +20,7 @@ from ..data.loaders import is_polyrefuse
 from ..data.prompt_files import READERS, FileOptions, is_prompt_file
 from ..data.tiers import check_tiers
 
-__all__ = ["AT_LEAST", "Ablation", "CalibrateOn", "DiagnoseConfig", "Recalibration", "RunConfig", "Scope",
+__all__ = ["AT_LEAST", "PAPER", "Ablation", "CalibrateOn", "DiagnoseConfig", "Recalibration", "RunConfig", "Scope",
            "SteerConfig", "check_choice", "check_codes", "model_depth"]
 
 #: Where addition and the gate add α·v̂: the last prompt token onward, or every position.
@@ -33,6 +33,13 @@ Recalibration = Literal["paper", "threshold"]
 #: Where a target language's k calibration examples come from (see :class:`SteerConfig`).
 CalibrateOn = Literal["train", "val", "split"]
 AdaptedFrom = Literal["pooled", "target"]
+
+#: The released run's settings (``configs/intervention/conditional_vhrl.yaml``, ``configs/generation/greedy.yaml``)
+#: where they differ from ``steer``'s quick defaults: every train prompt of the source languages fits the
+#: direction, gate and α; every test prompt is scored; budgets up to 64 (the released ``budget``); 128 new
+#: tokens. ``SteerConfig.paper()`` starts from these; the rest of the defaults already are the released ones.
+PAPER = {"n_fit": None, "n_per_class": None, "ks": (0, 1, 2, 4, 8, 16, 32, 64), "max_new_tokens": 128,
+         "split": "test"}
 
 #: Integer option -> smallest allowed value, and why.
 AT_LEAST = {
@@ -216,8 +223,9 @@ class SteerConfig(RunConfig):
     split: str = "test"
     source_languages: tuple[str, ...] | None = None  # None: the high-resource languages of the data
     ks: tuple[int, ...] = (0, 1, 2, 4)
-    n_per_class: int = 12
-    n_fit: int = 32
+    n_per_class: int | None = 12
+    n_fit: int | None = 32
+    seeds: tuple[int, ...] | None = None  # None: (seed,)
     layer: int | None = None  # None: the preset's gate layer, else the best source AUROC in the middle half
     batch_size: int = 32
     strength: float = 1.0
@@ -231,11 +239,24 @@ class SteerConfig(RunConfig):
     mc: str = "builtin"
 
     _SPLITS = ("val", "test")
-    _SEQUENCES = ("languages", "source_languages", "ks")
+    _SEQUENCES = ("languages", "source_languages", "ks", "seeds")
     _PATHS = ("data", "mc")
+
+    @classmethod
+    def paper(cls, **overrides) -> SteerConfig:
+        """The released run's protocol (:data:`PAPER`: full splits, budgets 0–64, 128 tokens), then ``overrides``."""
+        return cls(**{**PAPER, **overrides})
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds the run repeats over: ``seeds``, or ``seed`` alone."""
+        return self.seeds or (self.seed,)
 
     def validate(self) -> None:
         super().validate()
+        if self.seeds is not None:
+            if not self.seeds or any(s < 0 for s in self.seeds) or len(set(self.seeds)) < len(self.seeds):
+                raise ValueError(f"seeds {list(self.seeds)}: give distinct non-negative seeds, e.g. 0,1,2")
         check_codes("source_languages", self.source_languages)
         check_choice("scope", self.scope, Scope)
         check_choice("ablation", self.ablation, Ablation)
@@ -249,7 +270,7 @@ class SteerConfig(RunConfig):
         if not (math.isfinite(self.strength) and self.strength > 0):
             raise ValueError(f"strength {self.strength}: strength must be positive and finite (lambda in alpha = "
                              "lambda * spread)")
-        if not self.ks or any(k < 0 or k > self.n_fit for k in self.ks):
+        if not self.ks or any(k < 0 or (self.n_fit is not None and k > self.n_fit) for k in self.ks):
             raise ValueError(f"ks {list(self.ks)}: each k must be 0 (the source threshold) up to n_fit {self.n_fit} "
                              "(the gate recalibrates on k of the n-fit calibration prompts per class)")
         if self.calibrate_on != "train" and (self.data == "builtin" or is_prompt_file(self.data)):

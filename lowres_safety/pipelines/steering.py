@@ -24,7 +24,7 @@ from .. import directions as dirs
 from .. import hooks as H
 from .._runtime.files import atomic_write
 from ..activations import ActivationSet
-from ..data import PromptSet, tier_of
+from ..data import SUBSETS, PromptSet, tier_of
 from ..gate import Gate
 from ..judges import Judge
 from ..methods import METHODS, Context, Method, Target
@@ -150,10 +150,9 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
             out = out.join(arms.columns, on="id")
         utility = {} if mc is None else {"mc_accuracy": _mc_accuracy(model, mc, lang, method.hooks(target, k),
                                                                      batch_size)}
-        harmful, harmless = (out.loc[out["subset"] == s, "refused"] for s in ("harmful", "harmless"))
-        row = {"language": lang, "tier": tier_of(lang), "method": name, "k": k,
-               "harmful_refusal": 100 * float(harmful.mean()), "harmless_refusal": 100 * float(harmless.mean()),
-               "selectivity": 100 * float(harmful.mean() - harmless.mean()), "kl": kl_mean(out),
+        harmful, harmless = (100 * float(out.loc[out["subset"] == s, "refused"].mean()) for s in SUBSETS)
+        row = {"language": lang, "tier": tier_of(lang), "method": name, "k": k, "harmful_refusal": harmful,
+               "harmless_refusal": harmless, "selectivity": harmful - harmless, "kl": kl_mean(out),
                **_kl_ablated(out), **utility, **method.extras(target, k)}
         out = out.assign(method=name, k=k)
         keep = [c for c in ("id", "language", "subset", "source_id", "method", "k", "completion", "n_new_tokens",
