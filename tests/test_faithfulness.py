@@ -41,6 +41,10 @@ CHECKS = [
     ("protocol (`steer`)", "n_fit=32", lambda: SteerConfig().n_fit, 32),
     ("protocol (`steer`)", "ks=(0, 1, 2, 4)", lambda: SteerConfig().ks, (0, 1, 2, 4)),
     ("protocol (`steer`)", "n_per_class=12", lambda: SteerConfig().n_per_class, 12),
+    ("protocol (`steer`)", "n_fit=None", lambda: SteerConfig.paper().n_fit, None),
+    ("protocol (`steer`)", "n_per_class=None", lambda: SteerConfig.paper().n_per_class, None),
+    ("protocol (`steer`)", "ks=(0, 1, 2, 4, 8, 16, 32, 64)", lambda: SteerConfig.paper().ks, (0, 1, 2, 4, 8, 16, 32, 64)),
+    ("protocol (`steer`)", "max_new_tokens=128", lambda: SteerConfig.paper().max_new_tokens, 128),
 ]
 
 

@@ -40,7 +40,8 @@ def _diagnose(sub) -> None:
     d = sub.add_parser("diagnose", help="separability of harmful vs harmless prompts per language and layer")
     d.add_argument("--model", default="organism", help=_MODEL_HELP)
     d.add_argument("--data", default="builtin",
-                   help="'builtin', a PolyRefuse folder (upstream layout) or a prompt file (see --text-column)")
+                   help="'builtin' (= 'twins', phrase-matched pairs), 'natural' (requests written apart, 10 languages), "
+                   "a PolyRefuse folder (upstream layout) or a prompt file (see --text-column)")
     d.add_argument("--languages", default=None, help="comma-separated codes, e.g. en,de,th,yo (default: all)")
     d.add_argument("--n-per-class", type=int, default=24, help="prompts per class and language (default 24)")
     d.add_argument("--split", default="train", help="PolyRefuse split: train, val or test")
@@ -60,8 +61,9 @@ def _steer(sub) -> None:
     s = sub.add_parser("steer", help="refusal per language under ablation, addition, AdaSteer, CAST and the gate")
     s.add_argument("--model", default="organism", help=_MODEL_HELP)
     s.add_argument("--data", default="builtin",
-                   help="'builtin', a PolyRefuse folder (upstream layout) or a prompt file (halved into fit and "
-                   "evaluation prompts by source id, like builtin)")
+                   help="'builtin' (= 'twins'), 'natural' (fit on its train half, scored on test), a PolyRefuse "
+                   "folder (upstream layout) or a prompt file (halved into fit and evaluation prompts by source id, "
+                   "like the twins)")
     s.add_argument("--languages", default=None, help="languages to evaluate, comma-separated (default: all)")
     s.add_argument("--source-languages", default=None, help="languages to fit on (default: the high-resource ones)")
     s.add_argument("--protocol", default="quick", choices=("quick", "paper"),

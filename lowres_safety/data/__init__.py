@@ -10,12 +10,13 @@
 """
 
 from . import loaders, parallel, prompt_files, prompts, tiers
-from .loaders import SPLITS, is_polyrefuse, load, load_builtin, load_polyrefuse, read_wide_resource
+from .loaders import BUILTIN_SETS, SPLITS, is_builtin, is_polyrefuse, load, load_builtin, load_polyrefuse, read_wide_resource
 from .prompt_files import FileOptions, load_prompts, open_prompts
 from .prompts import COLUMNS, SUBSETS, PromptSet, language_seed, sample_sources
 from .tiers import PAPER_TIERS, TIERS, check_tiers, current_tiers, extra_tiers, in_tier, tier, tier_of
 
 __all__ = [
+    "BUILTIN_SETS",
     "COLUMNS",
     "PAPER_TIERS",
     "SPLITS",
@@ -27,6 +28,7 @@ __all__ = [
     "current_tiers",
     "extra_tiers",
     "in_tier",
+    "is_builtin",
     "is_polyrefuse",
     "language_seed",
     "load",

@@ -16,32 +16,55 @@ import pandas as pd
 from . import parallel
 from .prompts import COLUMNS, SUBSETS, PromptSet, check_languages, finish
 
-__all__ = ["SPLITS", "is_polyrefuse", "load", "load_builtin", "load_polyrefuse", "polyrefuse_files",
-           "read_wide_resource"]
+__all__ = ["BUILTIN_SETS", "SPLITS", "is_builtin", "is_polyrefuse", "load", "load_builtin", "load_polyrefuse",
+           "polyrefuse_files", "read_wide_resource"]
 
 SPLITS = ("train", "val", "test")
 
 
-def load_builtin(languages=None, *, n_per_class: int | None = None, seed: int = 0) -> PromptSet:
-    """The demo set shipped with the package: 24 harmful + 24 harmless prompts in 8 languages.
+#: The project's own prompt sets by the name ``--data`` takes (resources/README.md): ``twins`` are
+#: phrase-matched pairs, the form-controlled check (``builtin`` is their first name); ``natural``
+#: are harmful and ordinary requests written independently, as a model meets them, with train and
+#: test halves.
+BUILTIN_SETS = {"builtin": "demo_prompts.tsv", "twins": "demo_prompts.tsv", "natural": "natural_prompts.tsv"}
+_ORIGINS = {"demo_prompts.tsv": "the built-in twins", "natural_prompts.tsv": "the built-in natural set"}
 
-    Written for this project (see ``resources/README.md``): demo data, not a benchmark.
+
+def is_builtin(data) -> bool:
+    """Whether ``data`` names one of the project's own sets (:data:`BUILTIN_SETS`)."""
+    return str(data) in BUILTIN_SETS
+
+
+def load_builtin(languages=None, *, n_per_class: int | None = None, seed: int = 0, name: str = "twins",
+                 split: str | None = None) -> PromptSet:
+    """One of the project's own prompt sets (:data:`BUILTIN_SETS`); by default the twins.
+
+    ``twins``: 24 harmful + 24 harmless phrase-matched prompts in 12 languages. ``natural``:
+    40 + 40 independently written requests in 10 languages, each row in the ``train`` or
+    ``test`` half (``split``; None or any other value: both). Written for this project (see
+    ``resources/README.md``): checks with a known design, not a benchmark.
     """
-    frame = read_wide_resource("demo_prompts.tsv", split="demo", origin="built-in demo set")
-    origin = "the built-in demo set"
+    if name not in BUILTIN_SETS:
+        raise ValueError(f"no built-in set {name!r}; there are {sorted(BUILTIN_SETS)}")
+    file = BUILTIN_SETS[name]
+    frame = read_wide_resource(file, split="demo", origin=_ORIGINS[file])
+    if split in ("train", "test") and (frame["split"] != "demo").any():
+        frame = frame[frame["split"] == split]
+    origin = _ORIGINS[file] + (f" ({split})" if split in ("train", "test") and name == "natural" else "")
     langs = check_languages(languages, list(dict.fromkeys(frame["language"])), origin)
     return finish(frame, langs, n_per_class, seed, origin)
 
 
 def read_wide_resource(name: str, *, split: str, origin: str) -> pd.DataFrame:
-    """A packaged TSV with one row per source prompt (``id``, ``subset``, one column per language) as long rows
-    of :data:`COLUMNS` and ``origin``: the layout of the project's own prompt files."""
+    """A packaged TSV with one row per source prompt (``id``, ``subset``, optionally ``split`` and ``category``,
+    one column per language) as long rows of :data:`COLUMNS` and ``origin``: the layout of the project's own
+    prompt files. A ``split`` column gives each row's split; else every row gets ``split``."""
     path = resources.files("lowres_safety") / "resources" / name
     with path.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    languages = [c for c in rows[0] if c not in ("id", "subset")]
+    languages = [c for c in rows[0] if c not in ("id", "subset", "split", "category")]
     return pd.DataFrame([{"id": f"{r['id']}-{lang}", "text": r[lang], "language": lang, "subset": r["subset"],
-                          "split": split, "source_id": r["id"], "origin": origin}
+                          "split": r.get("split", split), "source_id": r["id"], "origin": origin}
                          for r in rows for lang in languages])
 
 
@@ -119,7 +142,7 @@ def load_polyrefuse(
 
 def load(data: str | Path = "builtin", languages=None, *, split: str = "train",
          n_per_class: int | None = None, seed: int = 0) -> PromptSet:
-    """``"builtin"`` for the demo set, or a PolyRefuse folder (files: ``prompt_files.open_prompts``)."""
-    if str(data) == "builtin":
-        return load_builtin(languages, n_per_class=n_per_class, seed=seed)
+    """A built-in set's name (:data:`BUILTIN_SETS`), or a PolyRefuse folder (files: ``prompt_files.open_prompts``)."""
+    if is_builtin(data):
+        return load_builtin(languages, n_per_class=n_per_class, seed=seed, name=str(data), split=split)
     return load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)

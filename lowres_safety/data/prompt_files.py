@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from . import parallel
-from .loaders import load_builtin, load_polyrefuse, polyrefuse_files
+from .loaders import is_builtin, load_builtin, load_polyrefuse, polyrefuse_files
 from .prompts import COLUMNS, PromptSet, check_languages, finish, sample_sources
 
 __all__ = ["HARMFUL_VALUES", "HARMLESS_VALUES", "READERS", "FileOptions", "describe_origins", "is_prompt_file",
@@ -270,9 +270,10 @@ class FileOptions:
 
 def open_prompts(data, languages=None, *, split: str = "train", n_per_class: int | None = None, seed: int = 0,
                  files: FileOptions | None = None) -> PromptSet:
-    """What ``--data`` names: ``"builtin"``, a PolyRefuse folder (its ``split``) or a prompt file."""
-    if str(data) == "builtin":
-        return load_builtin(languages, n_per_class=n_per_class, seed=seed)
+    """What ``--data`` names: a built-in set (``twins``, ``natural``; ``builtin`` = twins), a PolyRefuse folder
+    (its ``split``) or a prompt file."""
+    if is_builtin(data):
+        return load_builtin(languages, n_per_class=n_per_class, seed=seed, name=str(data), split=split)
     if not is_prompt_file(data):
         return load_polyrefuse(data, languages, split=split, n_per_class=n_per_class, seed=seed)
     files = files or FileOptions()

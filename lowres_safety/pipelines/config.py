@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from ..data.loaders import is_polyrefuse
+from ..data.loaders import is_builtin, is_polyrefuse
 from ..data.prompt_files import READERS, FileOptions, is_prompt_file
 from ..data.tiers import check_tiers
 
@@ -91,16 +91,16 @@ def model_depth(model: str) -> int | None:
 
 
 def _check_data(data: str, split: str, splits: tuple[str, ...], files: FileOptions | None, languages) -> None:
-    if data != "builtin" and not Path(data).exists():
-        raise FileNotFoundError(f"data {data}: no such file or folder; give 'builtin', a PolyRefuse folder or a "
+    if not is_builtin(data) and not Path(data).exists():
+        raise FileNotFoundError(f"data {data}: no such file or folder; give 'twins', 'natural', a PolyRefuse folder or a "
                                 f"prompt file ({', '.join(sorted(READERS))})")
-    if data != "builtin" and Path(data).is_dir():
+    if not is_builtin(data) and Path(data).is_dir():
         if not is_polyrefuse(data):
             raise ValueError(f"data {data} is a folder without PolyRefuse/ in it: give the Multilingual-Refusal "
                              "folder (upstream layout) or a prompt file")
         if split not in splits:
             raise ValueError(f"split {split!r}: on PolyRefuse this takes {' or '.join(splits)}")
-    if data == "builtin" or Path(data).is_dir():
+    if is_builtin(data) or Path(data).is_dir():
         if files is not None:
             raise ValueError(f"file options read a prompt file, but data is {data!r}; give a prompt file")
         return
@@ -132,7 +132,7 @@ class RunConfig:
     """What every run shares: the model, the prompts and the seed."""
 
     model: str = "organism"  # "organism", "organism-erased", "default", a local folder or a Hugging Face id
-    data: str = "builtin"  # "builtin", a PolyRefuse folder (upstream layout) or a prompt file
+    data: str = "builtin"  # "builtin" (= "twins"), "natural", a PolyRefuse folder (upstream layout) or a prompt file
     languages: tuple[str, ...] | None = None  # None: every language the data has
     split: str = "train"
     seed: int = 0
@@ -273,7 +273,7 @@ class SteerConfig(RunConfig):
         if not self.ks or any(k < 0 or (self.n_fit is not None and k > self.n_fit) for k in self.ks):
             raise ValueError(f"ks {list(self.ks)}: each k must be 0 (the source threshold) up to n_fit {self.n_fit} "
                              "(the gate recalibrates on k of the n-fit calibration prompts per class)")
-        if self.calibrate_on != "train" and (self.data == "builtin" or is_prompt_file(self.data)):
+        if self.calibrate_on != "train" and (is_builtin(self.data) or is_prompt_file(self.data)):
             raise ValueError(f"calibrate_on {self.calibrate_on!r} needs a PolyRefuse folder: with the built-in set or "
                              "a prompt file the calibration pool already is the other half of the same prompts")
         depth = model_depth(self.model)

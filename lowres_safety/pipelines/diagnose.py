@@ -95,7 +95,7 @@ def _diagnose(config: DiagnoseConfig, progress: bool) -> DiagnoseResult:
         "config": config.to_dict(),
         "model": model_id(model),
         "data": config.data,
-        "split": config.split if config.data != "builtin" else "demo",
+        "split": "demo" if config.data in ("builtin", "twins") else config.split,
         "seed": config.seed,
         "n_per_class": config.n_per_class,
         "analysis_per_class": config.analysis_per_class,

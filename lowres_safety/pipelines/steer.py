@@ -154,7 +154,8 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
     shared: dict = {}  # the memo of answers and the logit judge, made by the first seed, used by every seed
     tables, texts, first = [], [], None
     for seed in seeds:
-        one = _one_seed(model, c, seed, fit_prompts if seed == seeds[0] else None, eval_prompts, languages, source,
+        redraw = seed != seeds[0] and c.n_fit is not None and Path(c.data).is_dir()  # PolyRefuse: train ≠ test
+        one = _one_seed(model, c, seed, None if redraw else fit_prompts, eval_prompts, languages, source,
                         preset, mc_items, workdir, shared, settings)
         tables.append(one["table"].assign(seed=seed))
         texts.append(one["completions"].assign(seed=seed))
@@ -191,7 +192,7 @@ def _one_seed(model, c: SteerConfig, seed: int, fit_prompts, eval_prompts, langu
               workdir, shared: dict, settings: dict) -> dict:
     """Fit every method with ``seed``'s draws and score it; ``shared["memo"]`` has the answers earlier seeds made."""
     t0 = time.perf_counter()
-    if fit_prompts is None:  # a later seed: its own fit draw (the same prompts when every train prompt is used)
+    if fit_prompts is None:  # a later seed's own draw of n_fit train prompts (a halved set keeps the first's half)
         fit_prompts = steer_prompts.fit_and_evaluation(c.data, languages, source, c.n_per_class, c.n_fit, c.split,
                                                        seed, c.files)[0]
     fit_acts = extract(model, fit_prompts, "all", ("t_post_inst",), cache=True)  # AdaSteer reads every layer

@@ -24,7 +24,10 @@ def fit_and_evaluation(data: str, languages, source, n_per_class: int | None, n_
 
     ``n_fit`` / ``n_per_class`` None: every prompt of the train / evaluation split (of its half).
     """
-    if str(data) == "builtin" or is_prompt_file(data):
+    if str(data) == "natural":  # its own halves: fit on train, score test
+        fit = data_mod.load_builtin(list(dict.fromkeys(source + languages)), name="natural", split="train")
+        return fit, data_mod.load_builtin(languages, name="natural", split="test", n_per_class=n_per_class, seed=seed)
+    if data_mod.is_builtin(data) or is_prompt_file(data):
         every = open_prompts(data, sorted(set(languages) | set(source), key=(languages + source).index), split=split,
                              files=files)
         rng = np.random.default_rng(seed)
@@ -71,7 +74,7 @@ def adaptation_pool(data: str, fit: data_mod.PromptSet, k: int, seed: int) -> da
     for every target; with the built-in set or a file, the fit half's low-resource languages.
     None where the data have no low-resource language (the methods then use each target's pool).
     """
-    if str(data) == "builtin" or is_prompt_file(data):
+    if data_mod.is_builtin(data) or is_prompt_file(data):
         low = data_mod.in_tier(fit.languages, "low")
         return fit.where(language=low) if low else None
     have = sorted({lang for lang, _ in polyrefuse_files(Path(data), "train")})
@@ -89,7 +92,7 @@ def tuning_prompts(data: str, languages, evaluation: data_mod.PromptSet) -> data
 
     Prompts that are also evaluated (``--split val``) are left out.
     """
-    if str(data) == "builtin" or is_prompt_file(data):
+    if data_mod.is_builtin(data) or is_prompt_file(data):
         return None
     val = data_mod.load_polyrefuse(data, languages, split="val")
     keep = val.frame[~val.frame["id"].isin(set(evaluation.frame["id"]))]
