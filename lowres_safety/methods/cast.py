@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .. import hooks as H
 from .._runtime.batching import StopForward, left_pad, length_batches
@@ -139,7 +140,8 @@ def prompt_states(model, prompts: PromptSet, layers: Sequence[int], *, pool: str
     encoded = [encode_chat(tok, text, generation_prompt=False).ids for text in prompts.texts]
     out = {layer: torch.empty(len(encoded), model.cfg.d_model) for layer in layers}
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    for idx in length_batches([len(e) for e in encoded], batch_size):
+    batches = list(length_batches([len(e) for e in encoded], batch_size))
+    for idx in tqdm(batches, desc=f"CAST {pool}-pooled states", unit="batch", disable=len(batches) < 8):
         ids, mask = left_pad([encoded[i] for i in idx], pad)
         seen = {}
 
