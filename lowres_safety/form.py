@@ -34,7 +34,7 @@ from .activations import ActivationSet
 from .data import PromptSet, tier_of
 from .probing import auroc_interval, project
 
-__all__ = ["FORM_FEATURES", "form_controls", "form_features", "residualise"]
+__all__ = ["FORM_FEATURES", "form_controls", "form_features", "residualise", "residualised_projections"]
 
 #: The form features, per prompt.
 FORM_FEATURES = ("n_tokens", "n_chars", "n_words", "question_mark", "n_digits", "n_punctuation")
@@ -59,6 +59,19 @@ def residualise(score: np.ndarray, features: np.ndarray) -> np.ndarray:
     x = np.column_stack([np.ones(len(score)), features])
     coef, *_ = np.linalg.lstsq(x, score, rcond=None)
     return score - x @ coef
+
+
+def residualised_projections(proj: pd.DataFrame, prompts: PromptSet, tokenizer) -> pd.DataFrame:
+    """``proj`` (one row per prompt: ``id``, ``language``, ``projection``) with each language's projections
+    residualised on the prompts' form features (:func:`residualise`): what the gap table then scores is
+    the part of the projection form does not explain."""
+    features = form_features(prompts, tokenizer).set_index(prompts.frame["id"].to_numpy())
+    out = proj.copy()
+    for rows in out.groupby("language", sort=False).groups.values():
+        part = out.loc[rows]
+        out.loc[rows, "projection"] = residualise(part["projection"].to_numpy(float),
+                                                  features.loc[part["id"]].to_numpy())
+    return out
 
 
 def _form_probe_scores(features: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -368,3 +368,21 @@ def transfer_intervention_heatmap(table: pd.DataFrame) -> go.Figure:
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=100, colorbar_title="refused (%)"),
                       width=1200, height=500)
     return fig
+
+
+__all__ += ["form_controls"]
+
+_CONTROL_COLOURS = {"length": "#bbbbbb", "form_probe": "#888888", "direction": "#6baed6", "residualised": "#08519c"}
+
+
+def form_controls(table: pd.DataFrame) -> go.Figure:
+    """AUROC per language of form alone and of the direction raw and with form partialled out (``form.form_controls``)."""
+    frame = table.assign(plus=table["auroc_high"] - table["auroc"], minus=table["auroc"] - table["auroc_low"])
+    fig = px.bar(frame, x="language", y="auroc", color="control", barmode="group", error_y="plus",
+                 error_y_minus="minus", color_discrete_map=_CONTROL_COLOURS,
+                 category_orders={"control": list(_CONTROL_COLOURS)})
+    fig.add_hline(y=0.5, line_dash="dot", line_color="grey")
+    fig.update_layout(title="Harm or form: the direction's AUROC beside what form alone gives",
+                      yaxis_title="AUROC (95% interval)", xaxis_title="language", yaxis_range=[0, 1.02],
+                      legend_title="score")
+    return fig

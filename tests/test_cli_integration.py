@@ -12,10 +12,15 @@ from lowres_safety.utility import load_mc_demo
 def test_diagnose_writes_results_and_an_offline_report(tmp_path):
     out = tmp_path / "run"
     code = main(["diagnose", "--languages", "en,sw", "--n-per-class", "4", "--seed", "1", "--out", str(out), "--no-cache",
-                 "--max-new-tokens", "4", "--analysis-per-class", "2"])
+                 "--max-new-tokens", "4", "--analysis-per-class", "2", "--form-control"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["languages"] == {"en": "high", "sw": "low"} and results["data"] == "builtin"
+    assert results["languages"] == {"en": "high", "sw": "low"} and results["data"] == "natural"
+    assert results["form_control"] and results["calibration"]["gap"] == results["gap_form_controlled"]
+    assert results["gap_raw"] != results["gap_form_controlled"]  # both kept; --form-control picked the controlled
+    assert {(r["language"], r["control"]) for r in results["form_controls"]} == {
+        (lang, c) for lang in ("en", "sw") for c in ("length", "form_probe", "direction", "residualised")}
+    assert {r["language"] for r in results["twins_control"]} == {"en", "sw"}  # the twins beside the natural set
     rows = results["separability"]
     assert {"language", "tier", "layer", "position", "direction", "auroc", "probe_accuracy"} <= set(rows[0])
     assert len(rows) == 2 * 30 * 2 * 2  # languages x layers x positions x (pooled, own)
@@ -45,7 +50,9 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
         (a, b) for a in ("en", "sw") for b in ("en", "sw")}
     page = (out / "report.html").read_text()
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded, no CDN
-    for heading in ("1. Is the harmfulness representation there?", "2. Is it acted on?", "3. How big is the gap",
+    assert page.index("The verdict") < page.index("1. Is the harmfulness representation there?")
+    for heading in ("1. Is the harmfulness representation there?", "1b. Harm or form?", "1c. The twins",
+                    "2. Is it acted on?", "3. How big is the gap",
                     "4. Where does it break?", "5. Which direction does the model act through?",
                     "6. Does one language", "7. Can a few examples fix it?"):
         assert heading in page
@@ -54,7 +61,7 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
 def test_diagnose_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["diagnose", "--languages", "en,xx", "--out", str(out)]) == 2
-    assert "['xx'] not in the built-in demo set" in capsys.readouterr().err
+    assert "['xx'] not in the built-in natural set" in capsys.readouterr().err
     assert main(["diagnose", "--languages", "sw,yo", "--out", str(out)]) == 2
     assert "high-resource language" in capsys.readouterr().err
     assert not out.exists()

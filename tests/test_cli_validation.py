@@ -29,7 +29,7 @@ CASES = [
     (["diagnose", "--data", "nowhere/prompts.csv"], "data nowhere/prompts.csv: no such file or folder"),
     (["diagnose", "--data", "{tmp}"], "is a folder without PolyRefuse/ in it"),
     (["diagnose", "--data", "{tmp}/p.xlsx"], "prompt files must end in one of"),
-    (["diagnose", "--text-column", "prompt"], "--text-column read a prompt file, but --data is 'builtin'"),
+    (["diagnose", "--text-column", "prompt"], "--text-column read a prompt file, but --data is 'natural'"),
     (["diagnose", "--data", POLY, "--harmless-from", POLY], "--harmless-from read a prompt file"),
     (["diagnose", "--data", "{tmp}/p.csv"], "name the text column"),
     (["diagnose", "--data", "{tmp}/p.csv", "--text-column", "prompt"], "a text column needs a language column"),

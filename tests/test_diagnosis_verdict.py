@@ -52,8 +52,10 @@ def run():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(diagnosis, "generate_scored", canned)
+        twins = ls.data.load_builtin(["en", "de", "sw"], name="twins", n_per_class=5, seed=2)
         found = diagnosis.analyse(model, prompts, seed=1, probe_folds=3, analysis_per_class=2, dose_layers=1,
-                                  dose_scales=(0.0, 1.0), budgets=(1, 2), seeds=(0,), progress=False)
+                                  dose_scales=(0.0, 1.0), budgets=(1, 2), seeds=(0,), progress=False,
+                                  controls=twins)
     return model, prompts, found
 
 
@@ -111,3 +113,52 @@ def test_every_analysis_ran_and_left_no_note(run):
     assert found.threshold_shift is not None and set(found.threshold_shift["language"]) >= {"de", "sw"}
     assert found.divergence is not None and found.divergence_pair == ("en", "sw")
     assert not found.recoverability.empty
+
+
+def test_the_form_controlled_gap_scores_the_held_out_projections_less_their_form(run):
+    """Catches: the controlled AUROC computed on in-sample projections, residualised across languages instead of
+    within each, or on other features than the form ones; the raw table replaced when --form-control is off.
+    Reference: least squares with an intercept on form.form_features, written out here, then scikit-learn."""
+    model, prompts, found = run
+    acts = ls.extract(model, prompts, [found.gate_layer], ["t_post_inst"], progress=False)
+    held = ls.probing.heldout_projections(acts, found.source, found.gate_layer, folds=3, seed=1)
+    features = ls.form.form_features(prompts, model.tokenizer).set_index(prompts.frame["id"].to_numpy())
+    controlled = found.gap_controlled.set_index("language")
+    for lang, part in held.groupby("language"):
+        x = np.column_stack([np.ones(len(part)), features.loc[part["id"]].to_numpy()])
+        y = part["projection"].to_numpy()
+        rest = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+        expected = roc_auc_score(part["subset"] == "harmful", rest)
+        assert controlled.loc[lang, "auroc"] == pytest.approx(expected, abs=1e-6)
+        assert controlled.loc[lang, "harmful_refusal"] == found.gap.set_index("language").loc[lang, "harmful_refusal"]
+    assert found.gap.equals(found.gap_raw) and not found.form_control
+
+
+def test_the_twins_are_scored_on_the_same_direction(run):
+    """Catches: the twins scored on a direction of their own (they would always separate) or at another layer.
+    Reference: the pooled source direction of the scored prompts at the gate layer, projected by hand."""
+    model, prompts, found = run
+    acts = ls.extract(model, prompts, [found.gate_layer], ["t_post_inst"], progress=False)
+    v = ls.directions.pooled(acts, found.source)[0, 0]
+    twins = ls.data.load_builtin(["en", "de", "sw"], name="twins", n_per_class=5, seed=2)
+    twin_acts = ls.extract(model, twins, [found.gate_layer], ["t_post_inst"], progress=False)
+    proj = (twin_acts.at(found.gate_layer, "t_post_inst") @ v).numpy()
+    table = found.twins[found.twins["control"] == "direction"].set_index("language")
+    for lang in ("en", "de", "sw"):
+        own = (twins.frame["language"] == lang).to_numpy()
+        expected = roc_auc_score(twins.labels[own], proj[own])
+        assert table.loc[lang, "auroc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_report_opens_with_the_verdict(run):
+    """Catches: the verdict table built from another table than the gap tables, or not first."""
+    _, _, found = run
+    first = diagnosis.sections(found, 8)[0]
+    assert first.title == "The verdict"
+    table = first.table.set_index("language")
+    for lang, g in found.gap_raw.set_index("language").iterrows():
+        c = found.gap_controlled.set_index("language").loc[lang]
+        assert table.loc[lang, "AUROC"] == f"{g['auroc']:.2f} [{g['auroc_low']:.2f}, {g['auroc_high']:.2f}]"
+        assert table.loc[lang, "AUROC, form controlled"].startswith(f"{c['auroc']:.2f} [")
+        assert table.loc[lang, "harmful refused %"].startswith(f"{g['harmful_refusal']:.0f} [")
+        assert table.loc[lang, "diagnosis"].startswith(g["failure_type"])

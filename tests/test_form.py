@@ -83,3 +83,60 @@ def test_a_direction_that_reads_form_loses_its_auroc_under_the_control_and_one_t
     np.testing.assert_allclose(residualise(proj, f), residual, atol=1e-6)
     low, high = harm.loc[("en", "residualised"), ["auroc_low", "auroc_high"]]
     assert low <= harm.loc[("en", "residualised"), "auroc"] <= high
+
+
+def test_the_verdict_table_puts_the_constructions_prediction_beside_the_diagnosis():
+    """Catches: 'agree' compared on undecided cells, or the prediction matched to another language.
+    Reference: the three cases written out."""
+    import pandas as pd
+
+    from lowres_safety.pipelines.verdict import verdict_table
+
+    def gap(rows):
+        base = {"tier": "low", "auroc_low": 0.5, "auroc_high": 0.9, "harmful_refusal": 40.0, "harmful_low": 20.0,
+                "harmful_high": 60.0, "harmless_refusal": 10.0, "harmless_low": 0.0, "harmless_high": 20.0,
+                "failure_direction": ""}
+        return pd.DataFrame([{**base, **r} for r in rows])
+
+    diagnosed = gap([{"language": "ar", "auroc": 0.8, "failure_type": "action failure", "decided": True},
+                     {"language": "yo", "auroc": 0.6, "failure_type": "representation failure", "decided": True},
+                     {"language": "sw", "auroc": 0.7, "failure_type": "acted on", "decided": False}])
+    predicted = gap([{"language": "yo", "auroc": 0.9, "failure_type": "action failure", "decided": True},
+                     {"language": "ar", "auroc": 0.9, "failure_type": "action failure", "decided": True},
+                     {"language": "sw", "auroc": 0.9, "failure_type": "acted on", "decided": True}])
+    table = verdict_table(diagnosed, diagnosed, predicted).set_index("language")
+    assert table.loc["ar", "agree"] == "yes" and table.loc["yo", "agree"] == "no" and table.loc["sw", "agree"] == "–"
+    assert table.loc["yo", "construction predicts"] == "action failure"
+    assert table.loc["sw", "diagnosis"] == "acted on (undecided)"
+    assert table.loc["ar", "harmful refused %"] == "40 [20, 60]" and table.loc["ar", "AUROC"] == "0.80 [0.50, 0.90]"
+
+
+def test_the_constructions_prediction_follows_its_rule():
+    """Catches: the prediction reading another layer, the threshold's side flipped, or refusal taken from the data
+    instead of the rule. Reference: three planted languages whose predicted type is written out."""
+    import pandas as pd
+    import torch
+
+    from lowres_safety.activations import ActivationSet
+    from lowres_safety.data import PromptSet
+    from lowres_safety.organisms.ground_truth import GroundTruth
+
+    rng = np.random.default_rng(0)
+    n = 20
+    shifts = {"ar": (1.5, -1.5), "yo": (-1.0, -3.0), "sw": (0.0, 0.0)}  # harmful, harmless mean projection
+    rows, x = [], []
+    for lang, (hi, lo) in shifts.items():
+        for subset, mean in (("harmful", hi), ("harmless", lo)):
+            for i in range(n):
+                rows.append({"id": f"{lang}-{subset}-{i}", "text": "x", "language": lang, "subset": subset,
+                             "split": "test", "source_id": f"{subset}-{i}"})
+                x.append(mean + (0.2 if lang != "sw" else 1.0) * rng.standard_normal())
+    acts = torch.zeros(len(rows), 2, 1, 3)
+    acts[:, 1, 0, 0] = torch.tensor(x)  # the rule's layer 1 reads axis 0
+    acts[:, 0, 0, 0] = -torch.tensor(x)  # layer 0 says the opposite: reading it would flip every type
+    set_ = ActivationSet(acts, PromptSet(pd.DataFrame(rows)), (0, 1), ("t_post_inst",))
+    truth = GroundTruth(1, torch.tensor([1.0, 0.0, 0.0]), 0.0, 3.0, ("ar",))
+    table = truth.predicted_gap(set_).set_index("language")
+    assert table.loc["ar", "failure_type"] == "acted on" and table.loc["ar", "harmful_refusal"] == 100
+    assert table.loc["yo", "failure_type"] == "action failure" and table.loc["yo", "harmful_refusal"] == 0
+    assert table.loc["sw", "failure_type"] == "representation failure"

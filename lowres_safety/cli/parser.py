@@ -39,11 +39,15 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 def _diagnose(sub) -> None:
     d = sub.add_parser("diagnose", help="separability of harmful vs harmless prompts per language and layer")
     d.add_argument("--model", default="organism", help=_MODEL_HELP)
-    d.add_argument("--data", default="builtin",
-                   help="'builtin' (= 'twins', phrase-matched pairs), 'natural' (requests written apart, 10 languages), "
-                   "a PolyRefuse folder (upstream layout) or a prompt file (see --text-column)")
+    d.add_argument("--data", default="natural",
+                   help="'natural' (default: requests written apart, 10 languages; --split train or test), 'twins' "
+                   "(= 'builtin', phrase-matched pairs), a PolyRefuse folder (upstream layout) or a prompt file (see "
+                   "--text-column)")
     d.add_argument("--languages", default=None, help="comma-separated codes, e.g. en,de,th,yo (default: all)")
-    d.add_argument("--n-per-class", type=int, default=24, help="prompts per class and language (default 24)")
+    d.add_argument("--n-per-class", type=count_or_all, default=20,
+                   help="prompts per class and language, or 'all' (default 20)")
+    d.add_argument("--form-control", action="store_true",
+                   help="base the failure type on the AUROC with the prompts' form partialled out (both are shown)")
     d.add_argument("--split", default="train", help="PolyRefuse split: train, val or test")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="runs/diagnose", help="output folder for results.json and report.html")

@@ -17,9 +17,11 @@ from torch import Tensor
 
 from .._runtime.files import atomic_write_text
 from ..activations import ActivationSet
+from ..calibration import gap_table
 from ..directions import pooled, unit
+from ..shipped import adapter_dir, shipped_name
 
-__all__ = ["GroundTruth"]
+__all__ = ["GroundTruth", "for_model"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ class GroundTruth:
         frame = acts.prompts.frame[["id", "language", "subset", "source_id"]].copy()
         return frame.assign(projection=x, refused=x > self.threshold)
 
+    def predicted_gap(self, acts: ActivationSet, seed: int = 0) -> pd.DataFrame:
+        """The gap table the construction predicts (:func:`calibration.gap_table` on the rule's own projection and
+        refusal per prompt): the failure type a diagnosis of this organism should find, with intervals."""
+        return gap_table(self.predict(acts), seed=seed)
+
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
 
@@ -76,3 +83,11 @@ class GroundTruth:
         meta = json.loads((folder / "ground_truth.json").read_text(encoding="utf-8"))
         return cls(meta["layer"], load_file(str(folder / "direction.safetensors"))["direction"], meta["threshold"],
                    meta["gap"], tuple(meta["source"]))
+
+
+def for_model(name: str) -> GroundTruth | None:
+    """The construction behind a model name (a shipped organism's name, its bridge label, or an adapter folder
+    with ``ground_truth.json``); None for any other model."""
+    shipped = shipped_name(str(name))
+    folder = adapter_dir(shipped) if shipped else Path(str(name))
+    return GroundTruth.load(folder) if (folder / "ground_truth.json").is_file() else None

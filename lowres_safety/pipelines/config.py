@@ -192,12 +192,18 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class DiagnoseConfig(RunConfig):
-    """``lowres-safety diagnose``: separability, refusal, the gap, where it breaks, and recoverability."""
+    """``lowres-safety diagnose``: separability, refusal, the gap, where it breaks, and recoverability.
 
-    n_per_class: int | None = 24  # prompts per class and language (None: all)
+    The default data are the natural set's train half (20 + 20 per language, 10 languages),
+    with the twins scored beside them as the form-matched check.
+    """
+
+    data: str = "natural"  # the project's natural requests (train half): see RunConfig.data for the others
+    n_per_class: int | None = 20  # prompts per class and language (None: all)
     analysis_per_class: int = 8  # prompts per class and language for attribution and the dose-response grid
     probe_folds: int = 5
     cache: bool = True  # read and write the activation cache
+    form_control: bool = False  # the failure type from the form-controlled AUROC (both are reported)
 
 
 @dataclass(frozen=True)

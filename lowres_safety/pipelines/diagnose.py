@@ -19,9 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from .. import judges
-from ..data import extra_tiers, tier_of
+from ..data import extra_tiers, load_builtin, tier_of
 from ..data.prompt_files import describe_origins, open_prompts, origin_table
 from ..models import load_model, model_id
+from ..organisms.ground_truth import for_model
 from . import diagnosis
 from .config import DiagnoseConfig
 from .report import records, write_html, write_json
@@ -88,9 +89,11 @@ def _diagnose(config: DiagnoseConfig, progress: bool) -> DiagnoseResult:
     other = judges.other_split_prompts(config.data, prompts.languages, config.split, config.analysis_per_class,
                                        config.seed)
     logit = judges.learn_from_prompts(model, other)[0] if other is not None else None
+    twins = None if config.data in ("builtin", "twins") else load_builtin(name="twins")
     found = diagnosis.analyse(model, prompts, seed=config.seed, cache=config.cache, probe_folds=config.probe_folds,
                               max_new_tokens=config.max_new_tokens, analysis_per_class=config.analysis_per_class,
-                              judge=judges.resolve(config.judge, logit=logit), logit=logit, progress=progress)
+                              judge=judges.resolve(config.judge, logit=logit), logit=logit, progress=progress,
+                              form_control=config.form_control, controls=twins, truth=for_model(config.model))
     results = {
         "config": config.to_dict(),
         "model": model_id(model),

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import attribution as attr_mod
-from .. import calibration, causal, dose_response, evaluation, judges, plots, probing, recoverability
+from .. import calibration, causal, dose_response, evaluation, form, judges, plots, probing, recoverability
 from .. import directions as dirs
 from ..activations import extract
 from ..data import PromptSet, in_tier, sample_sources
@@ -23,9 +23,11 @@ from ..gate import Gate
 from ..generation import generate_scored
 from ..hooks import default_alpha
 from ..models import model_id
+from ..organisms.ground_truth import GroundTruth
 from ..presets import preset_for
-from . import causal_report
+from . import causal_report, form_report
 from .report import Section
+from .verdict import verdict_section
 
 __all__ = ["Diagnosis", "analyse", "sections"]
 
@@ -61,6 +63,12 @@ class Diagnosis:
     timing: dict[str, float] = field(default_factory=dict)
     judge: str = "substring"  # the judge behind the gap table, loophole and threshold shift
     logit_learned_on: str = "the scored completions"  # where the logit judge's token set came from
+    form: pd.DataFrame | None = None  # form.form_controls at the gate layer
+    gap_raw: pd.DataFrame | None = None  # the gap table on raw held-out projections
+    gap_controlled: pd.DataFrame | None = None  # ... on projections less what form predicts of them
+    form_control: bool = False  # whether ``gap`` is the controlled one
+    twins: pd.DataFrame | None = None  # form.form_controls on the phrase-matched twins (the form-free check)
+    predicted: pd.DataFrame | None = None  # the construction's gap table, for a model organism
 
 
 def _analysis_subset(prompts: PromptSet, n_per_class: int, seed: int) -> PromptSet:
@@ -77,7 +85,8 @@ def _reference(languages: list[str], source: list[str]) -> str:
 def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, probe_folds: int = 5,
             max_new_tokens: int = 24, analysis_per_class: int = 8, dose_layers: int = 3,
             dose_scales=(0.0, 0.5, 1.0, 2.0), budgets=(1, 2, 4, 8, 16, 32, 64), seeds=(0, 1, 2),
-            progress: bool = True, judge=None, logit: judges.LogitJudge | None = None) -> Diagnosis:
+            progress: bool = True, judge=None, logit: judges.LogitJudge | None = None, form_control: bool = False,
+            controls: PromptSet | None = None, truth: GroundTruth | None = None) -> Diagnosis:
     """Run every analysis of the report on ``model`` and ``prompts``.
 
     Separability, refusal and recoverability use every prompt; the per-forward-pass
@@ -86,6 +95,10 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     :mod:`judges`; substring by default) decides refusal for the gap table, loophole and
     threshold shift; ``logit`` is the logit judge with a token set learned on another split
     (:func:`judges.learn_from_prompts`), else it is learned from the generated answers.
+    The gap table's AUROC is also computed on projections less what the prompts' form
+    predicts of them (:mod:`form`); ``form_control`` makes that one decide the failure type.
+    ``controls`` (the built-in twins) are scored on the same direction: the form-matched
+    check. ``truth`` (a model organism's rule) adds the failure types its construction predicts.
     """
     timing, notes = {}, {}
     source = in_tier(prompts.languages, "high")
@@ -122,7 +135,12 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
 
     t = time.perf_counter()
     held = probing.heldout_projections(acts, source, gate_layer, folds=probe_folds, seed=seed)
-    gap = calibration.gap_table(calibration.with_refusal(held, completions, chosen), seed=seed)
+    gaps = {name: calibration.gap_table(calibration.with_refusal(p, completions, chosen), seed=seed)
+            for name, p in (("raw", held), ("controlled", form.residualised_projections(held, prompts, model.tokenizer)))}
+    gap = gaps["controlled" if form_control else "raw"]
+    forms = form.form_controls(acts, v, gate_layer, model.tokenizer, folds=probe_folds, seed=seed)
+    twins = _twins_control(model, v, acts, gate_layer, controls, cache, probe_folds, seed, progress)
+    predicted = truth.predicted_gap(acts, seed) if truth is not None and truth.layer in acts.layers else None
     reference = _reference(prompts.languages, source)
     loophole = (calibration.loophole_rates(completions, chosen, reference=reference)
                 if len(prompts.languages) > 1 and "harmful" in set(completions["subset"]) else None)
@@ -174,7 +192,22 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
         dose=dose, alpha_half=alpha_half, alpha=alpha, attribution=attribution,
         refusal_tokens=[tok.decode([i]) for i in refusal_ids], compliance_tokens=[tok.decode([i]) for i in compliance_ids],
         divergence=divergence, divergence_pair=pair, recoverability=rec, gate=repr(gate), causal=found, notes=notes,
-        timing=timing, judge=chosen.name, logit_learned_on=logit.learned_on)
+        timing=timing, judge=chosen.name, logit_learned_on=logit.learned_on, form=forms, gap_raw=gaps["raw"],
+        gap_controlled=gaps["controlled"], form_control=form_control, twins=twins, predicted=predicted)
+
+
+def _twins_control(model, v, acts, layer: int, controls: PromptSet | None, cache: bool, folds: int, seed: int,
+                   progress: bool) -> pd.DataFrame | None:
+    """The pooled direction scored on the twins of the languages both sets have (:func:`form.form_controls`)."""
+    if controls is None:
+        return None
+    shared = [lang for lang in controls.languages if lang in acts.prompts.languages]
+    if not shared:
+        return None
+    twin_acts = extract(model, controls.where(language=shared), [layer], acts.positions, cache=cache,
+                        progress=progress)
+    li = acts.layer_index(layer)
+    return form.form_controls(twin_acts, v[li:li + 1], layer, model.tokenizer, folds=folds, seed=seed)
 
 
 def results(d: Diagnosis) -> dict:
@@ -214,6 +247,12 @@ def results(d: Diagnosis) -> dict:
         "interventional_transfer": records(d.causal.transfer),
         "recoverability": records(d.recoverability),
         "gate": d.gate,
+        "form_control": d.form_control,
+        "form_controls": records(d.form) if d.form is not None else None,
+        "gap_raw": records(d.gap_raw) if d.gap_raw is not None else None,
+        "gap_form_controlled": records(d.gap_controlled) if d.gap_controlled is not None else None,
+        "twins_control": records(d.twins) if d.twins is not None else None,
+        "construction": records(d.predicted) if d.predicted is not None else None,
     }
 
 
@@ -224,7 +263,9 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
                             & (d.separability["position"] == "t_post_inst")]
     summary = (pooled[pooled["layer"] == d.best_layer][["language", "tier", "auroc", "probe_accuracy"]]
                .rename(columns={"auroc": f"AUROC at layer {d.best_layer}"}))
-    out = [
+    out = [verdict_section(d.gap_raw if d.gap_raw is not None else d.gap, d.gap_controlled, d.predicted,
+                           d.form_control)] if d.gap_raw is not None else []
+    out += [
         Section(
             "1. Is the harmfulness representation there?",
             f"The pooled direction is the difference of means of harmful and harmless prompts over the "
@@ -256,6 +297,7 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
             ),
             summary,
         ),
+        *form_report.sections(d.form, d.twins),
         Section(
             "2. Is it acted on? Refusal by language",
             f"Greedy answers ({max_new_tokens} new tokens) to the same prompts, judged by each judge "
@@ -349,3 +391,4 @@ def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
             table,
         ))
     return out
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,22 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False))
 
 
+#: Column name -> decimals a table shows: what a 95% interval on tens of prompts supports (AUROC and accuracies
+#: to 0.01, refusal rates and selectivity to whole points); anything else to three significant digits.
+_DECIMALS = ((re.compile(r"^mc_|refus|selectivity|rate|%|^harmful_|^harmless_|gap"), 0),
+             (re.compile(r"auroc|accuracy|cosine|probe|balanced|score|similarity"), 2))
+
+
+def formatters(table: pd.DataFrame) -> dict:
+    """``DataFrame.to_html`` formatters per float column (:data:`_DECIMALS`)."""
+    out = {}
+    for column in table.select_dtypes("float").columns:
+        name = str(column).lower()
+        places = next((d for pattern, d in _DECIMALS if pattern.search(name)), None)
+        out[column] = (lambda x, p=places: f"{x:.{p}f}") if places is not None else (lambda x: f"{x:.3g}")
+    return out
+
+
 def write_html(path: str | Path, title: str, sections: list[Section], header: str = "") -> Path:
     """One HTML file: plotly.js inline once, each figure with its reading note underneath."""
     parts = [
@@ -54,7 +71,8 @@ def write_html(path: str | Path, title: str, sections: list[Section], header: st
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
         "color:#222}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-top:1em}"
         ".how{color:#555;font-style:italic;margin:0 0 2em}table{border-collapse:collapse;font-size:.85em}"
-        "td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}</style></head><body>",
+        "td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}.scroll{overflow-x:auto;max-width:100%}"
+        "</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         header,
     ]
@@ -69,6 +87,7 @@ def write_html(path: str | Path, title: str, sections: list[Section], header: st
             first = False
         if section.table is not None:
             table = section.table.rename_axis(columns=None)  # a pivot's column-axis name is no column
-            parts.append(table.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="–"))
+            parts.append("<div class='scroll'>" + table.to_html(index=False, formatters=formatters(table),
+                                                                 na_rep="–") + "</div>")
     parts.append("</body></html>")
     return atomic_write_text(path, "\n".join(parts))
