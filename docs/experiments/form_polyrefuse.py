@@ -18,6 +18,7 @@ import pandas as pd
 
 import lowres_safety as ls
 from lowres_safety import form, probing
+from lowres_safety.pipelines.report import interval_cell
 from lowres_safety.presets import preset_for
 
 
@@ -40,8 +41,7 @@ def measure(model_name: str, prompts, layer: int, seed: int) -> pd.DataFrame:
 
 
 def table(frame: pd.DataFrame) -> str:
-    cells = frame.assign(cell=[f"{a:.2f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in
-                               zip(frame["auroc"], frame["auroc_low"], frame["auroc_high"])])
+    cells = frame.assign(cell=list(map(interval_cell, frame["auroc"], frame["auroc_low"], frame["auroc_high"])))
     wide = cells.pivot_table(index=["model", "language", "tier"], columns="control", values="cell", aggfunc="first",
                              sort=False)
     order = ["length", "form_probe", "held_out", "held_out_residualised", "direction", "residualised"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import plots
-from .report import Section
+from .report import Section, interval_cell
 
 __all__ = ["sections", "wide"]
 
@@ -36,8 +36,7 @@ def sections(forms: pd.DataFrame | None, twins: pd.DataFrame | None) -> list[Sec
 
 def wide(table: pd.DataFrame) -> pd.DataFrame:
     """One row per language: each control's AUROC with its interval, and whether the separability survives."""
-    cells = table.assign(cell=[f"{a:.2f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in
-                               zip(table["auroc"], table["auroc_low"], table["auroc_high"])])
+    cells = table.assign(cell=list(map(interval_cell, table["auroc"], table["auroc_low"], table["auroc_high"])))
     wide = cells.pivot_table(index=["language", "tier"], columns="control", values="cell", aggfunc="first",
                              sort=False)
     wide = wide[[c for c in ("length", "form_probe", "direction", "residualised") if c in wide]].reset_index()

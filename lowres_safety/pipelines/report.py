@@ -18,7 +18,7 @@ import plotly.io as pio
 
 from .._runtime.files import atomic_write_text
 
-__all__ = ["Section", "records", "write_html", "write_json"]
+__all__ = ["Section", "formatters", "interval_cell", "records", "write_html", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ def write_json(path: str | Path, payload: dict) -> Path:
 #: to 0.01, refusal rates and selectivity to whole points); anything else to three significant digits.
 _DECIMALS = ((re.compile(r"^mc_|refus|selectivity|rate|%|^harmful_|^harmless_|gap"), 0),
              (re.compile(r"auroc|accuracy|cosine|probe|balanced|score|similarity"), 2))
+
+
+def interval_cell(point: float, low: float, high: float, places: int = 2) -> str:
+    """A figure with its interval as one table cell: ``0.87 [0.72, 0.98]``."""
+    return f"{point:.{places}f} [{low:.{places}f}, {high:.{places}f}]"
 
 
 def formatters(table: pd.DataFrame) -> dict:

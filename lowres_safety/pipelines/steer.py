@@ -164,7 +164,7 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
     table, completions = pd.concat(tables, ignore_index=True), pd.concat(texts, ignore_index=True)
     fitted, fit_acts, logit = first["fitted"], first["fit_acts"], first["logit"]
     fix = _fix(model, fitted, languages, c.ks, first["calib_acts"], first["eval_acts"])
-    reference = "en" if "en" in source else source[0]
+    reference = _reference(source)
     found = check(model, fit_acts, eval_prompts, source, logit.tokens(model.tokenizer), reference=reference,
                   gate_layer=fitted.layer, n_select=c.n_select, seed=seeds[0])
     timing.update(found.timing)
@@ -211,10 +211,9 @@ def _one_seed(model, c: SteerConfig, seed: int, fit_prompts, eval_prompts, langu
                                               c.split if c.calibrate_on == "split" else c.calibrate_on, seed,
                                               eval_prompts)
         calib_acts = extract(model, pool, "all", ("t_post_inst",), cache=True)
-    reference = "en" if "en" in source else source[0]
     if not shared:  # the first seed learns the logit judge's tokens; every seed is judged alike
         logit, _ = judges.learn_from_prompts(model, judges.per_class(  # tokens from fit answers, not the scored ones
-            fit_prompts.where(language=list(dict.fromkeys([reference, *languages]))), c.n_select, seed))
+            fit_prompts.where(language=list(dict.fromkeys([_reference(source), *languages]))), c.n_select, seed))
         folder = Path(workdir) / f".memo-{steering.config_key(settings)}" if workdir is not None else None
         shared.update(logit=logit, memo=CompletionMemo(model, c.max_new_tokens, c.batch_size, seed,
                                                        judges.resolve(c.judge, logit=logit), folder=folder))
@@ -228,6 +227,11 @@ def _one_seed(model, c: SteerConfig, seed: int, fit_prompts, eval_prompts, langu
         tune=steer_prompts.tuning_prompts(c.data, languages, eval_prompts) if c.adapted_from == "pooled" else None)
     return {"table": table, "completions": completions, "fitted": fitted, "fit_acts": fit_acts, "eval_acts": eval_acts,
             "calib_acts": calib_acts, "logit": shared["logit"], "setup_s": setup_s}
+
+
+def _reference(source: list[str]) -> str:
+    """The language the logit judge and the causal check read first: English where it is a source."""
+    return "en" if "en" in source else source[0]
 
 
 def _settings(c: SteerConfig, languages, source) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .report import Section
+from .report import Section, interval_cell
 
 __all__ = ["verdict_section", "verdict_table"]
 
@@ -24,11 +24,11 @@ def _kind(row) -> str:
 
 
 def _auroc(row) -> str:
-    return f"{row['auroc']:.2f} [{row['auroc_low']:.2f}, {row['auroc_high']:.2f}]"
+    return interval_cell(row["auroc"], row["auroc_low"], row["auroc_high"])
 
 
 def _rate(row, side: str) -> str:
-    return f"{row[f'{side}_refusal']:.0f} [{row[f'{side}_low']:.0f}, {row[f'{side}_high']:.0f}]"
+    return interval_cell(row[f"{side}_refusal"], row[f"{side}_low"], row[f"{side}_high"], places=0)
 
 
 def verdict_table(gap: pd.DataFrame, controlled: pd.DataFrame | None = None,
