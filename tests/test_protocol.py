@@ -115,3 +115,18 @@ def test_each_language_is_drawn_with_its_own_seed():
     for lang in ("sw", "yo"):
         own = per_class_sample(acts.where(language=lang), 8, language_seed(0, lang)).prompts.frame
         assert set(own["source_id"]) == by_lang[lang]
+
+
+def test_the_baselines_authors_files_reach_the_methods_from_the_command_line(tmp_path):
+    """Catches: --cast-data or --adasteer-vectors parsed but not handed to the methods (Context.upstream)."""
+    from lowres_safety.methods.upstream import CAST_FILES
+
+    for name in CAST_FILES:
+        (tmp_path / "cast" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "cast" / name).write_text("{}")
+    (tmp_path / "ada" / "RD").mkdir(parents=True)
+    words = ["steer", "--cast-data", str(tmp_path / "cast"), "--adasteer-vectors", str(tmp_path / "ada")]
+    args = _parser().parse_args(words)
+    config = steer_config(args, checks.check(args), given_options(words))
+    assert config.upstream_files == {"adasteer": str(tmp_path / "ada"), "cast": str(tmp_path / "cast")}
+    assert SteerConfig().upstream_files == {}

@@ -44,6 +44,7 @@ def steer_config(args, checked: checks.Checked, given: set[str] | None = None) -
                "max_new_tokens": "max_new_tokens", "seed": "seed", "layer": "layer", "strength": "strength",
                "scope": "scope", "ablation": "ablation", "recalibration": "recalibration",
                "calibrate_on": "calibrate_on", "adapted_from": "adapted_from", "adasteer_vectors": "adasteer_vectors",
+               "cast_data": "cast_data",
                "n_select": "n_select", "mc": "mc", "judge": "judge"}
     values = {field: getattr(args, dest) for field, dest in options.items()}
     values.update(languages=_languages(args.languages), source_languages=_languages(args.source_languages),

@@ -123,6 +123,10 @@ def _routing(s) -> None:
     s.add_argument("--adasteer-vectors", default=None, metavar="DIR",
                    help="upstream AdaSteer's vector files for this model (vectors/<model>/ with RD/ and HD/), as the "
                    "released zero-shot run used them; default: built from the source prompts")
+    s.add_argument("--cast-data", default=None, metavar="DIR",
+                   help="CAST's own data (IBM/activation-steering docs/demo-data: condition_harmful.json, alpaca.json, "
+                   "behavior_refusal.json), which the released zero-shot CAST trains and tunes on; default: the "
+                   "source prompts")
 
 
 def _organism(sub) -> None:

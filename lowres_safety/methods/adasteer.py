@@ -52,6 +52,7 @@ compliance): both add +c·(μ_harmful − μ_harmless) at a harmful prompt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -62,9 +63,9 @@ from .. import hooks as H
 from ..activations import ActivationSet
 from ..presets import ClampedLinear
 from . import upstream
-from .base import Context, Target, adapted_from, check_adapted_from, per_language_sample
+from .base import Arms, Context, Target, adapted_from, check_adapted_from, digest, one_arm, per_language_sample
 
-__all__ = ["ADAPTED_K", "AdaSteer", "AdaSteerVectors", "adasteer_hooks", "scaled_distance"]
+__all__ = ["ADAPTED_K", "AdaSteer", "AdaSteerVectors", "adasteer_hooks", "final_norm_of", "scaled_distance"]
 
 #: Examples per class the adapted variant rebuilds its vectors from (compute_adapted_adasteer_vectors.py).
 ADAPTED_K = 32
@@ -112,21 +113,37 @@ class AdaSteerVectors:
         return cls(a["mu_a"], a["mu_b"], a["hd"], a["beta_a"], a["beta_b"], a["rd"])
 
     @classmethod
-    def from_acts(cls, acts: ActivationSet, position: str = "t_post_inst", *,
-                  toward: str = "harmful") -> AdaSteerVectors:
+    def from_acts(cls, acts: ActivationSet, position: str = "t_post_inst", *, toward: str = "harmful",
+                  final_norm: Callable[[Tensor], Tensor] | None = None) -> AdaSteerVectors:
         """``toward="harmful"``: a = harmful, b = harmless (the released adapted script);
-        ``"compliance"``: a = harmless (complied with), b = harmful (refused), upstream's meaning."""
+        ``"compliance"``: a = harmless (complied with), b = harmful (refused), upstream's meaning.
+
+        ``final_norm`` (the model's final norm, :func:`final_norm_of`): the last layer's anchors
+        are read after it, as the released script's ``output.hidden_states[layer + 1]`` is for
+        the last layer in Hugging Face models; None keeps the block output there.
+        """
         if toward not in ("harmful", "compliance"):
             raise ValueError(f"toward must be 'harmful' or 'compliance', got {toward!r}")
         pi = acts.position_index(position)
         y = torch.from_numpy(acts.prompts.labels.astype(bool))
         if y.all() or not y.any():
             raise ValueError("AdaSteer's anchors need harmful and harmless prompts")
-        x = acts.acts[:, :, pi].float()  # [prompt, layer, d_model]
+        x = acts.acts[:, :, pi].float().clone()  # [prompt, layer, d_model]; the set's own stays as it is
         if list(acts.layers) != list(range(len(acts.layers))):
             raise ValueError(f"AdaSteer needs every layer from 0 extracted; got {list(acts.layers)}")
+        if final_norm is not None:
+            with torch.no_grad():
+                x[:, -1] = final_norm(x[:, -1, None])[:, 0].float()
         harmful, harmless = x[y].mean(0), x[~y].mean(0)
         return cls(harmful, harmless) if toward == "harmful" else cls(harmless, harmful)
+
+
+def final_norm_of(model) -> Callable[[Tensor], Tensor] | None:
+    """The bridge's final norm on ``[batch, pos, d_model]`` states (None without a model)."""
+    if model is None:
+        return None
+    norm = model.ln_final
+    return lambda h: norm(h.to(model.cfg.device, model.cfg.dtype)).cpu()
 
 
 def adasteer_hooks(vectors: AdaSteerVectors, alpha_layer: int, alpha_rule: ClampedLinear, beta_layer: int,
@@ -176,6 +193,7 @@ class AdaSteer:
     adapted_rules: Rules
     adaptation: ActivationSet | None = None  # the pooled low-resource examples; None: each target's pool
     seed: int = 0
+    final_norm: Callable[[Tensor], Tensor] | None = field(default=None, repr=False, compare=False)
     _adapted: dict = field(default_factory=dict, repr=False, compare=False)  # pool key -> AdaSteerVectors
 
     @classmethod
@@ -190,9 +208,10 @@ class AdaSteer:
             adapted = (ctx.layer, ClampedLinear(-c / 100, bias=c, low=0.0, high=c), ctx.layer, ClampedLinear(0.0))
         pool = ctx.adaptation if adapted_from == "pooled" else None
         folder = ctx.upstream.get("adasteer")
+        norm = final_norm_of(ctx.model)
         zero_shot = (AdaSteerVectors.from_upstream(folder) if folder is not None
-                     else AdaSteerVectors.from_acts(ctx.acts, toward="compliance"))
-        return cls(zero_shot, zero, adapted, pool, ctx.seed)
+                     else AdaSteerVectors.from_acts(ctx.acts, toward="compliance", final_norm=norm))
+        return cls(zero_shot, zero, adapted, pool, ctx.seed, norm)
 
     def variants(self, ks) -> tuple[int, ...]:
         return (0, ADAPTED_K)
@@ -203,7 +222,8 @@ class AdaSteer:
         key = "pooled" if self.adaptation is not None else target.language
         if key not in self._adapted:
             pool = self.adaptation if self.adaptation is not None else target.pool
-            self._adapted[key] = AdaSteerVectors.from_acts(per_language_sample(pool, k, self.seed))
+            self._adapted[key] = AdaSteerVectors.from_acts(per_language_sample(pool, k, self.seed),
+                                                           final_norm=self.final_norm)
         return self._adapted[key]
 
     def rules_for(self, k: int) -> Rules:
@@ -212,6 +232,12 @@ class AdaSteer:
     def hooks(self, target: Target, k: int) -> list[H.Hook]:
         alpha_layer, alpha_rule, beta_layer, beta_rule = self.rules_for(k)
         return adasteer_hooks(self.vectors_for(target, k), alpha_layer, alpha_rule, beta_layer, beta_rule)
+
+    def arms(self, target: Target, k: int) -> Arms:
+        """One arm keyed by the vectors and rules: a seed that builds the same ones (k = 0) shares its answers."""
+        v = self.vectors_for(target, k)
+        key = f"adasteer:{digest(v.rd, v.hd_vector, v.mu_a, v.mu_b, *v.beta_anchors, self.rules_for(k))}"
+        return one_arm(target, key, self.hooks(target, k))
 
     def extras(self, target: Target, k: int) -> dict:
         upstream_files = k == 0 and self.vectors.rd_file is not None

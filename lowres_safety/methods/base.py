@@ -16,7 +16,7 @@ from ..hooks import Hook
 from ..presets import Preset
 
 __all__ = ["ADAPTED_FROM", "Arms", "Context", "Method", "Target", "adapted_from", "arms_of", "check_adapted_from",
-           "digest", "per_class_sample", "per_language_sample"]
+           "digest", "one_arm", "per_class_sample", "per_language_sample"]
 
 
 #: Where adapted AdaSteer and CAST take their examples: every low-resource language pooled (released), or each target.
@@ -100,6 +100,11 @@ def digest(*parts) -> str:
     return h.hexdigest()[:16]
 
 
+def one_arm(target: Target, key: str, hooks: list[Hook]) -> Arms:
+    """Every held-out prompt of ``target`` under one arm ``key``."""
+    return Arms(pd.Series(key, index=target.held_out.prompts.frame["id"].to_numpy()), {key: hooks})
+
+
 def arms_of(method: Method, target: Target, k: int, run: str) -> Arms:
     """``method.arms(target, k)`` where the method defines it, else one arm named for this fit (``run``).
 
@@ -108,9 +113,7 @@ def arms_of(method: Method, target: Target, k: int, run: str) -> Arms:
     """
     if hasattr(method, "arms"):
         return method.arms(target, k)
-    ids = target.held_out.prompts.frame["id"]
-    key = f"{method.name}-k{k}-{run}"
-    return Arms(pd.Series(key, index=ids.to_numpy()), {key: method.hooks(target, k)})
+    return one_arm(target, f"{method.name}-k{k}-{run}", method.hooks(target, k))
 
 
 def per_class_sample(pool: ActivationSet, k: int, seed: int = 0) -> ActivationSet:

@@ -23,9 +23,9 @@ with ``configs/routing_refusal/run_cast_steering.yaml``.
   formatted without the generation prompt, ``adapted_behavior_pool: last``);
   ``behaviour_at="t_post_inst"`` (this toolkit's earlier default) reads it at the last
   token with the generation prompt.
-- Variants: k = 0 fits the vectors and the grid on the source languages' prompts
-  (the released zero-shot variant uses CAST's own English condition data and an
-  Alpaca refusal/compliance behaviour set, which are not available offline); k = 32
+- Variants: k = 0 fits the vectors and the grid on the source languages' prompts, or,
+  given CAST's own data (IBM/activation-steering ``docs/demo-data``, ``steer --cast-data``),
+  as the released zero-shot run does (:func:`official_zero_shot`); k = 32
   ("adapted", ``run_cast_steering.py::polyrefuse_budget_pairs`` with
   ``training_source=polyrefuse``) fits both vectors on 32 + 32 train prompts of **each
   low-resource language, pooled** (:attr:`Context.adaptation`), and tunes the grid **per
@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,12 +56,13 @@ from .. import hooks as H
 from .._runtime.batching import StopForward, left_pad, length_batches
 from ..activations import ActivationSet
 from ..data import PromptSet
-from ..models import encode_chat
-from .base import Context, Target, adapted_from, check_adapted_from, per_language_sample
+from ..models import encode_chat, format_chat
+from .base import Arms, Context, Target, adapted_from, check_adapted_from, digest, one_arm, per_language_sample
+from .upstream import cast_demo_data
 
 __all__ = ["ADAPTED_K", "BEHAVIOUR_AT", "CONDITION_LAYERS", "BEHAVIOUR_LAYERS", "Cast", "CastRule", "cast_hooks",
-           "condition_similarity", "directions", "mean_pooled_states", "pairwise_pc", "prompt_states",
-           "select_condition", "tune"]
+           "condition_similarity", "directions", "mean_pooled_states", "official_zero_shot", "pairwise_pc",
+           "prompt_states", "select_condition", "tail_states", "tune"]
 
 ADAPTED_K = 32
 CONDITION_LAYERS = tuple(range(1, 14))  # run_cast_steering.yaml, the same indices for every model
@@ -136,12 +138,24 @@ def prompt_states(model, prompts: PromptSet, layers: Sequence[int], *, pool: str
     """
     if pool not in ("mean", "last"):
         raise ValueError(f"pool must be 'mean' or 'last', got {pool!r}")
+    encoded = [encode_chat(model.tokenizer, text, generation_prompt=False).ids for text in prompts.texts]
+    widths = [len(e) if pool == "mean" else 1 for e in encoded]
+    return tail_states(model, encoded, widths, layers, batch_size=batch_size, desc=f"CAST {pool}-pooled states")
+
+
+def tail_states(model, encoded: Sequence[Sequence[int]], widths: Sequence[int], layers: Sequence[int], *,
+                batch_size: int = 16, desc: str = "CAST states") -> dict[int, Float[Tensor, "seq d_model"]]:
+    """Mean of ``blocks.{l}.hook_resid_post`` over each sequence's last ``widths[i]`` tokens.
+
+    Left-padded, so a width of the whole length is the masked mean, 1 the last token, and a
+    suffix's token count the suffix (``run_cast_steering.py::extract_pooled_hiddens``, pools
+    ``mean``, ``last`` and ``suffix``; a width is clipped to 1..length as there).
+    """
     tok = model.tokenizer
-    encoded = [encode_chat(tok, text, generation_prompt=False).ids for text in prompts.texts]
     out = {layer: torch.empty(len(encoded), model.cfg.d_model) for layer in layers}
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     batches = list(length_batches([len(e) for e in encoded], batch_size))
-    for idx in tqdm(batches, desc=f"CAST {pool}-pooled states", unit="batch", disable=len(batches) < 8):
+    for idx in tqdm(batches, desc=desc, unit="batch", disable=len(batches) < 8):
         ids, mask = left_pad([encoded[i] for i in idx], pad)
         seen = {}
 
@@ -157,11 +171,10 @@ def prompt_states(model, prompts: PromptSet, layers: Sequence[int], *, pool: str
                 model(ids.to(model.cfg.device), attention_mask=mask.to(model.cfg.device))
         except StopForward:
             pass
-        m = mask.to(torch.float32)[:, :, None]
+        width = torch.tensor([max(1, min(int(widths[i]), len(encoded[i]))) for i in idx])
+        m = (torch.arange(ids.shape[1])[None, :] >= ids.shape[1] - width[:, None]).float()[:, :, None]
         for layer in layers:
-            states = seen[layer].float().cpu()
-            pooled = (states * m).sum(1) / m.sum(1) if pool == "mean" else states[:, -1]  # left-padded: last is real
-            out[layer][torch.from_numpy(idx)] = pooled
+            out[layer][torch.from_numpy(idx)] = (seen[layer].float().cpu() * m).sum(1) / m.sum(1)
     return out
 
 
@@ -234,6 +247,7 @@ class Cast:
     masked: bool = False
     adaptation: ActivationSet | None = None  # the pooled low-resource examples; None: each target's pool
     behaviour_at: str = "user_turn_end"
+    official_data: bool = False  # k = 0 fitted on CAST's own data (``steer --cast-data``)
     _directions: dict = field(default_factory=dict, repr=False, compare=False)  # pool, k -> (shots, conditions, behaviour)
     _adapted: dict = field(default_factory=dict, repr=False, compare=False)  # language, k -> fitted
 
@@ -245,12 +259,16 @@ class Cast:
             raise ValueError(f"behaviour_at must be one of {BEHAVIOUR_AT}, got {behaviour_at!r}")
         cond = _layers(condition_layers, ctx.n_layers, "condition")
         behave = _layers(behaviour_layers, ctx.n_layers, "behaviour")
-        pooled = mean_pooled_states(ctx.model, ctx.acts.prompts, cond)  # fit and tune on the same source prompts
-        conditions, behaviour = directions(ctx.model, ctx.acts, cond, behave, behaviour_at, pooled)
-        rule = tune(ctx.model, conditions, ctx.acts.prompts, pooled)
+        folder = ctx.upstream.get("cast")
+        if folder is not None:  # CAST's own data, as the released zero-shot run
+            zero_shot = official_zero_shot(ctx.model, folder, cond, behave)
+        else:
+            pooled = mean_pooled_states(ctx.model, ctx.acts.prompts, cond)  # fit and tune on the same source prompts
+            conditions, behaviour = directions(ctx.model, ctx.acts, cond, behave, behaviour_at, pooled)
+            rule = tune(ctx.model, conditions, ctx.acts.prompts, pooled)
+            zero_shot = (conditions[rule.layer], rule, behaviour)
         pool = ctx.adaptation if adapted_from == "pooled" else None
-        return cls(ctx.model, cond, behave, (conditions[rule.layer], rule, behaviour), ctx.seed, masked, pool,
-                   behaviour_at)
+        return cls(ctx.model, cond, behave, zero_shot, ctx.seed, masked, pool, behaviour_at, folder is not None)
 
     def variants(self, ks) -> tuple[int, ...]:
         return (0, ADAPTED_K)
@@ -275,11 +293,20 @@ class Cast:
         condition, rule, behaviour = self.fitted_for(target, k)
         return cast_hooks(condition, rule, behaviour, masked=self.masked)
 
+    def arms(self, target: Target, k: int) -> Arms:
+        """One arm keyed by the fitted vectors and rule: a seed that fits the same ones (k = 0) shares its answers."""
+        condition, rule, behaviour = self.fitted_for(target, k)
+        key = f"cast:{digest(condition, rule, self.masked, *(behaviour[layer] for layer in sorted(behaviour)))}"
+        return one_arm(target, key, self.hooks(target, k))
+
     def extras(self, target: Target, k: int) -> dict:
         _, rule, _ = self.fitted_for(target, k)
-        tuned = "fit prompts" if k == 0 or target.tune is None else "target val"
+        official = k == 0 and self.official_data
+        tuned = ("CAST data test split" if official else
+                 "fit prompts" if k == 0 or target.tune is None else "target val")
+        origin = "CAST's own data" if official else adapted_from(k, self.adaptation)
         return {"cast_layer": rule.layer, "cast_threshold": rule.threshold, "cast_comparator": rule.comparator,
-                "cast_tuned_on": tuned, "adapted_from": adapted_from(k, self.adaptation)}
+                "cast_tuned_on": tuned, "adapted_from": origin}
 
 
 def directions(model, fit: ActivationSet, cond, behave, behaviour_at: str = "user_turn_end",
@@ -303,3 +330,48 @@ def tune(model, conditions: dict[int, Tensor], prompts: PromptSet, pooled: dict 
     pooled = pooled or mean_pooled_states(model, prompts, list(conditions))
     sims = {layer: condition_similarity(pooled[layer], c).numpy() for layer, c in conditions.items()}
     return select_condition(sims, prompts.labels.astype(int))
+
+
+def _mean_pooled(model, texts: Sequence[str], layers: Sequence[int]) -> dict[int, Tensor]:
+    encoded = [tuple(encode_chat(model.tokenizer, text, generation_prompt=False).ids) for text in texts]
+    return tail_states(model, encoded, [len(e) for e in encoded], layers, desc="CAST data: condition states")
+
+
+def _suffix_pooled(model, questions: Sequence[str], suffixes: Sequence[str], layers: Sequence[int]
+                   ) -> dict[int, Tensor]:
+    """Every question followed by every suffix (suffix-major, as released), averaged over the suffix's tokens."""
+    tok = model.tokenizer
+    heads = [format_chat(tok, q, generation_prompt=False) for q in questions]
+    encoded, widths = [], []
+    for suffix in suffixes:
+        width = len(tok.encode(suffix, add_special_tokens=False))
+        for head in heads:
+            encoded.append(tuple(tok(head + suffix, add_special_tokens=False)["input_ids"]))
+            widths.append(width)
+    return tail_states(model, encoded, widths, layers, desc="CAST data: behaviour states")
+
+
+def official_zero_shot(model, folder: str | Path, condition_layers: Sequence[int], behaviour_layers: Sequence[int],
+                       *, questions: int = 100, suffixes: int = 100, thresholds=THRESHOLDS
+                       ) -> tuple[Tensor, CastRule, dict[int, Tensor]]:
+    """(condition vector at the tuned layer, the tuned rule, behaviour vectors) from CAST's demo-data folder.
+
+    ``thresholds``: the grid of τ (the released 0–0.06 by default; a model whose similarities
+    sit elsewhere may need another).
+    """
+    data = cast_demo_data(folder, questions, suffixes)
+    harmful, harmless = zip(*data["condition_train"], strict=True)
+    states = _mean_pooled(model, list(harmful) + list(harmless), condition_layers)
+    n = len(harmful)
+    conditions = {layer: pairwise_pc(x[:n], x[n:]) for layer, x in states.items()}
+    test_harmful, test_harmless = zip(*data["condition_test"], strict=True)
+    tune = _mean_pooled(model, list(test_harmful) + list(test_harmless), condition_layers)
+    y = np.r_[np.ones(len(test_harmful), int), np.zeros(len(test_harmless), int)]
+    sims = {layer: condition_similarity(tune[layer], c).numpy() for layer, c in conditions.items()}
+    rule = select_condition(sims, y, thresholds)
+    refusing, complying = zip(*data["suffixes"], strict=True)
+    pos = _suffix_pooled(model, data["questions"], refusing, behaviour_layers)
+    neg = _suffix_pooled(model, data["questions"], complying, behaviour_layers)
+    behaviour = {layer: pairwise_pc(pos[layer], neg[layer]) for layer in behaviour_layers}
+    return conditions[rule.layer], rule, behaviour
+

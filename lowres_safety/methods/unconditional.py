@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
 import torch
 
 from .. import hooks as H
-from .base import Arms, Context, Target, digest
+from .base import Arms, Context, Target, digest, one_arm
 
 __all__ = ["Ablation", "Addition", "NoIntervention"]
 
@@ -38,8 +37,7 @@ class NoIntervention:
 
     def arms(self, target: Target, k: int) -> Arms:
         """One arm for every prompt, keyed by :meth:`signature`: another fit or seed with the same vector shares it."""
-        key = self.signature()
-        return Arms(pd.Series(key, index=target.held_out.prompts.frame["id"].to_numpy()), {key: self.hooks(target, k)})
+        return one_arm(target, self.signature(), self.hooks(target, k))
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@
 AdaSteer's vectors (MuyuenLP/AdaSteer ``vectors/{model}/{RD,HD}/*.pkl``, which the paper's
 released zero-shot run downloads with ``scripts/routing_refusal/download_adasteer_vectors.py``)
 are pickled numpy arrays. A pickle can run code when loaded, so they are read with an
-unpickler that rebuilds numpy arrays and refuses everything else.
+unpickler that rebuilds numpy arrays and refuses everything else. CAST's own data (IBM's
+``docs/demo-data`` JSON files, which the released zero-shot CAST run trains and tunes on) is
+read as the released script reads it.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["adasteer_arrays", "read_numpy_pickle"]
+__all__ = ["CAST_FILES", "adasteer_arrays", "cast_demo_data", "read_numpy_pickle"]
 
 _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
@@ -61,3 +64,32 @@ def adasteer_arrays(folder: str | Path) -> dict[str, Tensor]:
     if len(set(layers.values())) != 1:
         raise ValueError(f"the vector files disagree on the number of layers: {layers}")
     return out
+
+
+#: CAST's demo data files (IBM/activation-steering ``docs/demo-data``), as the released zero-shot run reads them.
+CAST_FILES = ("condition_harmful.json", "alpaca.json", "behavior_refusal.json")
+
+
+def cast_demo_data(folder: str | Path, questions: int = 100, suffixes: int = 100) -> dict[str, list]:
+    """CAST's own data, read as ``run_cast_steering.py::official_condition_pairs`` and ``official_behavior_pairs`` do.
+
+    ``condition_train`` and ``condition_test``: (harmful, harmless) pairs of
+    ``condition_harmful.json``'s ``train`` and ``test`` splits (the vectors are fitted on
+    the first, the condition grid tuned on the second); ``questions``: the first
+    ``questions`` of ``alpaca.json``'s ``train``; ``suffixes``: the first ``suffixes``
+    (refusing, complying) response openings of ``behavior_refusal.json``. The released run
+    uses 100 and 100.
+    """
+    folder = Path(folder)
+    missing = [name for name in CAST_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {missing}: pass IBM/activation-steering's docs/demo-data folder")
+    read = {name: json.loads((folder / name).read_text(encoding="utf-8")) for name in CAST_FILES}
+    condition = read["condition_harmful.json"]
+    refusal = read["behavior_refusal.json"]
+    pairs = list(zip(refusal["non_compliant_responses"][:suffixes], refusal["compliant_responses"][:suffixes],
+                     strict=True))
+    return {"condition_train": [(str(r["harmful"]), str(r["harmless"])) for r in condition["train"]],
+            "condition_test": [(str(r["harmful"]), str(r["harmless"])) for r in condition["test"]],
+            "questions": [str(r["question"]) for r in read["alpaca.json"]["train"][:questions]],
+            "suffixes": [(str(a), str(b)) for a, b in pairs]}

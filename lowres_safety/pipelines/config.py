@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 from ..data.loaders import is_builtin, is_polyrefuse
 from ..data.prompt_files import READERS, FileOptions, is_prompt_file
 from ..data.tiers import check_tiers
+from ..methods.upstream import CAST_FILES
 
 __all__ = ["AT_LEAST", "PAPER", "Ablation", "CalibrateOn", "DiagnoseConfig", "Recalibration", "RunConfig", "Scope",
            "SteerConfig", "check_choice", "check_codes", "model_depth"]
@@ -222,7 +223,9 @@ class SteerConfig(RunConfig):
     "target" (each target's own calibration pool). ``adasteer_vectors`` is the folder of
     upstream AdaSteer's vector files for this model (``vectors/<model>/``), which the
     released zero-shot run used; without it the k = 0 vectors are built from the source
-    prompts with the same meaning. ``mc`` is a multiple-choice file or
+    prompts with the same meaning. ``cast_data`` is CAST's own data folder
+    (IBM/activation-steering ``docs/demo-data``), which the released zero-shot CAST run
+    trains and tunes on; without it k = 0 CAST is fitted on the source prompts. ``mc`` is a multiple-choice file or
     folder in Global-MMLU's layout, or "builtin".
     """
 
@@ -241,6 +244,7 @@ class SteerConfig(RunConfig):
     calibrate_on: CalibrateOn = "train"
     adapted_from: AdaptedFrom = "pooled"
     adasteer_vectors: str | None = None  # upstream AdaSteer's vectors/<model>/ folder, for the k = 0 row
+    cast_data: str | None = None  # CAST's demo-data folder, for the k = 0 row
     n_select: int = 8
     mc: str = "builtin"
 
@@ -252,6 +256,11 @@ class SteerConfig(RunConfig):
     def paper(cls, **overrides) -> SteerConfig:
         """The released run's protocol (:data:`PAPER`: full splits, budgets 0–64, 128 tokens), then ``overrides``."""
         return cls(**{**PAPER, **overrides})
+
+    @property
+    def upstream_files(self) -> dict[str, str]:
+        """The baselines' authors' files this run reads, by method name (``methods.Context.upstream``)."""
+        return {name: path for name, path in (("adasteer", self.adasteer_vectors), ("cast", self.cast_data)) if path}
 
     @property
     def run_seeds(self) -> tuple[int, ...]:
@@ -273,6 +282,11 @@ class SteerConfig(RunConfig):
             if not (Path(self.adasteer_vectors) / "RD").is_dir():
                 raise ValueError(f"adasteer_vectors {self.adasteer_vectors!r}: no RD/ folder there; give the folder "
                                  "of one model's upstream AdaSteer vectors (vectors/<model>/, with RD/ and HD/)")
+        if self.cast_data is not None:
+            missing = [n for n in CAST_FILES if not (Path(self.cast_data) / n).is_file()]
+            if missing:
+                raise ValueError(f"cast_data {self.cast_data!r} lacks {missing}: give IBM/activation-steering's "
+                                 "docs/demo-data folder")
         if not (math.isfinite(self.strength) and self.strength > 0):
             raise ValueError(f"strength {self.strength}: strength must be positive and finite (lambda in alpha = "
                              "lambda * spread)")

@@ -55,7 +55,7 @@ def settings_table(c: SteerConfig, source: list[str]) -> pd.DataFrame:
         "seeds": (", ".join(map(str, c.run_seeds)), 0 in c.run_seeds),
         "AdaSteer k = 0 vectors": (c.adasteer_vectors or "built from the source prompts, upstream's meaning",
                                    c.adasteer_vectors is not None or None),
-        "CAST k = 0 data": ("the source prompts", False),
+        "CAST k = 0 data": (c.cast_data or "the source prompts", c.cast_data is not None),
         "adapted baselines": ("pooled low-resource, CAST tuned on target val" if c.adapted_from == "pooled"
                               else "each target's own pool", c.adapted_from == "pooled"),
     }

@@ -202,7 +202,7 @@ def _one_seed(model, c: SteerConfig, seed: int, fit_prompts, eval_prompts, langu
     fitted = steering.fit_methods(model, fit_acts, source, layer=c.layer, seed=seed, lam=c.strength, scope=c.scope,
                                   ablation=c.ablation, recalibration=c.recalibration, preset=preset,
                                   adaptation=adaptation,
-                                  upstream={"adasteer": c.adasteer_vectors} if c.adasteer_vectors else None)
+                                  upstream=c.upstream_files)
     eval_acts = extract(model, eval_prompts, [fitted.layer], ("t_post_inst",), cache=True)
     if c.calibrate_on == "train":
         calib_acts = fit_acts.where(language=languages)
@@ -242,6 +242,7 @@ def _settings(c: SteerConfig, languages, source) -> dict:
             "ablation": c.ablation, "recalibration": c.recalibration, "mc": c.mc, "judge": c.judge,
             "adapted_from": c.adapted_from, "layer_option": c.layer,
             **({"adasteer_vectors": c.adasteer_vectors} if c.adasteer_vectors else {}),
+            **({"cast_data": c.cast_data} if c.cast_data else {}),
             **({"calibrate_on": c.calibrate_on} if c.calibrate_on != "train" else {})}
 
 
