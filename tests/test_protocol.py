@@ -63,17 +63,18 @@ def test_the_estimates_counts_and_gpu_price_by_hand():
     Reference: the counts written out for 2 languages × 8 prompts, 2 seeds."""
     shared = estimate.steer_work(n_eval=8, eval_tokens=10.0, n_fit=100, fit_tokens=20.0, n_source_fit=60,
                                  n_languages=2, n_seeds=2, shared_across_seeds=True, new_tokens=16, batch_size=4)
-    assert shared.detail["arms"] == 2 * (4 + 4 * 2)  # none, ablation, addition, gate ablation once; AdaSteer, CAST ×2
-    assert shared.decode_rows == 24 * 8 and shared.decode_steps == (24 * 8 // 4) * 16
-    kl = 24 * 4 + 2 * 4
-    assert shared.prefill_tokens == int((24 * 8 + kl) * 10 + (100 + 120) * 20 + 2 * 8 * 10)
+    # none, ablation, addition, the gate's ablation arm, AdaSteer and CAST at k = 0 once; their k = 32 per seed
+    assert shared.detail["arms"] == 2 * (6 + 2 * 2)
+    assert shared.decode_rows == 20 * 8 and shared.decode_steps == (20 * 8 // 4) * 16
+    kl = 20 * 4 + 2 * 4
+    assert shared.prefill_tokens == int((20 * 8 + kl) * 10 + (100 + 120) * 20 + 2 * 8 * 10)
     apart = estimate.steer_work(n_eval=8, eval_tokens=10.0, n_fit=100, fit_tokens=20.0, n_source_fit=60,
                                 n_languages=2, n_seeds=2, shared_across_seeds=False, new_tokens=16, batch_size=4)
-    assert apart.detail["arms"] == 2 * (4 * 2 + 4 * 2) and apart.detail["fit_passes"] == 2 * 220
+    assert apart.detail["arms"] == 2 * (6 * 2 + 2 * 2) and apart.detail["fit_passes"] == 2 * 220
     gpu = dict(estimate.GPU_7B, batch_size=4)
     seconds = estimate.price_gpu(shared, gpu)
     weights = gpu["params"] * gpu["bytes_per_param"]
-    by_hand = (192 / 4) * 16 * (weights / gpu["bandwidth"] + gpu["step_overhead_s"]) \
+    by_hand = (160 / 4) * 16 * (weights / gpu["bandwidth"] + gpu["step_overhead_s"]) \
         + 2 * gpu["params"] * shared.prefill_tokens / gpu["flops"]
     assert seconds == pytest.approx(by_hand)
 

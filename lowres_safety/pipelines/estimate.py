@@ -3,9 +3,10 @@
 The work is counted from the plan (prompts, their token lengths from the real tokenizer,
 new tokens, the passes each method needs) and priced two ways:
 
-- **here**: the matrix products of one forward step timed on this machine at the
-  model's own shapes (a few milliseconds of micro-benchmark), plus the per-layer cost of
-  launching the step's small operations, also timed here;
+- **here**: the model's own generation loop timed on this machine (one batch, a prefill
+  and four decoding steps: a few seconds; an estimate from timed matrix products alone
+  came out five times too low on the 360M organism, where the per-step costs beyond the
+  products dominate);
 - **a 7B model on one GPU**: a decoding step reads every weight once (bf16 weights over
   an H100's memory bandwidth at the share a batched ``generate`` reaches) and a prefill is
   compute-bound (its dense bf16 peak at a typical share). The assumptions are in
@@ -21,14 +22,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 __all__ = ["GPU_7B", "Estimate", "Work", "clock", "price_gpu", "price_here", "steer_work"]
 
 #: Qwen2.5-7B-Instruct on one H100 SXM: parameters, layers, bytes per weight, usable bandwidth and compute.
 GPU_7B = {"params": 7.6e9, "n_layers": 28, "bytes_per_param": 2, "bandwidth": 3.35e12 * 0.6, "flops": 989e12 * 0.4,
           "step_overhead_s": 0.02, "batch_size": 16}
-_OPS_PER_LAYER = 40  # small operations a block launches per step (norms, rotary, attention pieces, hooks)
 
 
 @dataclass(frozen=True)
@@ -66,10 +65,10 @@ def steer_work(*, n_eval: int, eval_tokens: float, n_fit: int, fit_tokens: float
     ``n_eval`` evaluation prompts per language (both classes), ``n_fit`` fit prompts in
     all (source and targets), ``n_source_fit`` of them in the source languages (CAST
     pools them twice), mean prompt lengths in tokens. Per language: no intervention,
-    ablation, addition and the gate's ablation arm (once, when the fit does not change
-    with the seed), AdaSteer and CAST at k = 0 and 32 (per seed).
+    ablation, addition, the gate's ablation arm and AdaSteer and CAST at k = 0 (once, when
+    the fit does not change with the seed), AdaSteer and CAST at k = 32 (per seed).
     """
-    shared, per_seed = 4, 4
+    shared, per_seed = 6, 2
     arms = n_languages * (shared * (1 if shared_across_seeds else n_seeds) + per_seed * n_seeds)
     answers = arms * n_eval
     kl = arms * n_eval // 2 + n_languages * n_eval // 2  # harmless first-token passes, plus the unhooked reference
@@ -80,22 +79,25 @@ def steer_work(*, n_eval: int, eval_tokens: float, n_fit: int, fit_tokens: float
     return Work(int(prefill), int(answers), int(new_tokens), int(batch_size), detail)
 
 
-def price_here(model, work: Work, repeats: int = 5) -> float:
-    """Seconds on this machine: each step's matrix products timed at the model's shapes, plus launch costs."""
-    cfg = model.cfg
-    d, d_mlp, vocab = cfg.d_model, cfg.d_mlp or 4 * cfg.d_model, cfg.d_vocab
-    shapes = [(d, 3 * d), (d, d), (d, 3 * d_mlp)]  # q/k/v, output, gate/up/down (one fused stand-in per kind)
-    small = torch.randn(work.batch_size, 1, d)
-    launches = _timed(lambda: small * 1.0001 + small, repeats * 4) * _OPS_PER_LAYER * cfg.n_layers
-    chunk = 512  # prefill priced per 512 tokens at the same shapes
+def price_here(model, work: Work, prompt_words: int = 48) -> float:
+    """Seconds on this machine, from the model's own generation timed here.
 
-    def products(rows: int) -> float:
-        return (sum(_matmul_s(rows, i, o, repeats) for i, o in shapes) * cfg.n_layers
-                + _matmul_s(rows, d, vocab, repeats))  # logits at every position
+    One batch of ``work.batch_size`` prompts of about ``prompt_words`` words is generated
+    for 1 and for 5 new tokens; the difference gives a decoding step, the first a prefill
+    token (a few seconds). Hooks and longer answers' attention add to it, so it is a floor.
+    """
+    from ..generation import generate  # the run's own loop: the bridge, its hooks machinery, the KV cache
 
-    decode = work.decode_steps * (products(work.batch_size) + launches)
-    prefill = work.prefill_tokens / chunk * (products(chunk) + launches)
-    return float(decode + prefill)
+    texts = [" ".join(["word"] * prompt_words)] * work.batch_size
+
+    def seconds(new_tokens: int) -> float:
+        return _timed(lambda: generate(model, texts, [], max_new_tokens=new_tokens, batch_size=work.batch_size,
+                                       stop_at_eos=False, progress=False), 1)
+
+    prefill = seconds(1)
+    step = max(seconds(5) - prefill, 0.0) / 4
+    per_token = prefill / (work.batch_size * (prompt_words + 20))  # the chat template adds about 20 tokens
+    return float(work.decode_steps * step + work.prefill_tokens * per_token)
 
 
 def price_gpu(work: Work, gpu: dict = GPU_7B) -> float:
@@ -105,11 +107,6 @@ def price_gpu(work: Work, gpu: dict = GPU_7B) -> float:
     decode = batches * work.new_tokens * (weights / gpu["bandwidth"] + gpu["step_overhead_s"])
     prefill = 2 * gpu["params"] * work.prefill_tokens / gpu["flops"]
     return float(decode + prefill)
-
-
-def _matmul_s(rows: int, n_in: int, n_out: int, repeats: int) -> float:
-    x, w = torch.randn(rows, n_in), torch.randn(n_in, n_out)
-    return _timed(lambda: x @ w, repeats)
 
 
 def _timed(fn, repeats: int) -> float:
