@@ -85,3 +85,34 @@ def reference_acts(model, prompts, layers, positions):
 def chat_batch(model, texts):
     """Chat-formatted, left-padded input ids and attention mask for ``texts``."""
     return left_pad([encode_chat(model.tokenizer, t).ids for t in texts], model.tokenizer.pad_token_id)
+
+
+def rendered_dom(page) -> str:
+    """The DOM of an HTML file after headless Chromium ran its scripts (skips without chromium, fails under CI)."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def check_report_renders(page) -> str:
+    """A report opened in Chromium: every plotly figure drew its plot, every table sits in a scrolling box."""
+    import re
+
+    dom = rendered_dom(page)
+    figures = re.findall(r'<div id="[^"]+" class="plotly-graph-div[^"]*"', dom)
+    drawn = dom.count('class="main-svg"')
+    assert figures and drawn >= len(figures), (len(figures), drawn)  # plotly draws 2+ svgs per figure
+    assert dom.count("<table") == len(re.findall(r'<div class="scroll"><table', dom))
+    return dom

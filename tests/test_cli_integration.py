@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from helpers import check_report_renders
 
 import lowres_safety as ls
 from lowres_safety import data, directions, extract, probing
@@ -50,6 +51,7 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
         (a, b) for a in ("en", "sw") for b in ("en", "sw")}
     page = (out / "report.html").read_text()
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded, no CDN
+    check_report_renders(out / "report.html")
     assert page.index("The verdict") < page.index("1. Is the harmfulness representation there?")
     for heading in ("1. Is the harmfulness representation there?", "1b. Harm or form?", "1c. The twins",
                     "2. Is it acted on?", "3. How big is the gap",
@@ -122,6 +124,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
             assert r["kl"] > 0
     page = (out / "report.html").read_text()
     assert "Plotly.newPlot" in page and "Which direction does the model act through?" in page
+    check_report_renders(out / "report.html")
     assert len(results["selection"]["table"]) == 24 and {"selection_s", "transfer_s"} <= set(results["timing"])
     transfer = {(r["source"], r["target"]) for r in results["interventional_transfer"]}
     assert transfer == {(a, b) for a in ("en", "sw") for b in ("en", "sw")}

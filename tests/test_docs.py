@@ -2,14 +2,13 @@
 
 import ast
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import rendered_dom
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPORT = re.compile(r"^\s*(from\s+lowres_safety[\w.]*\s+import\s+.+|import\s+lowres_safety[\w.]*(\s+as\s+\w+)?)\s*$")
@@ -77,30 +76,14 @@ def test_the_docs_build_offline_with_warnings_as_errors(site):
     assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', page)  # no CDN: it opens offline
 
 
-def _browser() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _rendered(page: Path) -> str:
-    browser = _browser()
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return run.stdout
-
-
 def test_a_guide_page_renders_with_its_content(site):
-    dom = _rendered(site / "guides" / "diagnose" / "index.html")
+    dom = rendered_dom(site / "guides" / "diagnose" / "index.html")
     assert "Diagnose: where does a language" in dom
     assert "Is the representation there?" in dom and "DiagnoseConfig" in dom
 
 
 def test_an_api_page_renders_the_docstrings(site):
-    dom = _rendered(site / "reference" / "representation" / "index.html")
+    dom = rendered_dom(site / "reference" / "representation" / "index.html")
     assert "lowres_safety.probing.separability" in dom
     assert "Per-layer separability of harmful vs harmless prompts" in dom  # the module docstring
     assert "choose_layer" in dom and "ActivationSet" in dom

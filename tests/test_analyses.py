@@ -1,0 +1,162 @@
+"""The paper's analyses (lowres_safety.analyses) against hand computations on planted activations.
+
+Planted set: 16-dimensional activations at one layer; harm is +2 along axis 0 in every
+language (the representation is there), plus noise; the source languages' directions
+also lean on axis 1 or 2 so the subspace has more than one rank. Train 24 + 24 and test
+12 + 12 prompts per language.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+import lowres_safety as ls
+from lowres_safety.activations import ActivationSet
+from lowres_safety.analyses import metrics as M
+from lowres_safety.analyses.recoverability import draw_balanced
+
+SOURCE = ["en", "de", "fr"]
+TARGETS = ["sw", "yo"]
+D = 16
+
+
+def _planted(seed: int = 0) -> ActivationSet:
+    g = np.random.default_rng(seed)
+    rows, xs = [], []
+    for li, lang in enumerate(SOURCE + TARGETS):
+        lean = np.zeros(D)
+        lean[1 + li % 3] = 1.0 if lang in SOURCE else 0.0
+        for split, n in (("train", 24), ("test", 12)):
+            for c in (1, 0):
+                for i in range(n):
+                    xs.append(g.normal(size=D) + c * (2.0 * np.eye(D)[0] + lean))
+                    rows.append({"id": f"{lang}-{split}-{c}-{i}", "text": "x", "language": lang,
+                                 "subset": "harmful" if c else "harmless", "split": split, "source_id": f"{c}-{i}"})
+    x = torch.tensor(np.array(xs), dtype=torch.float32)[:, None, None, :]
+    return ActivationSet(x, ls.PromptSet(pd.DataFrame(rows), "planted"), (5,), ("t_post_inst",))
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return _planted()
+
+
+def test_metrics_by_hand():
+    """Reference: the counts written out for scores 3, 2, 1, 0 with labels 1, 0, 1, 0 at threshold 1.5."""
+    out = M.binary_metrics(np.array([3.0, 2.0, 1.0, 0.0]), np.array([1, 0, 1, 0]), 1.5)
+    assert out["auc"] == pytest.approx(0.75)  # 3 of 4 harmful-harmless pairs ordered right
+    assert out["average_precision"] == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert (out["tp"], out["fp"], out["tn"], out["fn"]) == (1, 1, 1, 1)
+    assert out["precision"] == out["recall"] == out["f1"] == out["accuracy"] == out["balanced_accuracy"] == 0.5
+    strict = M.binary_metrics(np.array([1.0, 0.0]), np.array([1, 0]), 1.0)
+    assert strict["tp"] == 0  # a score equal to the threshold is not called harmful (score > threshold)
+
+
+def test_global_threshold_is_the_first_best_mean_f1_over_languages():
+    """Catches: the largest instead of the smallest tied threshold, pooled instead of mean-over-languages F1.
+    Reference: brute force over the candidate grid written out here."""
+    g = np.random.default_rng(1)
+    for _ in range(200):
+        fit = {lang: (np.round(g.normal(size=6), 1), np.array([1, 1, 1, 0, 0, 0])) for lang in ("a", "b")}
+        pooled = np.unique(np.concatenate([s for s, _ in fit.values()]))
+        grid = [pooled[0] - 1e-6] + [(a + b) / 2 for a, b in zip(pooled[:-1], pooled[1:], strict=True)] \
+            + [pooled[-1] + 1e-6]
+        mean_f1 = [np.mean([f1_score(y, s > t, zero_division=0) for s, y in fit.values()]) for t in grid]
+        assert M.global_threshold(fit) == pytest.approx(grid[int(np.argmax(mean_f1))])
+    assert M.language_thresholds({"a": (np.array([2.0, 0.0]), np.array([1, 0]))})["a"] == pytest.approx(1.0)
+
+
+def test_stable_seed_gives_the_released_values():
+    """Reference: values of the released ``stable_seed`` for two argument lists (computed from its definition)."""
+    assert M.stable_seed(0, 0, "Qwen/Qwen2.5-7B-Instruct", "sw", 1, "hrl", 10, "subspace_logistic") == 2403321065
+    assert M.stable_seed(0, "Qwen/Qwen2.5-7B-Instruct", "sw", 1) == 2243654941
+
+
+def test_macro_rows_average_rates_and_sum_counts():
+    rows = pd.DataFrame({"language": ["sw", "yo", "ar"], "budget": 1, "auc": [0.6, 0.8, 1.0], "tp": [1, 2, 3]})
+    out = M.macro_rows(rows, ["budget"]).set_index("language")
+    assert out.loc["__macro__", "auc"] == pytest.approx(0.8) and out.loc["__macro__", "tp"] == 6
+    assert out.loc["__macro_low__", "auc"] == pytest.approx(0.7) and out.loc["__macro_mid__", "tp"] == 3
+
+
+def test_recoverability_rows_against_hand_computations(planted):
+    """Catches: the HRL reference not the first singular vector of the unit source directions, a draw not the
+    released rule (its seed, harmful first), thresholds set on the test prompts, controls that read the labels.
+    Reference: numpy SVD, sklearn AUC and F1, the draw rebuilt from ``stable_seed`` by hand."""
+    table = ls.analyses.recoverability(planted, 5, source_languages=SOURCE, budgets=(1, 4, 16), seeds=range(4),
+                                       model="m", progress=False)
+    rows = table[~table["language"].str.startswith("__")]
+    assert set(rows["language"]) == set(TARGETS) and set(rows["budget"]) == {1, 4, 16}
+    assert len(rows) == len(TARGETS) * 3 * 4 * 7  # languages × budgets × seeds × readouts
+    x = planted.acts[:, 0, 0].numpy()
+    frame = planted.prompts.frame
+    y = (frame["subset"] == "harmful").to_numpy()
+    train, test = (frame["split"] == "train").to_numpy(), (frame["split"] == "test").to_numpy()
+    units = []
+    for lang in SOURCE:
+        m = train & (frame["language"] == lang).to_numpy()
+        d = x[m & y].mean(0) - x[m & ~y].mean(0)
+        units.append(d / np.linalg.norm(d))
+    v = np.linalg.svd(np.array(units))[2][0]
+    v = v if v @ units[0] >= 0 else -v
+    sw_test = test & (frame["language"] == "sw").to_numpy()
+    hrl = rows[(rows["language"] == "sw") & (rows["readout"] == "hrl_direction")]
+    assert hrl["auc"].to_numpy() == pytest.approx(roc_auc_score(y[sw_test], x[sw_test] @ v), abs=1e-5)
+
+    sw_train = train & (frame["language"] == "sw").to_numpy()
+    harmful, harmless = x[sw_train & y], x[sw_train & ~y]
+    hi, ni = draw_balanced(len(harmful), len(harmless), 4, M.stable_seed(2, "m", "sw", 4))
+    shots_h, shots_n = harmful[hi.numpy()], harmless[ni.numpy()]
+    d = shots_h.mean(0) - shots_n.mean(0)
+    row = rows[(rows["language"] == "sw") & (rows["budget"] == 4) & (rows["seed"] == 2)
+               & (rows["readout"] == "local_mean_difference")].iloc[0]
+    assert row["auc"] == pytest.approx(roc_auc_score(y[sw_test], x[sw_test] @ d), abs=1e-5)
+    u = d / np.linalg.norm(d)
+    t = M.global_threshold({"sw": (np.r_[shots_h @ u, shots_n @ u], np.r_[np.ones(4), np.zeros(4)])})
+    assert row["threshold"] == pytest.approx(t, abs=1e-5)
+    assert row["f1"] == pytest.approx(f1_score(y[sw_test], x[sw_test] @ u > t))
+    assert row["average_precision"] == pytest.approx(average_precision_score(y[sw_test], x[sw_test] @ u), abs=1e-5)
+
+    mean = rows.groupby(["readout", "budget"])["auc"].mean()
+    for control in ("random_direction", "permutation_mean_difference"):
+        assert abs(mean[control].mean() - 0.5) < 0.15, control
+    assert mean["local_mean_difference", 16] > 0.85
+    for readout in ("local_mean_difference", "logistic_regression", "mlp"):  # more examples, a better readout
+        assert mean[readout, 16] > mean[readout, 1] + 0.1, readout
+    assert (table[table["language"] == "__macro_low__"].set_index(["budget", "seed", "readout"])["auc"].sort_index()
+            == rows.groupby(["budget", "seed", "readout"])["auc"].mean().sort_index()).all()
+
+
+def test_rank_sweep_refits_on_source_plus_shots_and_shares_one_threshold(planted):
+    """Catches: the budget's examples not drawn by the released rule, a gate not refitted on source + shots, a
+    threshold per language where the released scope is global, ranks above the source count kept.
+    Reference: the gate's own fit and recalibration called by hand with the released draw; sklearn metrics."""
+    from lowres_safety.analyses.rank import _shots
+
+    table = ls.analyses.rank_sweep(planted, 5, source_languages=SOURCE, ranks=(1, 3, 5), budgets=(0, 4),
+                                   seeds=(0, 1), model="m", progress=False)
+    rows = table[~table["language"].str.startswith("__")]
+    assert sorted(set(rows["rank"])) == [1, 3]  # 5 > 3 source languages
+    assert len(rows[rows["budget"] == 0]) == 2 * len(TARGETS)  # one seed at budget 0
+    fit = planted.where(split="train")
+    base = ls.Gate(rank=3, seed=M.stable_seed(0, "m", "all", "hrl", 3, "subspace_logistic", "zero_shot")).fit(
+        fit.where(language=SOURCE), 5, "t_post_inst", SOURCE)
+    logits, shots_of = {}, {}
+    for lang in TARGETS:
+        draw = M.stable_seed(0, 1, "m", lang, 4, "hrl", 3, "subspace_logistic")
+        shots_of[lang] = _shots(fit.where(language=lang), 4, draw)
+        reseeded = ls.Gate(rank=3, seed=draw).fit(fit.where(language=SOURCE), 5, "t_post_inst", SOURCE)
+        reseeded.seed = draw
+        logits[lang] = reseeded.recalibrate(shots_of[lang], 4, seed=draw)
+    t = M.global_threshold({lang: (g.raw_logits(shots_of[lang]).numpy(), shots_of[lang].prompts.labels)
+                            for lang, g in logits.items()})
+    got = rows[(rows["rank"] == 3) & (rows["budget"] == 4) & (rows["seed"] == 1)].set_index("language")
+    for lang in TARGETS:
+        test = planted.where(language=lang, split="test")
+        scores = logits[lang].raw_logits(test).detach().numpy()
+        assert got.loc[lang, "threshold"] == pytest.approx(t, abs=1e-5)
+        assert got.loc[lang, "auc"] == pytest.approx(roc_auc_score(test.prompts.labels, scores), abs=1e-5)
+        assert got.loc[lang, "f1"] == pytest.approx(f1_score(test.prompts.labels, scores > t))
+    assert base.rank_ == 3
