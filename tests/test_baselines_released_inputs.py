@@ -137,3 +137,21 @@ def test_cast_data_folder_missing_a_file_is_named():
 
     with pytest.raises(ValueError, match="behavior_refusal.json"):
         SteerConfig(cast_data=".").validate()
+
+
+def test_a_second_seeds_cast_fit_reads_the_pooled_states_again(tiny, acts, monkeypatch):
+    """Catches: each seed's CAST fit running its pooled-state passes over the same fit prompts again (minutes on a
+    full train split), or a cached state served for other prompts."""
+    model, _ = tiny
+    first = C.Cast.fit(_context(model, acts, 0), condition_layers=(0, 1), behaviour_layers=(2, 3))
+
+    def no_forward(*a, **k):
+        raise AssertionError("pooled states computed again")
+
+    monkeypatch.setattr(C, "tail_states", no_forward)
+    again = C.Cast.fit(_context(model, acts, 1), condition_layers=(0, 1), behaviour_layers=(2, 3))
+    torch.testing.assert_close(again.zero_shot[0], first.zero_shot[0])
+    with pytest.raises(AssertionError, match="computed again"):
+        other = Context(model=model, acts=acts.where(language="de"), layer=1, direction=torch.ones(model.cfg.d_model),
+                        alpha=1.0, n_layers=model.cfg.n_layers)  # other fit prompts: computed, not read
+        C.Cast.fit(other, condition_layers=(0, 1), behaviour_layers=(2, 3))
