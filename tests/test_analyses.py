@@ -160,3 +160,50 @@ def test_rank_sweep_refits_on_source_plus_shots_and_shares_one_threshold(planted
         assert got.loc[lang, "auc"] == pytest.approx(roc_auc_score(test.prompts.labels, scores), abs=1e-5)
         assert got.loc[lang, "f1"] == pytest.approx(f1_score(test.prompts.labels, scores > t))
     assert base.rank_ == 3
+
+
+def _tiered(seed: int = 0) -> ActivationSet:
+    """High en de fr (harm along axis 0), mid ar ko (axis 0), low sw yo: harm mostly along axis 5, which only a
+    low-resource source can add to the subspace. Train 24 + 24, val and test 12 + 12 per language."""
+    g = np.random.default_rng(seed)
+    rows, xs = [], []
+    for lang in ["en", "de", "fr", "ar", "ko", "sw", "yo"]:
+        harm = np.eye(D)[0] * 2.0 if lang not in ("sw", "yo") else np.eye(D)[0] * 0.3 + np.eye(D)[5] * 2.0
+        for split, n in (("train", 24), ("val", 12), ("test", 12)):
+            for c in (1, 0):
+                for i in range(n):
+                    xs.append(g.normal(size=D) + c * harm)
+                    rows.append({"id": f"{lang}-{split}-{c}-{i}", "text": "x", "language": lang,
+                                 "subset": "harmful" if c else "harmless", "split": split, "source_id": f"{c}-{i}"})
+    x = torch.tensor(np.array(xs), dtype=torch.float32)[:, None, None, :]
+    return ActivationSet(x, ls.PromptSet(pd.DataFrame(rows), "tiered"), (5,), ("t_post_inst",))
+
+
+def test_subspace_transfer_plans_rows_and_what_an_added_language_brings():
+    """Catches: a whole tier added instead of one language, the added language scored as a target, a threshold
+    set on target prompts, the rank not truncating. Reference: the plans written out; the gate fitted by hand;
+    sklearn AUC and F1; planted geometry (only a low-resource source carries the low-resource harm axis)."""
+    from lowres_safety.analyses.subspace_transfer import source_plans
+
+    high = ["en", "de", "fr"]
+    assert source_plans(["en", "de", "fr", "ar", "ko", "sw", "yo"]) == [
+        ("hrl_to_target", "", high, ["ar", "ko", "sw", "yo"]),
+        ("hrl_plus_lrl_full", "sw", high + ["sw"], ["yo"]), ("hrl_plus_lrl_full", "yo", high + ["yo"], ["sw"]),
+        ("hrl_plus_mrl_full", "ar", high + ["ar"], ["sw", "yo"]), ("hrl_plus_mrl_full", "ko", high + ["ko"], ["sw", "yo"])]
+    acts = _tiered()
+    table = ls.analyses.subspace_transfer(acts, 5, rank=3, model="m", progress=False)
+    rows = table[~table["language"].str.startswith("__")].set_index(["condition", "added", "split", "language"])
+    assert len(rows) == 2 * (4 + 1 + 1 + 2 + 2)
+    fit = acts.where(split="train").where(language=high + ["yo"])
+    gate = ls.Gate(rank=3, seed=M.stable_seed(0, "m", "hrl_plus_lrl_full", "yo")).fit(fit, 5, "t_post_inst",
+                                                                                       high + ["yo"])
+    t = M.global_threshold({"s": (gate.raw_logits(fit).detach().numpy(), fit.prompts.labels)})
+    sw = acts.where(language="sw", split="test")
+    scores = gate.raw_logits(sw).detach().numpy()
+    row = rows.loc[("hrl_plus_lrl_full", "yo", "test", "sw")]
+    assert row["threshold"] == pytest.approx(t, abs=1e-5)
+    assert row["auc"] == pytest.approx(roc_auc_score(sw.prompts.labels, scores), abs=1e-5)
+    assert row["f1"] == pytest.approx(f1_score(sw.prompts.labels, scores > t))
+    alone = rows.loc[("hrl_to_target", "", "test", "sw"), "auc"]
+    assert row["auc"] > alone + 0.1  # yo's direction brings the low-resource harm axis into the subspace
+    assert rows.loc[("hrl_plus_mrl_full", "ar", "test", "sw"), "auc"] < row["auc"] - 0.1  # ar's does not
