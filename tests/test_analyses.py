@@ -163,15 +163,15 @@ def test_rank_sweep_refits_on_source_plus_shots_and_shares_one_threshold(planted
 
 
 def _tiered(seed: int = 0) -> ActivationSet:
-    """High en de fr (harm along axis 0), mid ar ko (axis 0), low sw yo: harm mostly along axis 5, which only a
-    low-resource source can add to the subspace. Train 24 + 24, val and test 12 + 12 per language."""
+    """High en de fr (harm 1.0 along axis 0, overlapping), mid ar ko (the same), low sw yo: harm mostly along axis 5, which only a
+    low-resource source can add to the subspace. Train 24 + 14, val and test 12 + 12 per language."""
     g = np.random.default_rng(seed)
     rows, xs = [], []
     for lang in ["en", "de", "fr", "ar", "ko", "sw", "yo"]:
-        harm = np.eye(D)[0] * 2.0 if lang not in ("sw", "yo") else np.eye(D)[0] * 0.3 + np.eye(D)[5] * 2.0
+        harm = np.eye(D)[0] * 1.0 if lang not in ("sw", "yo") else np.eye(D)[0] * 0.3 + np.eye(D)[5] * 2.0
         for split, n in (("train", 24), ("val", 12), ("test", 12)):
             for c in (1, 0):
-                for i in range(n):
+                for i in range(n if c or split != "train" else 14):  # train 24 + 14, unbalanced as PolyRefuse's
                     xs.append(g.normal(size=D) + c * harm)
                     rows.append({"id": f"{lang}-{split}-{c}-{i}", "text": "x", "language": lang,
                                  "subset": "harmful" if c else "harmless", "split": split, "source_id": f"{c}-{i}"})
