@@ -20,11 +20,13 @@ from __future__ import annotations
 from .adasteer import AdaSteer
 from .base import Context, Method, Target
 from .cast import Cast
+from .directional_ablation import DirectionalAblation
 from .gate import GateRouting
 from .unconditional import Ablation, Addition, NoIntervention
 
-__all__ = ["METHODS", "AdaSteer", "Ablation", "Addition", "Cast", "Context", "GateRouting", "Method", "NoIntervention",
-           "Target"]
+__all__ = ["METHODS", "AdaSteer", "Ablation", "Addition", "Cast", "Context", "DirectionalAblation", "GateRouting",
+           "Method", "NoIntervention", "Target"]
 
-#: Every method a ``steer`` table compares, by name, in table order.
+#: Every method a ``steer`` table compares, by name, in table order (:class:`DirectionalAblation`, the released
+#: layer-range ablation, is fitted on request: ``steering.fit_methods(..., methods=[...])``).
 METHODS: dict[str, type] = {m.name: m for m in (NoIntervention, Ablation, Addition, AdaSteer, Cast, GateRouting)}
