@@ -7,7 +7,7 @@ The modules follow the research question, in order:
 1. is the representation there? :mod:`activations` (extract), :mod:`directions`
    (difference of means, pooled high-resource), :mod:`probing` (per-layer separability),
    :mod:`form` (how much of it the prompts' form explains), :mod:`recoverability` (how few
-   examples a readout needs);
+   examples a readout needs; :mod:`analyses` has the paper's own analyses as released);
 2. is it acted on? :mod:`generation`, :mod:`judges`, :mod:`evaluation` (refusal rates, Δ, KL);
 3. how big is the gap, and of which type? :mod:`calibration` (gap table, threshold shift,
    selectivity ceiling);
@@ -34,6 +34,7 @@ warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is depre
 
 from . import (  # noqa: E402
                activations,
+               analyses,
                attribution,
                calibration,
                causal,
@@ -82,6 +83,7 @@ __all__ = [
     "SteerConfig",
     "SteerResult",
     "activations",
+    "analyses",
     "attribution",
     "calibration",
     "causal",

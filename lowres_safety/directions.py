@@ -18,7 +18,7 @@ from torch import Tensor
 from .activations import ActivationSet
 from .data import tier_of
 
-__all__ = ["cosine_matrix", "diff_of_means", "first_pc", "per_language", "pooled", "unit"]
+__all__ = ["cosine_matrix", "diff_of_means", "first_pc", "pc1_of_directions", "per_language", "pooled", "unit"]
 
 
 def unit(v: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
@@ -93,3 +93,17 @@ def _require_language(acts: ActivationSet, language: str) -> ActivationSet:
     if language not in acts.prompts.languages:
         raise ValueError(f"language {language!r} is not in this activation set; it has {acts.prompts.languages}")
     return acts.where(language=language)
+
+
+def pc1_of_directions(acts: ActivationSet, languages, layer: int, position: str = "t_post_inst"
+                      ) -> Float[Tensor, " d_model"]:
+    """Unit first right singular vector of the stacked unit per-language directions, aligned to the first's.
+
+    The released "pc1_of_diffs" pooled direction (``scripts/hrl_direction/compute_hrl_pooled_direction.py``,
+    uncentred SVD, sign set by the first language): what the paper's strength sweep, few-shot
+    recoverability and ``hrl_pooled`` ablation read, where its steering uses :func:`pooled`.
+    """
+    li, pi = acts.layer_index(layer), acts.position_index(position)
+    per = per_language(acts, list(languages))
+    top, first = first_pc(per)[li, pi], per[list(languages)[0]][li, pi]
+    return unit(top if float(top @ first) >= 0 else -top)

@@ -11,7 +11,8 @@ is scored on the language's **test** prompts:
 
 - ``hrl_direction`` (the reference the paper's figure starts from): the first right singular
   vector of the stacked unit per-language directions of the source languages, sign-aligned
-  to the first source language's; fixed, so its AUC does not move with n;
+  to the first source language's (:func:`~lowres_safety.directions.pc1_of_directions`); fixed,
+  so its AUC does not move with n;
 - ``full_local_mean_difference`` (reference): the target's whole train split, difference of means;
 - ``local_mean_difference``, ``logistic_regression`` (40 AdamW steps, BCE + 0.01·‖w‖², zero
   init, standardised) and ``mlp`` (32 GELU units, dropout 0.1, 40 AdamW steps): fitted on the 2n
@@ -41,7 +42,7 @@ from ..activations import ActivationSet
 from ..data import tier_of
 from .metrics import binary_metrics, language_thresholds, macro_rows, stable_seed
 
-__all__ = ["READOUTS", "draw_balanced", "hrl_direction", "recoverability"]
+__all__ = ["READOUTS", "draw_balanced", "recoverability"]
 
 #: (readout, control) pairs in the order of the released rows.
 READOUTS = (("hrl_direction", "none"), ("full_local_mean_difference", "reference"),
@@ -55,15 +56,6 @@ def draw_balanced(n_harmful: int, n_harmless: int, k: int, seed: int) -> tuple[T
         raise ValueError(f"{k} per class requested from {n_harmful} harmful and {n_harmless} harmless prompts")
     g = torch.Generator().manual_seed(int(seed))
     return torch.randperm(n_harmful, generator=g)[:k], torch.randperm(n_harmless, generator=g)[:k]
-
-
-def hrl_direction(acts: ActivationSet, languages: Sequence[str], layer: int, position: str = "t_post_inst"
-                  ) -> Tensor:
-    """Unit first right singular vector of the stacked unit per-language directions, aligned to the first's."""
-    li, pi = acts.layer_index(layer), acts.position_index(position)
-    stacked = torch.stack([dirs.unit(d[li, pi].double()) for d in dirs.per_language(acts, list(languages)).values()])
-    top = torch.linalg.svd(stacked, full_matrices=False)[2][0]
-    return dirs.unit((top if float(top @ stacked[0]) >= 0 else -top).float())
 
 
 def _standardised(x_fit: Tensor, *rest: Tensor) -> list[Tensor]:
@@ -125,7 +117,7 @@ def recoverability(acts: ActivationSet, layer: int, *, source_languages: Sequenc
     """
     li, pi = acts.layer_index(layer), acts.position_index(position)
     fit = acts.where(split=fit_split)
-    v_hrl = hrl_direction(fit.where(language=list(source_languages)), source_languages, layer, position)
+    v_hrl = dirs.pc1_of_directions(fit.where(language=list(source_languages)), source_languages, layer, position)
     targets = [lang for lang in (languages or acts.prompts.languages) if lang not in source_languages]
     rows = []
     for lang in tqdm(targets, desc="recoverability", unit="language", disable=not progress):

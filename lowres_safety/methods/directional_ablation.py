@@ -10,7 +10,7 @@ and ``src/multilingual_latent_safety/interventions.py::make_directional_ablation
 - v̂ is the difference of means at ``t_post_inst`` of the train prompts, read at the range's
   last layer: from English by default (the same vector for every target), from each target's
   own prompts (``source="per_language"``), or the high-resource pc1-of-directions
-  (``source="hrl_pooled"``, :func:`~lowres_safety.analyses.recoverability.hrl_direction`;
+  (``source="hrl_pooled"``, :func:`~lowres_safety.directions.pc1_of_directions`;
   the released ``hrl_pooled`` and ``hrl_pooled_dim`` both read that one by default).
 
 Not in ``steer``'s default table (it was a separate released experiment, on harmful test
@@ -25,12 +25,11 @@ import torch
 
 from .. import directions as dirs
 from .. import hooks as H
-from ..analyses.recoverability import hrl_direction
 from ..data import in_tier
 from .base import Arms, Context, Target, digest, one_arm
 from .unconditional import NoIntervention
 
-__all__ = ["LAYER_RANGE", "SOURCES", "DirectionalAblation"]
+__all__ = ["LAYER_RANGE", "SOURCES", "DirectionalAblation", "source_direction"]
 
 #: The released range (``layer_range: {start: 18, end: 36}``), clipped to the model's depth.
 LAYER_RANGE = (18, 36)
@@ -42,11 +41,19 @@ def _language(acts, language: str, layer: int) -> torch.Tensor:
 
 def _hrl_pooled(acts, layer: int) -> torch.Tensor:
     high = in_tier(acts.prompts.languages, "high")
-    return hrl_direction(acts.where(language=high), high, layer)
+    return dirs.pc1_of_directions(acts.where(language=high), high, layer)
 
 
 #: Direction sources besides a language code: name -> (fit activations, layer) -> direction (None: per target).
 SOURCES = {"per_language": lambda acts, layer: None, "hrl_pooled": _hrl_pooled}
+
+
+def source_direction(acts, source: str, layer: int) -> torch.Tensor | None:
+    """The direction ``source`` names, at ``layer`` of the fit activations (None for ``"per_language"``)."""
+    if source not in SOURCES and source not in acts.prompts.languages:
+        raise ValueError(f"direction source {source!r}: not a language of the fit prompts "
+                         f"({acts.prompts.languages}) nor one of {sorted(SOURCES)}")
+    return SOURCES.get(source, lambda a, at: _language(a, source, at))(acts, layer)
 
 
 @dataclass(frozen=True)
@@ -66,11 +73,7 @@ class DirectionalAblation(NoIntervention):
             raise ValueError(f"the layer range {layer_range} holds no layer of this {ctx.n_layers}-layer model; pass "
                              "layer_range=(start, end)")
         at = layers[-1] if direction_layer is None else direction_layer
-        if source not in SOURCES and source not in ctx.acts.prompts.languages:
-            raise ValueError(f"direction source {source!r}: not a language of the fit prompts "
-                             f"({ctx.acts.prompts.languages}) nor one of {sorted(SOURCES)}")
-        read = SOURCES.get(source, lambda acts, layer: _language(acts, source, layer))
-        return cls(read(ctx.acts, at), layers, source)
+        return cls(source_direction(ctx.acts, source, at), layers, source)
 
     def direction_for(self, target: Target) -> torch.Tensor:
         """The ablated direction for ``target``: the fitted one, or the target's own (``per_language``)."""
