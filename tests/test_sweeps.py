@@ -41,16 +41,18 @@ def _reference(model, prompts, hooks):
 
 
 def test_strength_sweep_adds_the_raw_lambda_from_the_last_prompt_token(setup):
-    """Catches: λ scaled (the released α is λ itself), another scope or layer, harmless prompts generated."""
+    """Catches: λ scaled (the released α is λ itself), another layer, the last token only, harmless prompts
+    generated."""
     model, prompts, acts = setup
+    # a random tiny model's answers collapse to one token under a large push: λ = 0.1 still tells layers and sizes apart
     v = dirs.unit(torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))) * 3
     judge = Recorder()
-    table = ls.analyses.strength_sweep(model, prompts, v, 2, strengths=(0.0, 2.0), judge=judge, max_new_tokens=4,
+    table = ls.analyses.strength_sweep(model, prompts, v, 2, strengths=(0.0, 0.1), judge=judge, max_new_tokens=4,
                                        progress=False)
     assert list(table.columns) == ["strength", "language", "tier", "refusal", "n"] and set(table["n"]) == {2}
     half = len(judge.seen) // 2
     assert sorted(judge.seen[:half]) == _reference(model, prompts, [])
-    assert sorted(judge.seen[half:]) == _reference(model, prompts, H.add(dirs.unit(v), 2.0, 2, scope="from_last"))
+    assert sorted(judge.seen[half:]) == _reference(model, prompts, H.add(dirs.unit(v), 0.1, 2, scope="from_last"))
     assert sorted(judge.seen[half:]) != sorted(judge.seen[:half])  # the addition changed something
 
 
