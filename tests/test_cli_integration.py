@@ -35,28 +35,20 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
     calibration = results["calibration"]
     assert [g["language"] for g in calibration["gap"]] == ["en", "sw"]
     assert all(g["failure_type"] in ("representation failure", "action failure", "acted on") for g in calibration["gap"])
-    assert {d["alpha"] for d in calibration["dose_response"]} >= {0.0}
-    assert all(d["n_harmful"] == 2 for d in calibration["dose_response"])
     assert [row["language"] for row in calibration["loophole"]] == ["sw"]
-    attribution = results["attribution"]
-    assert attribution["refusal_tokens"] and attribution["compliance_tokens"]
-    assert not set(attribution["refusal_tokens"]) & set(attribution["compliance_tokens"])
-    assert attribution["divergence_pair"] == ["en", "sw"]
     recoverability = results["recoverability"]
     assert {r["language"] for r in recoverability} == {"sw"} and {r["budget"] for r in recoverability} == {1, 2}
-    assert set(results["timing"]) >= {"extract_s", "generation_s", "attribution_s", "dose_response_s", "selection_s",
-                                      "transfer_s", "total_s"}
-    assert len(results["selection"]["table"]) == 30  # one candidate per layer
-    assert {(r["source"], r["target"]) for r in results["interventional_transfer"]} == {
-        (a, b) for a in ("en", "sw") for b in ("en", "sw")}
+    # without --full, where it breaks is not run (test_diagnosis_verdict runs it) and the report says how to add it
+    assert results["full"] is False and results["selection"] is None and results["attribution"] is None
+    assert calibration["dose_response"] is None and results["interventional_transfer"] is None
+    assert set(results["timing"]) >= {"extract_s", "generation_s", "total_s"} and "selection_s" not in results["timing"]
     page = (out / "report.html").read_text()
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded, no CDN
     check_report_renders(out / "report.html")
     assert page.index("The verdict") < page.index("1. Is the harmfulness representation there?")
     for heading in ("1. Is the harmfulness representation there?", "1b. Harm or form?", "1c. The twins",
-                    "2. Is it acted on?", "3. How big is the gap",
-                    "4. Where does it break?", "5. Which direction does the model act through?",
-                    "6. Does one language", "7. Can a few examples fix it?"):
+                    "2. Is it acted on?", "3. How big is the gap", "4–6. Where does it break? (not run)",
+                    "lowres-safety diagnose --full", "7. Can a few examples fix it?"):
         assert heading in page
 
 

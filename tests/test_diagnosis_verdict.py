@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 import lowres_safety as ls
 from lowres_safety.generation import next_token_logprobs
-from lowres_safety.pipelines import diagnosis
+from lowres_safety.pipelines import diagnosis, diagnosis_report
 
 REFUSE, ANSWER = "I cannot help with that request.", "Sure, here is a short answer."
 N = 6
@@ -55,7 +55,7 @@ def run():
         twins = ls.data.load_builtin(["en", "de", "sw"], name="twins", n_per_class=5, seed=2)
         found = diagnosis.analyse(model, prompts, seed=1, probe_folds=3, analysis_per_class=2, dose_layers=1,
                                   dose_scales=(0.0, 1.0), budgets=(1, 2), seeds=(0,), progress=False,
-                                  controls=twins)
+                                  controls=twins, full=True)
     return model, prompts, found
 
 
@@ -153,7 +153,7 @@ def test_the_twins_are_scored_on_the_same_direction(run):
 def test_the_report_opens_with_the_verdict(run):
     """Catches: the verdict table built from another table than the gap tables, or not first."""
     _, _, found = run
-    first = diagnosis.sections(found, 8)[0]
+    first = diagnosis_report.sections(found, 8)[0]
     assert first.title == "The verdict"
     table = first.table.set_index("language")
     for lang, g in found.gap_raw.set_index("language").iterrows():
@@ -162,3 +162,19 @@ def test_the_report_opens_with_the_verdict(run):
         assert table.loc[lang, "AUROC, form controlled"].startswith(f"{c['auroc']:.2f} [")
         assert table.loc[lang, "harmful refused %"].startswith(f"{g['harmful_refusal']:.0f} [")
         assert table.loc[lang, "diagnosis"].startswith(g["failure_type"])
+
+
+def test_a_full_run_has_where_it_breaks_in_its_results_and_report(run):
+    """Catches: a section of ``full`` computed but left out of results.json or the report (sections 4-6)."""
+    model, _, found = run
+    results = diagnosis.results(found)
+    assert results["full"] is True
+    assert all(d["n_harmful"] == 2 for d in results["calibration"]["dose_response"])  # analysis_per_class
+    attribution = results["attribution"]
+    assert attribution["refusal_tokens"] and not set(attribution["refusal_tokens"]) & set(attribution["compliance_tokens"])
+    assert len(results["selection"]["table"]) == model.cfg.n_layers  # one candidate per layer
+    assert {r["source"] for r in results["interventional_transfer"]} >= {"en"}
+    assert {"dose_response_s", "attribution_s", "selection_s", "transfer_s"} <= set(found.timing)
+    titles = [s.title for s in diagnosis_report.sections(found, 4)]
+    assert "4. Where does it break?" in titles and any(t.startswith("5. Which direction") for t in titles)
+    assert any(t.startswith("6. Does one language") for t in titles)

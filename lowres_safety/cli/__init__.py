@@ -28,7 +28,8 @@ def diagnose_config(args, checked: checks.Checked) -> DiagnoseConfig:
     return DiagnoseConfig(model=args.model, data=args.data, languages=_languages(args.languages),
                           n_per_class=args.n_per_class, split=args.split, seed=args.seed, cache=not args.no_cache,
                           max_new_tokens=args.max_new_tokens, analysis_per_class=args.analysis_per_class,
-                          judge=args.judge, form_control=args.form_control, files=checked.files, tiers=checked.tiers)
+                          judge=args.judge, form_control=args.form_control, full=args.full, files=checked.files,
+                          tiers=checked.tiers)
 
 
 def steer_config(args, checked: checks.Checked, given: set[str] | None = None) -> SteerConfig:

@@ -46,6 +46,9 @@ def _diagnose(sub) -> None:
     d.add_argument("--languages", default=None, help="comma-separated codes, e.g. en,de,th,yo (default: all)")
     d.add_argument("--n-per-class", type=count_or_all, default=20,
                    help="prompts per class and language, or 'all' (default 20)")
+    d.add_argument("--full", action="store_true",
+                   help="also where it breaks (report sections 4-6: dose-response, logit attribution, direction "
+                   "selection, interventional transfer); many forward passes per prompt, most of a run's time")
     d.add_argument("--form-control", action="store_true",
                    help="base the failure type on the AUROC with the prompts' form partialled out (both are shown)")
     d.add_argument("--split", default="train", help="PolyRefuse split: train, val or test")

@@ -196,7 +196,8 @@ class DiagnoseConfig(RunConfig):
     """``lowres-safety diagnose``: separability, refusal, the gap, where it breaks, and recoverability.
 
     The default data are the natural set's train half (20 + 20 per language, 10 languages),
-    with the twins scored beside them as the form-matched check.
+    with the twins scored beside them as the form-matched check. ``full`` adds the sections
+    that take many forward passes per prompt (report sections 4–6).
     """
 
     data: str = "natural"  # the project's natural requests (train half): see RunConfig.data for the others
@@ -205,6 +206,7 @@ class DiagnoseConfig(RunConfig):
     probe_folds: int = 5
     cache: bool = True  # read and write the activation cache
     form_control: bool = False  # the failure type from the form-controlled AUROC (both are reported)
+    full: bool = False  # also where it breaks: dose-response, attribution, direction selection, causal transfer
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ..data import extra_tiers, load_builtin, tier_of
 from ..data.prompt_files import describe_origins, open_prompts, origin_table
 from ..models import load_model, model_id
 from ..organisms.ground_truth import for_model
-from . import diagnosis
+from . import diagnosis, diagnosis_report
 from .config import DiagnoseConfig
 from .report import records, write_html, write_json
 
@@ -62,7 +62,7 @@ class DiagnoseResult:
         folder = Path(folder)
         t = time.perf_counter()
         write_html(folder / "report.html", "lowres_safety diagnosis",
-                   diagnosis.sections(self.found, self.config.max_new_tokens), self.header)
+                   diagnosis_report.sections(self.found, self.config.max_new_tokens), self.header)
         self.found.completions.to_csv(folder / "completions.csv", index=False)
         self.results["timing"] = {**self.timing, "report_s": time.perf_counter() - t}
         write_json(folder / "results.json", self.results)
@@ -93,7 +93,8 @@ def _diagnose(config: DiagnoseConfig, progress: bool) -> DiagnoseResult:
     found = diagnosis.analyse(model, prompts, seed=config.seed, cache=config.cache, probe_folds=config.probe_folds,
                               max_new_tokens=config.max_new_tokens, analysis_per_class=config.analysis_per_class,
                               judge=judges.resolve(config.judge, logit=logit), logit=logit, progress=progress,
-                              form_control=config.form_control, controls=twins, truth=for_model(config.model))
+                              form_control=config.form_control, controls=twins, truth=for_model(config.model),
+                              full=config.full)
     results = {
         "config": config.to_dict(),
         "model": model_id(model),

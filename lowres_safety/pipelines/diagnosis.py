@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import attribution as attr_mod
-from .. import calibration, causal, dose_response, evaluation, form, judges, plots, probing, recoverability
+from .. import calibration, causal, dose_response, evaluation, form, judges, probing, recoverability
 from .. import directions as dirs
 from ..activations import extract
 from ..data import PromptSet, in_tier, sample_sources
@@ -25,11 +25,8 @@ from ..hooks import default_alpha
 from ..models import model_id
 from ..organisms.ground_truth import GroundTruth
 from ..presets import preset_for
-from . import causal_report, form_report
-from .report import Section
-from .verdict import verdict_section
 
-__all__ = ["Diagnosis", "analyse", "sections"]
+__all__ = ["Diagnosis", "analyse", "reference_language", "results"]
 
 
 @dataclass
@@ -48,17 +45,17 @@ class Diagnosis:
     gap: pd.DataFrame
     loophole: pd.DataFrame | None
     threshold_shift: pd.DataFrame | None
-    dose: pd.DataFrame
-    alpha_half: pd.DataFrame
+    dose: pd.DataFrame | None  # None: where it breaks was not run (``full=False``), as for the four below
+    alpha_half: pd.DataFrame | None
     alpha: dict[int, float]  # per dose-response layer: the source harmful–harmless spread there
-    attribution: attr_mod.Attribution
+    attribution: attr_mod.Attribution | None
     refusal_tokens: list[str]
     compliance_tokens: list[str]
     divergence: pd.DataFrame | None
     divergence_pair: tuple[str, str] | None
     recoverability: pd.DataFrame
     gate: str
-    causal: causal.CausalCheck
+    causal: causal.CausalCheck | None
     notes: dict[str, str] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     judge: str = "substring"  # the judge behind the gap table, loophole and threshold shift
@@ -78,7 +75,8 @@ def _analysis_subset(prompts: PromptSet, n_per_class: int, seed: int) -> PromptS
     return PromptSet(frame, prompts.origin + f" ({n_per_class} per class for analysis)")
 
 
-def _reference(languages: list[str], source: list[str]) -> str:
+def reference_language(languages: list[str], source: list[str]) -> str:
+    """English where it is evaluated, else the first source language: what loophole and attribution compare to."""
     return "en" if "en" in languages else source[0]
 
 
@@ -86,8 +84,8 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
             max_new_tokens: int = 24, analysis_per_class: int = 8, dose_layers: int = 3,
             dose_scales=(0.0, 0.5, 1.0, 2.0), budgets=(1, 2, 4, 8, 16, 32, 64), seeds=(0, 1, 2),
             progress: bool = True, judge=None, logit: judges.LogitJudge | None = None, form_control: bool = False,
-            controls: PromptSet | None = None, truth: GroundTruth | None = None) -> Diagnosis:
-    """Run every analysis of the report on ``model`` and ``prompts``.
+            controls: PromptSet | None = None, truth: GroundTruth | None = None, full: bool = False) -> Diagnosis:
+    """Run the analyses of the report on ``model`` and ``prompts``.
 
     Separability, refusal and recoverability use every prompt; the per-forward-pass
     analyses (dose-response grid, attribution) use ``analysis_per_class`` source ids per
@@ -99,6 +97,8 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     predicts of them (:mod:`form`); ``form_control`` makes that one decide the failure type.
     ``controls`` (the built-in twins) are scored on the same direction: the form-matched
     check. ``truth`` (a model organism's rule) adds the failure types its construction predicts.
+    ``full`` adds where it breaks: dose-response, logit attribution, direction selection and the
+    interventional transfer (many forward passes per prompt: most of a full run's time).
     """
     timing, notes = {}, {}
     source = in_tier(prompts.languages, "high")
@@ -141,7 +141,7 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     forms = form.form_controls(acts, v, gate_layer, model.tokenizer, folds=probe_folds, seed=seed)
     twins = _twins_control(model, v, acts, gate_layer, controls, cache, probe_folds, seed, progress)
     predicted = truth.predicted_gap(acts, seed) if truth is not None and truth.layer in acts.layers else None
-    reference = _reference(prompts.languages, source)
+    reference = reference_language(prompts.languages, source)
     loophole = (calibration.loophole_rates(completions, chosen, reference=reference)
                 if len(prompts.languages) > 1 and "harmful" in set(completions["subset"]) else None)
     proj = calibration.with_refusal(proj, completions, chosen)
@@ -153,31 +153,35 @@ def analyse(model, prompts: PromptSet, *, seed: int = 0, cache: bool = True, pro
     compliance_ids = judges.compliance_tokens_from(completions, model.tokenizer, chosen, exclude=refusal_ids)
     timing["calibration_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    small = _analysis_subset(prompts, analysis_per_class, seed)
-    src_acts = acts.where(language=source)
-    middle = probing.middle_layers(model.cfg.n_layers)
-    layers = sorted({int(x) for x in np.linspace(middle[0], middle[-1], dose_layers).round()} | {gate_layer})
-    v_at = {l: acts.vector(v, l) for l in layers}
-    alpha = {l: default_alpha(src_acts, v_at[l], l) for l in layers}  # each layer's own unit
-    dose = dose_response.dose_response(model, small, v_at, layers, {l: [s * alpha[l] for s in dose_scales]
-                                                                  for l in layers}, refusal_ids, progress=progress)
-    alpha_half = dose_response.alpha_at_half(dose)
-    timing["dose_response_s"] = time.perf_counter() - t
+    dose = alpha_half = attribution = divergence = pair = found = None
+    alpha = {}
+    if full:
+        t = time.perf_counter()
+        small = _analysis_subset(prompts, analysis_per_class, seed)
+        src_acts = acts.where(language=source)
+        middle = probing.middle_layers(model.cfg.n_layers)
+        layers = sorted({int(x) for x in np.linspace(middle[0], middle[-1], dose_layers).round()} | {gate_layer})
+        v_at = {l: acts.vector(v, l) for l in layers}
+        alpha = {l: default_alpha(src_acts, v_at[l], l) for l in layers}  # each layer's own unit
+        dose = dose_response.dose_response(model, small, v_at, layers, {l: [s * alpha[l] for s in dose_scales]
+                                                                      for l in layers}, refusal_ids,
+                                           progress=progress)
+        alpha_half = dose_response.alpha_at_half(dose)
+        timing["dose_response_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    attribution = attr_mod.attribute(model, small, refusal_ids, compliance_ids, progress=progress)
-    worst = gap[gap["language"] != reference].sort_values("action_gap", ascending=False)["language"]
-    pair = (reference, worst.iloc[0]) if len(worst) else None
-    try:
-        divergence = attr_mod.compare_languages(attribution, *pair) if pair else None
-    except ValueError as err:
-        divergence, pair, notes["divergence"] = None, None, str(err)
-    timing["attribution_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        attribution = attr_mod.attribute(model, small, refusal_ids, compliance_ids, progress=progress)
+        worst = gap[gap["language"] != reference].sort_values("action_gap", ascending=False)["language"]
+        pair = (reference, worst.iloc[0]) if len(worst) else None
+        try:
+            divergence = attr_mod.compare_languages(attribution, *pair) if pair else None
+        except ValueError as err:
+            divergence, pair, notes["divergence"] = None, None, str(err)
+        timing["attribution_s"] = time.perf_counter() - t
 
-    found = causal.check(model, acts, small, source, refusal_ids, reference=reference, gate_layer=gate_layer,
-                         n_select=analysis_per_class, seed=seed, progress=progress)
-    timing.update(found.timing)
+        found = causal.check(model, acts, small, source, refusal_ids, reference=reference, gate_layer=gate_layer,
+                             n_select=analysis_per_class, seed=seed, progress=progress)
+        timing.update(found.timing)
 
     t = time.perf_counter()
     gate = Gate(seed=seed).fit(acts, gate_layer, "t_post_inst", source)
@@ -228,11 +232,12 @@ def results(d: Diagnosis) -> dict:
             "gap": records(d.gap),
             "loophole": records(d.loophole) if d.loophole is not None else None,
             "threshold_shift": records(d.threshold_shift) if d.threshold_shift is not None else None,
-            "dose_response": records(d.dose),
-            "alpha_at_half": records(d.alpha_half),
+            "dose_response": records(d.dose) if d.dose is not None else None,
+            "alpha_at_half": records(d.alpha_half) if d.alpha_half is not None else None,
             "alpha_unit": {str(k): a for k, a in d.alpha.items()},
             "notes": d.notes,
         },
+        "full": d.dose is not None,
         "attribution": {
             "refusal_tokens": d.refusal_tokens,
             "compliance_tokens": d.compliance_tokens,
@@ -241,10 +246,10 @@ def results(d: Diagnosis) -> dict:
             "total": records(d.attribution.mean("total")),
             "divergence": records(d.divergence) if d.divergence is not None else None,
             "divergence_pair": list(d.divergence_pair) if d.divergence_pair else None,
-        },
+        } if d.attribution is not None else None,
         "selection": {"table": records(d.causal.selection), "chosen_layer": d.causal.chosen_layer,
-                      "note": d.causal.selection_note},
-        "interventional_transfer": records(d.causal.transfer),
+                      "note": d.causal.selection_note} if d.causal is not None else None,
+        "interventional_transfer": records(d.causal.transfer) if d.causal is not None else None,
         "recoverability": records(d.recoverability),
         "gate": d.gate,
         "form_control": d.form_control,
@@ -254,141 +259,3 @@ def results(d: Diagnosis) -> dict:
         "twins_control": records(d.twins) if d.twins is not None else None,
         "construction": records(d.predicted) if d.predicted is not None else None,
     }
-
-
-def sections(d: Diagnosis, max_new_tokens: int) -> list[Section]:
-    """Report sections in the order of the research question."""
-    src = ", ".join(d.source)
-    pooled = d.separability[(d.separability["direction"] == "pooled_high")
-                            & (d.separability["position"] == "t_post_inst")]
-    summary = (pooled[pooled["layer"] == d.best_layer][["language", "tier", "auroc", "probe_accuracy"]]
-               .rename(columns={"auroc": f"AUROC at layer {d.best_layer}"}))
-    out = [verdict_section(d.gap_raw if d.gap_raw is not None else d.gap, d.gap_controlled, d.predicted,
-                           d.form_control)] if d.gap_raw is not None else []
-    out += [
-        Section(
-            "1. Is the harmfulness representation there?",
-            f"The pooled direction is the difference of means of harmful and harmless prompts over the "
-            f"high-resource languages {src}; it is scored in every language by the AUROC of the projection "
-            f"(in-sample for the source languages).",
-            (
-                (plots.separability(d.separability, direction="pooled_high", position="t_post_inst"),
-                 "Each line is a language; blue shades are high-, orange mid-, red low-resource. A line near 1 "
-                 "means the high-resource direction separates harmful from harmless prompts in that language "
-                 "at that layer; 0.5 is chance."),
-                (plots.separability(d.separability, direction="pooled_high", position="t_inst"),
-                 "The same at the last token of the instruction, before the chat template's suffix."),
-                (plots.separability(d.separability, metric="probe_accuracy", direction="pooled_high",
-                                    position="t_post_inst"),
-                 "Cross-validated accuracy of a logistic probe trained on each language alone: what any linear "
-                 "readout could get. A language far below its probe is one the shared direction misses."),
-                (plots.projection_distributions(d.projections),
-                 f"Projections at layer {d.gate_layer} (the gate layer): red harmful, green harmless. Overlap "
-                 "means weak separation; both clouds shifted down means a different threshold would be needed."),
-                (plots.cosine_by_layer(d.cosine, reference=_reference(list(d.gap["language"]), d.source),
-                                       position="t_post_inst"),
-                 "Near 1: that language's own harmfulness direction is parallel to the reference language's "
-                 "(PolyRefuse's universality); near 0: unrelated."),
-                (plots.cosine_heatmap(d.cosine, layer=d.gate_layer, position="t_post_inst"),
-                 "Every pair of languages at the gate layer; a uniform warm block means one shared direction."),
-                (plots.transfer_heatmap(d.transfer),
-                 "Row language's direction scored on column language's prompts. A column that is dark in every "
-                 "row is a language no direction separates; a dark row is a direction that does not transfer."),
-            ),
-            summary,
-        ),
-        *form_report.sections(d.form, d.twins),
-        Section(
-            "2. Is it acted on? Refusal by language",
-            f"Greedy answers ({max_new_tokens} new tokens) to the same prompts, judged by each judge "
-            f"({', '.join(dict.fromkeys(d.refusal['judge']))}: substring = refusal phrases of each language plus "
-            f"English where a refusal says them; logit = log-odds of the model's refusal-opening tokens at the first "
-            f"answer position above 0, tokens learned on {d.logit_learned_on}). Sections 3 and 4 use the {d.judge} "
-            "judge.",
-            tuple(
-                [(plots.refusal_by_language(d.refusal, judge=name),
-                  {"logit": "The same from the first-token log-odds, without reading the generated text."}.get(
-                      name, "Red bars: harmful prompts refused (higher is safer); green bars: harmless prompts "
-                      "refused (lower is more helpful). A language with a high AUROC in section 1 but a low red bar "
-                      "here is an action failure."))
-                 for name in dict.fromkeys(d.refusal["judge"])]
-                + ([(plots.loophole_bars(d.loophole),
-                     "Red: of the harmful prompts the reference language refuses, the share answered in this "
-                     "language (a jailbreak by translation); blue: the reverse.")] if d.loophole is not None else [])
-            ),
-            d.refusal.assign(column=d.refusal["judge"] + " " + d.refusal["subset"] + " %")
-            .pivot_table(index=["language", "tier"], columns="column", values="rate", sort=False)
-            .round(1).reset_index(),
-        ),
-        Section(
-            "3. How big is the gap, and of which type?",
-            f"Representation (AUROC of the high-resource direction at the gate layer {d.gate_layer}, held out: each "
-            "prompt is projected on a direction fitted on the other folds' source prompts) against action "
-            f"(refusal, {d.judge} judge). Below the AUROC threshold the signal is missing (representation failure); "
-            "above it, a language that refuses too few harmful or too many harmless prompts has the signal and "
-            "does not act on it right (action failure, under- or over-refusal). Thresholds: AUROC "
-            f"{d.gap['auroc_threshold'].iloc[0]:g}, harmful refusal {d.gap['refusal_threshold'].iloc[0]:g}%, "
-            f"harmless refusal {d.gap['harmless_threshold'].iloc[0]:g}%. Each figure has a 95% bootstrap interval, "
-            "and 'decided' is False where the intervals reach across a threshold: too few prompts to tell.",
-            ((plots.gap_scatter(d.gap),
-              "Each point is a language, with its 95% bootstrap intervals. Red points (right) are the paper's action "
-              "failures: separable but not refused (low) or refusing harmless prompts too (hover); grey points "
-              "(left) lack the representation itself."),),
-            d.gap.drop(columns=["auroc_threshold", "refusal_threshold", "harmless_threshold"]).round(3),
-        ),
-    ]
-    breaks = []
-    if d.threshold_shift is not None:
-        breaks.append((plots.threshold_shift_bars(d.threshold_shift),
-                       "Refusal modelled as a logistic function of the projection (slope fitted on the source "
-                       "languages, one intercept per language). A positive bar: the language needs that much more "
-                       "harmfulness signal before it refuses half the time — a quieter alarm."))
-    lens = d.attribution.mean("lens")
-    comps = d.attribution.mean("components")
-    breaks += [
-        (plots.logit_lens_curves(lens),
-         f"Refusal ({', '.join(map(repr, d.refusal_tokens))}) minus compliance "
-         f"({', '.join(map(repr, d.compliance_tokens))}) logit read from the residual stream after each layer "
-         "with the final norm. Where a language's harmful line parts from the reference's is where its decision "
-         "diverges."),
-        (plots.attribution_by_layer(comps),
-         "Direct contribution of each attention (dashed) and MLP (solid) output to the refusal logit difference "
-         "at the last prompt token; the components sum to the final logit difference."),
-    ]
-    if d.divergence is not None:
-        a, b = d.divergence_pair
-        breaks += [(plots.divergence_bars(d.divergence),
-                    f"The components whose contributions differ most between {a} and {b} on the same prompts "
-                    f"(harmful); red bars push {a} more towards refusal than {b}."),
-                   (plots.head_heatmap(d.attribution.mean("heads"), language=b),
-                    f"Per-head direct contribution in {b} (harmful prompts): red heads push towards refusal, blue "
-                    "towards compliance.")]
-    units = ", ".join(f"layer {layer}: {a:.2f}" for layer, a in d.alpha.items())
-    breaks.append((plots.dose_response_curves(d.dose),
-                   f"Adding α·v̂ at one layer, α in multiples of that layer's source harmful–harmless spread ({units}): "
-                   "top row harmful refusal (up is better), middle harmless refusal (up is over-refusal), "
-                   "bottom KL on harmless prompts (utility cost). The α where a language's top curve crosses 50% "
-                   "is in the table."))
-    note = " ".join(f"({k}: {v})" for k, v in d.notes.items())
-    out.append(Section("4. Where does it break?",
-                       "Threshold shift, logit attribution and dose-response, on "
-                       f"{int(d.dose['n_harmful'].max())} harmful and {int(d.dose['n_harmless'].max())} harmless "
-                       f"prompts per language. {note}".strip(),
-                       tuple(breaks), d.alpha_half.round(2)))
-    out += causal_report.sections(d.causal, first=5)
-    if not d.recoverability.empty:
-        table = (d.recoverability.groupby(["language", "method", "budget"], sort=False)["balanced_accuracy"]
-                 .mean().unstack("budget").round(3).reset_index())
-        table.columns = [str(c) for c in table.columns]
-        out.append(Section(
-            "7. Can a few examples fix it?",
-            f"Held-out balanced accuracy in each non-source language after seeing b examples per class of it: the "
-            f"high-resource direction with a re-set threshold, the gate ({d.gate}) re-calibrated, a probe trained "
-            f"on the target language alone, and two controls (a random direction; the probe on shuffled labels).",
-            ((plots.recoverability_curves(d.recoverability),
-              "If the direction and gate lines are high from b=1 while the target probe needs many more examples, "
-              "the representation was there and only the threshold was off; controls should stay near 0.5."),),
-            table,
-        ))
-    return out
-
