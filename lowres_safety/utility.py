@@ -19,8 +19,8 @@ highest score. :func:`mc_prompt` and :func:`answer_token_ids` do the same; ``cue
 swaps the one English word for a translation (per language) when a study wants none.
 
 **Data.** :func:`load_mc` reads a local file or folder in Global-MMLU's layout
-(``question, option_a, option_b, option_c, option_d, answer``, optional ``subject`` and
-``sample_id``; the language is a column or, as in Global-MMLU's per-language files, the
+(``question, option_a, option_b, option_c, option_d, answer``, optional ``subject``,
+``subject_category`` and ``sample_id``; the language is a column or, as in Global-MMLU's per-language files, the
 file's or folder's name). :func:`load_mc_demo` is the built-in set: 24 general-knowledge
 questions written for this project, the same 24 in each of the 8 built-in languages
 (``resources/mc_multilingual.tsv``).
@@ -43,7 +43,7 @@ from .generation import as_prompt_set, next_token_logprobs
 from .hooks import Hook
 
 __all__ = ["ANSWER_VARIANTS", "CUE", "LETTERS", "MC_COLUMNS", "answer_token_ids", "choice_scores", "load_mc",
-           "load_mc_demo", "mc_accuracy", "mc_prompt", "mc_scores"]
+           "load_mc_demo", "margin_and_entropy", "mc_accuracy", "mc_prompt", "mc_scores", "mc_summary"]
 
 LETTERS = ("A", "B", "C", "D")
 #: Spellings of an answer letter whose logits are maxed over (the released config's ``answer_label_variants``).
@@ -89,8 +89,9 @@ def _normalised(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
     if len(bad):
         raise ValueError(f"answer must be a letter A-D in {origin}; item {bad[0]} (from 0) has "
                          f"{frame['answer'].iloc[bad[0]]!r}")
-    if "subject" not in out:
-        out["subject"] = ""
+    for column in ("subject", "subject_category"):  # Global-MMLU's own columns, kept where present
+        if column not in out:
+            out[column] = ""
     if "sample_id" not in out:
         out["sample_id"] = [f"{origin}#{i}" for i in range(len(out))]
     return out
@@ -110,7 +111,7 @@ def load_mc(path: str | Path, language: str | None = None, *, split: str | None 
     the file (``sw.csv``) or of its folder (``sw/test-00000-of-00001.parquet``, the layout
     of a Global-MMLU download). In a folder, files whose names start with another split
     than ``split`` (``dev-...``) are skipped; ``split=None`` keeps every file.
-    Columns: sample_id, language, subject, question, option_a..option_d, answer (a letter).
+    Columns: sample_id, language, subject, subject_category, question, option_a..option_d, answer (a letter).
     """
     root = Path(path)
     if not root.exists():
@@ -132,7 +133,7 @@ def load_mc(path: str | Path, language: str | None = None, *, split: str | None 
             frame["language"] = lang
         parts.append(frame)
     out = pd.concat(parts, ignore_index=True)
-    return out[["sample_id", "language", "subject", *MC_COLUMNS]]
+    return out[["sample_id", "language", "subject", "subject_category", *MC_COLUMNS]]
 
 
 def load_mc_demo(languages: Sequence[str] | str | None = None) -> pd.DataFrame:
@@ -201,7 +202,35 @@ def mc_scores(model, items: pd.DataFrame, hooks: Sequence[Hook] = (), *, batch_s
         out[f"score_{letter}"] = scores[:, j]
     out["prediction"] = np.array(LETTERS)[scores.argmax(-1)]
     out["correct"] = out["prediction"] == out["answer"]
+    out["margin"], out["entropy"] = margin_and_entropy(scores, out["answer"].map(LETTERS.index).to_numpy())
     return out
+
+
+def margin_and_entropy(scores: np.ndarray, answer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: the right letter's score minus the best wrong one's, and the entropy (nats) of the softmax over
+    the four letter scores (``score_margin``, ``score_entropy`` of the released utility script).
+
+    Log-probabilities and logits give the same two numbers: both differ by one constant per item.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    rows = np.arange(len(scores))
+    wrong = scores.copy()
+    wrong[rows, answer] = -np.inf
+    margin = scores[rows, answer] - wrong.max(1)
+    p = np.exp(scores - scores.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return margin, -(p * np.log(np.clip(p, 1e-12, None))).sum(1)
+
+
+def mc_summary(scores: pd.DataFrame, fired: np.ndarray | None = None) -> pd.DataFrame:
+    """Accuracy (%), mean margin, mean entropy and, given the gate's calls, its fire rate (%) on the items: one
+    ``ALL`` row, then one per subject category (``summarize_rows``, ``subject_category_summaries``)."""
+    frame = scores.assign(fired=np.nan if fired is None else 100.0 * np.asarray(fired, dtype=float))
+    groups = [("ALL", frame)] + sorted(((c, g) for c, g in frame.groupby("subject_category") if c),
+                                       key=lambda pair: pair[0])
+    return pd.DataFrame([{"subject_category": name, "n": len(g), "accuracy": 100.0 * g["correct"].mean(),
+                          "mean_margin": g["margin"].mean(), "mean_entropy": g["entropy"].mean(),
+                          "gate_fire_rate": g["fired"].mean()} for name, g in groups])
 
 
 def mc_accuracy(model, items: pd.DataFrame, hooks: Sequence[Hook] = (), *, batch_size: int = 16,

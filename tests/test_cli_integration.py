@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 from helpers import check_report_renders
 
@@ -95,7 +96,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     assert results["strength"] == 1.0 and results["alpha"] > 0
     keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl", "kl_ablated",
             "mc_accuracy", "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator", "cast_tuned_on",
-            "adapted_from", "seed"}
+            "adapted_from", "seed", "mc_margin", "mc_entropy", "mc_gate_fire_rate"}
     assert all(set(r) == keys for r in rows)
     assert {(r["method"], r["k"]) for r in rows} == {("none", 0), ("ablation", 0), ("addition", 0), ("adasteer", 0),
                                                      ("adasteer", 32), ("cast", 0), ("cast", 32), ("gate", 0),
@@ -105,6 +106,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
         assert r["selectivity"] == r["harmful_refusal"] - r["harmless_refusal"]
         assert r["mc_accuracy"] in (0.0, 50.0, 100.0)  # two items in each language
         assert (r["gate_balanced_accuracy"] is None) == (r["method"] != "gate")
+        assert (r["mc_gate_fire_rate"] is None) == (r["method"] != "gate") and r["mc_entropy"] <= np.log(4) + 1e-9
         assert (r["cast_layer"] is None) == (r["method"] != "cast")
         if r["method"] in ("adasteer", "cast"):  # builtin data: the fit half's low-resource language, sw
             assert r["adapted_from"] == ("source languages" if r["k"] == 0 else "pooled sw")

@@ -3,6 +3,7 @@
 import math
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -207,3 +208,24 @@ def test_steer_rows_carry_mc_accuracy_per_language_and_method(tiny, tmp_path):
     plain, _ = steering.evaluate(tiny, fitted, held, acts.where(language=["de", "sw"]),
                                  acts.where(language=["de", "sw"]), ks=(0,), max_new_tokens=1)
     assert "mc_accuracy" not in plain  # no items, no column
+
+
+def test_margin_entropy_and_the_category_summary_by_hand():
+    """Catches: a margin against the best letter rather than the best wrong one, entropy over another distribution
+    or in bits, a category summary that mixes categories or counts the fire rate as a share of the wrong items.
+    Reference: the numbers written out (the released score_margin, score_entropy and subject_category_summaries)."""
+    from lowres_safety.utility import margin_and_entropy, mc_summary
+
+    scores = np.array([[3.0, 1.0, 0.0, 0.0], [0.0, 2.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    margin, entropy = margin_and_entropy(scores, np.array([0, 1, 3]))
+    assert margin.tolist() == [2.0, 0.0, 0.0]
+    z = math.exp(3) + math.exp(1) + 2
+    by_hand = -sum(p * math.log(p) for p in (math.exp(3) / z, math.exp(1) / z, 1 / z, 1 / z))
+    assert entropy[0] == pytest.approx(by_hand) and entropy[2] == pytest.approx(math.log(4))
+    frame = pd.DataFrame({"subject_category": ["STEM", "Humanities", "STEM"], "correct": [True, False, True],
+                          "margin": margin, "entropy": entropy})
+    summary = mc_summary(frame, fired=np.array([True, False, False])).set_index("subject_category")
+    assert list(summary.index) == ["ALL", "Humanities", "STEM"]
+    assert summary.loc["ALL", "accuracy"] == pytest.approx(200 / 3) and summary.loc["STEM", "n"] == 2
+    assert summary.loc["STEM", "gate_fire_rate"] == 50.0 and summary.loc["Humanities", "mean_margin"] == 0.0
+    assert np.isnan(mc_summary(frame).loc[0, "gate_fire_rate"])

@@ -100,7 +100,9 @@ class SteerResult:
             f"released). kl_ablated: KL over the harmless prompts the gate routed to "
             f"ablation only (kl adds those it sent to addition). mc_accuracy: % of the language's multiple-choice "
             f"items ({'built-in set' if c.mc == 'builtin' else c.mc}) answered right under the method, scored as "
-            f"the paper scores Global-MMLU (empty where the set has no items in it).{seeds}",
+            f"the paper scores Global-MMLU (empty where the set has no items in it); mc_margin: the right letter's "
+            f"score minus the best wrong one's, mc_entropy: of the four letters' softmax (nats), "
+            f"mc_gate_fire_rate: % of the items the gate sends to refusal, as the released utility script.{seeds}",
             ((plots.selectivity_bars(table),
               "Bars are selectivity = harmful refusal - harmless refusal (percentage points) per language and "
               "method; higher is better, and a method that refuses everything scores 0."),

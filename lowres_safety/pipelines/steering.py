@@ -23,15 +23,16 @@ from tqdm.auto import tqdm
 from .. import directions as dirs
 from .. import hooks as H
 from .._runtime.files import atomic_write
-from ..activations import ActivationSet
+from ..activations import ActivationSet, extract
 from ..data import SUBSETS, PromptSet, tier_of
 from ..gate import Gate
+from ..generation import as_prompt_set
 from ..judges import Judge
 from ..methods import METHODS, Context, Method, Target
 from ..methods.base import arms_of, digest
 from ..presets import Preset
 from ..probing import choose_layer
-from ..utility import mc_accuracy
+from ..utility import mc_prompt, mc_scores, mc_summary
 from .memo import CompletionMemo, kl_mean
 
 __all__ = ["FittedMethods", "config_key", "evaluate", "fit_methods"]
@@ -115,7 +116,8 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
     each prompt under the method's hooks.
     ``mc`` are multiple-choice items (:func:`utility.load_mc`): each row then also has
     ``mc_accuracy``, the % of that language's items answered right under the method's
-    hooks (NaN where ``mc`` has none in that language).
+    hooks (NaN where ``mc`` has none in that language), ``mc_margin`` and ``mc_entropy``
+    (:func:`utility.mc_summary`) and, for the gate, ``mc_gate_fire_rate``.
     ``tune`` are prompts a method may tune on per target (adapted CAST: the targets' val split).
     ``memo`` keeps each prompt's answer per intervention (:class:`CompletionMemo`; one is
     made here when None): the gate's budgets share its two arms with each other and with
@@ -148,8 +150,7 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
         out = memo.answers(prompts, arms)
         if arms.columns is not None:
             out = out.join(arms.columns, on="id")
-        utility = {} if mc is None else {"mc_accuracy": _mc_accuracy(model, mc, lang, method.hooks(target, k),
-                                                                     batch_size)}
+        utility = {} if mc is None else _mc_columns(model, mc, lang, method, target, k, batch_size)
         harmful, harmless = (100 * float(out.loc[out["subset"] == s, "refused"].mean()) for s in SUBSETS)
         row = {"language": lang, "tier": tier_of(lang), "method": name, "k": k, "harmful_refusal": harmful,
                "harmless_refusal": harmless, "selectivity": harmful - harmless, "kl": kl_mean(out),
@@ -175,10 +176,23 @@ def _kl_ablated(out: pd.DataFrame) -> dict:
     return {"kl_ablated": float(routed["kl"].mean()) if len(routed) else float("nan")}
 
 
-def _mc_accuracy(model, items: pd.DataFrame, language: str, hooks, batch_size: int) -> float:
-    """Multiple-choice accuracy (%) on ``language``'s items under ``hooks``; NaN when there are none."""
+def _mc_columns(model, items: pd.DataFrame, language: str, method, target: Target, k: int, batch_size: int) -> dict:
+    """The row's utility on ``language``'s items under the method's hooks: accuracy (%), mean margin and entropy,
+    and for a method that routes by a gate, the share (%) of items it sends to refusal; NaN where there are none."""
     own = items[items["language"] == language]
-    return mc_accuracy(model, own, hooks, batch_size=batch_size) if len(own) else float("nan")
+    if not len(own):
+        return {"mc_accuracy": float("nan")}
+    scores = mc_scores(model, own, method.hooks(target, k), batch_size=batch_size)
+    fired = None
+    if hasattr(method, "gate_for"):  # the released evaluation's gate_fire_rate: the gate on the unsteered pass
+        gate = method.gate_for(target, k)
+        prompts = as_prompt_set([mc_prompt(row) for row in own.to_dict("records")])
+        at = extract(model, prompts, [gate.layer_], (gate.position_,), progress=False)
+        fired = gate.predict(at).numpy()
+    every = mc_summary(scores, fired).iloc[0]
+    return {"mc_accuracy": float(every["accuracy"]), "mc_margin": float(every["mean_margin"]),
+            "mc_entropy": float(every["mean_entropy"]),
+            **({"mc_gate_fire_rate": float(every["gate_fire_rate"])} if fired is not None else {})}
 
 
 def config_key(config: dict) -> str:
