@@ -207,3 +207,30 @@ def test_subspace_transfer_plans_rows_and_what_an_added_language_brings():
     alone = rows.loc[("hrl_to_target", "", "test", "sw"), "auc"]
     assert row["auc"] > alone + 0.1  # yo's direction brings the low-resource harm axis into the subspace
     assert rows.loc[("hrl_plus_mrl_full", "ar", "test", "sw"), "auc"] < row["auc"] - 0.1  # ar's does not
+
+
+def test_every_analysis_figure_draws_in_a_browser(planted, tmp_path):
+    """Catches: a figure that fails on its analysis's own table, lacks a title, axis labels or its caption, or does
+    not draw in Chromium."""
+    from helpers import check_report_renders
+
+    from lowres_safety.pipelines.report import Section, write_html
+
+    rec = ls.analyses.recoverability(planted, 5, source_languages=SOURCE, budgets=(1, 4), seeds=(0, 1),
+                                     progress=False)
+    ranks = ls.analyses.rank_sweep(planted, 5, source_languages=SOURCE, ranks=(1, 2), budgets=(0, 2), seeds=(0,),
+                                   progress=False)
+    transfer = ls.analyses.subspace_transfer(_tiered(), 5, rank=3, progress=False)
+    strength = pd.DataFrame({"strength": [0.0, 1.0] * 2, "language": ["en", "en", "sw", "sw"],
+                             "tier": ["high", "high", "low", "low"], "refusal": [50.0, 90.0, 10.0, 40.0], "n": 4})
+    ablation = pd.DataFrame({"source": ["none", "en", "en"], "layer": [-1, 0, 1], "language": "en", "tier": "high",
+                             "refusal": [80.0, 30.0, 60.0], "n": 4})
+    figures = [ls.plots.fewshot_curves(rec), ls.plots.rank_curves(ranks), ls.plots.subspace_transfer_heatmap(transfer),
+               ls.plots.strength_curves(strength), ls.plots.ablation_curves(ablation)]
+    for fig in figures:
+        layout = fig.layout
+        assert layout.title.text and layout.xaxis.title.text and (layout.yaxis.title.text or fig.data[0].type == "heatmap")
+        assert any("<br>" in a.text for a in layout.annotations)  # the two-line caption
+        assert len(fig.data) > 0
+    page = write_html(tmp_path / "analyses.html", "analyses", [Section("figures", "", tuple((f, "") for f in figures))])
+    check_report_renders(page)

@@ -1,7 +1,9 @@
 """Plotly figures, one function per figure, each taking a tidy DataFrame.
 
 Computing lives in the analysis modules; these only draw. Every figure has a title and
-labelled axes, so it reads on its own in a report or notebook.
+labelled axes, so it reads on its own in a report or notebook; the figures of the paper's
+analyses (:mod:`lowres_safety.analyses`, drawn in :mod:`.analyses`) also carry a caption
+that says how to read them.
 """
 
 from __future__ import annotations
@@ -10,30 +12,12 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-__all__ = ["TIER_COLOURS", "cosine_heatmap", "language_colours", "projection_distributions", "refusal_by_language",
-           "refusal_tradeoff",
-           "selectivity_bars", "separability"]
+from .analyses import ablation_curves, fewshot_curves, rank_curves, strength_curves, subspace_transfer_heatmap
+from .colours import TIER_COLOURS, TIER_ORDER, language_colours
 
-#: One colour family per resource tier; languages within a tier get shades of it.
-TIER_COLOURS = {
-    "high": px.colors.sequential.Blues[3:],
-    "mid": px.colors.sequential.Oranges[3:],
-    "low": px.colors.sequential.Reds[3:],
-    "unlisted": px.colors.sequential.Greys[3:],
-}
-_TIER_ORDER = ["high", "mid", "low", "unlisted"]
-
-
-def language_colours(frame: pd.DataFrame) -> dict[str, str]:
-    """Colour for each language, shaded within its tier's colour family."""
-    pairs = frame[["language", "tier"]].drop_duplicates()
-    colours = {}
-    for tier, group in pairs.groupby("tier", sort=False):
-        palette = TIER_COLOURS.get(tier, TIER_COLOURS["unlisted"])
-        for i, lang in enumerate(group["language"]):
-            colours[lang] = palette[(len(palette) - 1 - i) % len(palette)]
-    return colours
-
+__all__ = ["TIER_COLOURS", "TIER_ORDER", "ablation_curves", "cosine_heatmap", "fewshot_curves", "language_colours",
+           "projection_distributions", "rank_curves", "refusal_by_language", "refusal_tradeoff", "selectivity_bars",
+           "separability", "strength_curves", "subspace_transfer_heatmap"]
 
 def separability(sep: pd.DataFrame, *, metric: str = "auroc", direction: str | None = None,
                  position: str | None = None) -> go.Figure:
@@ -48,7 +32,7 @@ def separability(sep: pd.DataFrame, *, metric: str = "auroc", direction: str | N
     label = {"auroc": "AUROC", "probe_accuracy": "probe accuracy (cross-validated)"}.get(metric, metric)
     fig = px.line(frame, x="layer", y=metric, color="language", line_dash="tier",
                   color_discrete_map=language_colours(frame), markers=True,
-                  category_orders={"tier": _TIER_ORDER},
+                  category_orders={"tier": TIER_ORDER},
                   hover_data=["tier", "n_harmful", "n_harmless"])
     what = f"projection on the {direction} direction" if metric == "auroc" and direction else label
     fig.update_layout(title=f"Harmful vs harmless separability by layer ({what}, position {position})",
@@ -62,7 +46,7 @@ def projection_distributions(proj: pd.DataFrame) -> go.Figure:
     """Projections of harmful and harmless prompts per tier at one layer (from ``probing.projections``)."""
     layer, position = proj["layer"].iloc[0], proj["position"].iloc[0]
     fig = px.violin(proj, x="tier", y="projection", color="subset", box=True, points="all",
-                    category_orders={"tier": [t for t in _TIER_ORDER if t in set(proj["tier"])],
+                    category_orders={"tier": [t for t in TIER_ORDER if t in set(proj["tier"])],
                                      "subset": ["harmful", "harmless"]},
                     color_discrete_map={"harmful": "#d62728", "harmless": "#2ca02c"},
                     hover_data=["language", "id"])
@@ -140,7 +124,7 @@ def cosine_by_layer(cos: pd.DataFrame, *, reference: str = "en", position: str |
         raise ValueError(f"no cosines with reference language {reference!r} at position {position!r}")
     frame = frame.rename(columns={"language_b": "language", "tier_b": "tier"})
     fig = px.line(frame, x="layer", y="cosine", color="language", line_dash="tier", markers=True,
-                  color_discrete_map=language_colours(frame), category_orders={"tier": _TIER_ORDER})
+                  color_discrete_map=language_colours(frame), category_orders={"tier": TIER_ORDER})
     fig.update_layout(title=f"Cosine of each language's harmfulness direction with {reference}'s, by layer ({position})",
                       xaxis_title="layer", yaxis_title=f"cosine with {reference}", yaxis_range=[-0.2, 1.02],
                       legend_title="language (tier)")
@@ -184,7 +168,7 @@ def gap_scatter(gap: pd.DataFrame) -> go.Figure:
 def threshold_shift_bars(shift: pd.DataFrame) -> go.Figure:
     """Projection at 50% refusal relative to the source languages (``calibration.threshold_shift``)."""
     fig = px.bar(shift, x="language", y="shift", color="tier", hover_data=["p50", "refusal_rate", "n"],
-                 color_discrete_map={t: c[-3] for t, c in TIER_COLOURS.items()}, category_orders={"tier": _TIER_ORDER})
+                 color_discrete_map={t: c[-3] for t, c in TIER_COLOURS.items()}, category_orders={"tier": TIER_ORDER})
     fig.update_layout(title="Decision-threshold shift: extra harmfulness signal needed for 50% refusal",
                       xaxis_title="language", yaxis_title="projection at 50% refusal − source languages'",
                       legend_title="tier")
