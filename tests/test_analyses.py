@@ -234,3 +234,92 @@ def test_every_analysis_figure_draws_in_a_browser(planted, tmp_path):
         assert len(fig.data) > 0
     page = write_html(tmp_path / "analyses.html", "analyses", [Section("figures", "", tuple((f, "") for f in figures))])
     check_report_renders(page)
+
+
+def _ood_set(tmp_path):
+    """A harmful-only wide CSV (id, category, en, sw) and a harmless one, read by the prompt loader, with planted
+    activations: weapons requests carry +2 along the harm axis, fraud +0.7; Swahili sits 0.8 lower throughout."""
+    harmful = pd.DataFrame({"id": [f"h{i}" for i in range(12)], "category": ["weapons"] * 6 + ["fraud"] * 6,
+                            "en": [f"harmful request {i}" for i in range(12)],
+                            "sw": [f"ombi baya {i}" for i in range(12)]})
+    harmless = pd.DataFrame({"id": [f"b{i}" for i in range(12)], "en": [f"ordinary request {i}" for i in range(12)],
+                             "sw": [f"ombi la kawaida {i}" for i in range(12)]})
+    harmful.to_csv(tmp_path / "ood.csv", index=False)
+    harmless.to_csv(tmp_path / "ood_harmless.csv", index=False)
+    prompts = ls.load_prompts(tmp_path / "ood.csv", languages=["en", "sw"], source_id="id", category="category",
+                              harmless_from=tmp_path / "ood_harmless.csv")
+    g = np.random.default_rng(3)
+    frame = prompts.frame
+    signal = np.where(frame["subset"] == "harmful", np.where(frame["category"] == "weapons", 2.0, 0.7), 0.0)
+    signal = signal - 0.8 * (frame["language"] == "sw").to_numpy()
+    x = g.normal(size=(len(frame), D)) + signal[:, None] * np.eye(D)[0]
+    return ActivationSet(torch.tensor(x, dtype=torch.float32)[:, None, None, :], prompts, (5,), ("t_post_inst",))
+
+
+def _balanced_f1_by_hand(scores, y):
+    s = np.unique(scores)
+    grid = np.r_[s[0] - 1e-6, (s[1:] + s[:-1]) / 2, s[-1] + 1e-6]
+    best, at = -1.0, None
+    for t in grid:
+        n_harmful = 2 * (y == 1).sum()
+        tp, fn = ((scores > t) & (y == 1)).sum() / n_harmful, ((scores <= t) & (y == 1)).sum() / n_harmful
+        fp = ((scores > t) & (y == 0)).sum() / (2 * (y == 0).sum())
+        f1 = 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+        if f1 > best:
+            best, at = f1, t
+    return at
+
+
+def test_ood_transfer_on_a_harmful_only_file_by_hand(planted, tmp_path):
+    """Catches: a 1-shot threshold per language (the released one is shared by every target), the source threshold
+    not the balanced-F1 one, categories scored without the language's harmless prompts, the wrong draw.
+    Reference: thresholds by brute force written here, the released draw rebuilt, sklearn metrics."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from lowres_safety.analyses.ood import _one_each
+
+    targets = _ood_set(tmp_path)
+    train = planted.where(split="train", language=SOURCE).prompts.frame
+    keep = train[(train["subset"] == "harmful") | (train["id"].str.rsplit("-", n=1).str[-1].astype(int) < 10)]
+    source = planted.where(id=keep["id"].tolist())  # 24 harmful, 10 harmless per language: balanced F1 matters
+    table = ls.analyses.ood_transfer(source, targets, 5, rank=3, seeds=(0, 1), model="m", progress=False)
+    assert set(zip(table["gate"], table["shot"], strict=True)) == {("v_hrl", 0), ("v_hrl", 1), ("hrl_subspace", 0),
+                                                                    ("hrl_subspace", 1)}
+    langs = table[(table["evaluation_group"] == "language") & (table["language"] != "__macro__")]
+    y_src = source.prompts.labels
+    x_src = source.acts[:, 0, 0].numpy()
+    d = x_src[y_src == 1].mean(0) - x_src[y_src == 0].mean(0)
+    u = d / np.linalg.norm(d)
+    zero = langs[(langs["gate"] == "v_hrl") & (langs["shot"] == 0)].set_index("language")
+    assert zero["threshold"].iloc[0] == pytest.approx(_balanced_f1_by_hand(x_src @ u, y_src), abs=1e-5)
+
+    fit = {}
+    for lang in ("en", "sw"):
+        drawn = _one_each(targets.where(language=lang), M.stable_seed(0, 1, "m", lang, "v_hrl"))
+        fit[lang] = (drawn.acts[:, 0, 0].numpy() @ u, drawn.prompts.labels)
+    grid = M.candidates(np.concatenate([s for s, _ in fit.values()]))
+    mean_f1 = [np.mean([f1_score(y, s > t, zero_division=0) for s, y in fit.values()]) for t in grid]
+    t = grid[int(np.argmax(mean_f1))]
+    one = langs[(langs["gate"] == "v_hrl") & (langs["shot"] == 1) & (langs["seed"] == 1)].set_index("language")
+    assert one["threshold"].to_numpy() == pytest.approx([t, t], abs=1e-5)  # one threshold for both targets
+    for lang in ("en", "sw"):
+        tgt = targets.where(language=lang)
+        s = tgt.acts[:, 0, 0].numpy() @ u
+        assert one.loc[lang, "balanced_accuracy"] == pytest.approx(balanced_accuracy_score(tgt.prompts.labels, s > t))
+
+    cats = table[(table["evaluation_group"] == "category") & (table["gate"] == "v_hrl") & (table["shot"] == 0)]
+    assert set(zip(cats["language"], cats["category"], strict=True)) == {
+        (lang, c) for lang in ("en", "sw") for c in ("weapons", "fraud")}
+    en = targets.where(language="en")
+    y, frame = en.prompts.labels, en.prompts.frame
+    keep = ((frame["category"] == "weapons") | (frame["subset"] == "harmless")).to_numpy()
+    s = en.acts[:, 0, 0].numpy() @ u
+    row = cats[(cats["language"] == "en") & (cats["category"] == "weapons")].iloc[0]
+    assert row["n_harmless"] == 12 and row["n_harmful"] == 6
+    assert row["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y[keep], s[keep] > row["threshold"]))
+    by_cat = cats[cats["language"] == "en"].set_index("category")["auc"]
+    assert by_cat["weapons"] > by_cat["fraud"]  # the planted category strengths
+
+    macro = table[(table["language"] == "__macro__") & (table["gate"] == "hrl_subspace") & (table["shot"] == 1)]
+    per = langs[(langs["gate"] == "hrl_subspace") & (langs["shot"] == 1)].groupby("seed")["balanced_accuracy"].mean()
+    assert macro.set_index("seed")["balanced_accuracy"].to_numpy() == pytest.approx(per.to_numpy())

@@ -48,7 +48,7 @@ HARMFUL_VALUES = ("harmful", "unsafe", "1", "true", "yes")
 HARMLESS_VALUES = ("harmless", "safe", "benign", "0", "false", "no")
 _OPTION = {"text": "text= (--text-column)", "language": "language= (--language-column)",
            "label": "label= (--label-column)", "source_id": "source_id=", "split": "split=",
-           "languages": "languages= (--languages)"}
+           "languages": "languages= (--languages)", "category": "category="}
 
 
 def is_prompt_file(data) -> bool:
@@ -120,14 +120,16 @@ def _no_empty(frame: pd.DataFrame, name: str, where: str) -> None:
 
 
 def _rows(table: pd.DataFrame, name: str, *, text, language, languages, label, source_id, split,
-          harmful_values, harmless_values, default_subset: str) -> pd.DataFrame:
+          harmful_values, harmless_values, default_subset: str, category=None) -> pd.DataFrame:
     """PromptSet rows (plus ``_row``, the file row) of a long or wide table, validated."""
-    _require_columns(table, name, label=label, source_id=source_id, split=split)
+    _require_columns(table, name, label=label, source_id=source_id, split=split, category=category)
     base = pd.DataFrame({"_row": np.arange(len(table))})
     base["subset"] = (_subsets(table[label], harmful_values, harmless_values, name, label) if label
                       else default_subset)
     base["sid"] = _texts(table[source_id]).str.strip() if source_id else [f"row{i}" for i in range(len(table))]
     base["split"] = _texts(table[split]).str.strip() if split else "all"
+    if category:
+        base["category"] = _texts(table[category]).str.strip()
     if text is not None:  # long: one row per prompt
         if language is None:
             raise ValueError(f"{name}: a long file needs its language column too ({_OPTION['language']}); for a "
@@ -177,7 +179,7 @@ def _harmless_rows(harmless_from, needed: list[str], n: int, seed: int, *, polyr
     else:
         table, name = read_table(harmless_from)
         label = read["label"] if read["label"] in table.columns else None  # no label column: all harmless
-        other = PromptSet(_rows(table, name, **{**read, "label": label}, default_subset="harmless")
+        other = PromptSet(_rows(table, name, **{**read, "label": label, "category": None}, default_subset="harmless")
                           .drop(columns="_row"), name)
     frame = other.frame[(other.frame["subset"] == "harmless") & other.frame["language"].isin(needed)]
     offered = offered or sorted(set(other.frame.loc[other.frame["subset"] == "harmless", "language"]))
@@ -196,7 +198,8 @@ def _harmless_rows(harmless_from, needed: list[str], n: int, seed: int, *, polyr
 def load_prompts(data: str | Path | pd.DataFrame, *, text: str | None = None, language: str | None = None,
                  languages=None, label: str | None = None, source_id: str | None = None, split: str | None = None,
                  harmful_values=HARMFUL_VALUES, harmless_values=HARMLESS_VALUES, harmless_from=None,
-                 harmless_split: str = "train", n_per_class: int | None = None, seed: int = 0) -> PromptSet:
+                 harmless_split: str = "train", n_per_class: int | None = None, seed: int = 0,
+                 category: str | None = None) -> PromptSet:
     """A prompt file or DataFrame as a PromptSet, with the caller's column names.
 
     Long tables need ``text`` and ``language``; ``languages`` then keeps some languages.
@@ -211,11 +214,13 @@ def load_prompts(data: str | Path | pd.DataFrame, *, text: str | None = None, la
     is paired with another. Paired rows are checked with :func:`parallel.check`, and a
     language × class whose rows are not translations of the reference's is unpaired
     (``origin`` ends in "(unpaired)"), with a warning. ``split`` names a
-    column kept as metadata. Rows keep their file (or set) in ``origin``.
+    column kept as metadata, as is ``category`` (e.g. a harm category, for per-category
+    scores such as :func:`lowres_safety.analyses.ood_transfer`'s). Rows keep their file (or
+    set) in ``origin``.
     """
     table, name = read_table(data)
     read = dict(text=text, language=language, languages=languages, label=label, source_id=source_id, split=split,
-                harmful_values=tuple(harmful_values), harmless_values=tuple(harmless_values))
+                harmful_values=tuple(harmful_values), harmless_values=tuple(harmless_values), category=category)
     frame = _rows(table, name, **read, default_subset="harmful").drop(columns="_row")
     available = list(dict.fromkeys(frame["language"]))
     langs = check_languages(languages if text is not None else None, available, name)

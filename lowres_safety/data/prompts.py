@@ -21,7 +21,7 @@ __all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "SUBSETS", "PromptSet", "as_list", "ch
 
 SUBSETS = ("harmful", "harmless")
 COLUMNS = ["id", "text", "language", "subset", "split", "source_id"]
-OPTIONAL_COLUMNS = ["origin"]  # kept by the loaders when present
+OPTIONAL_COLUMNS = ["origin", "category"]  # kept by the loaders when present
 
 
 def as_list(value) -> list | None:
