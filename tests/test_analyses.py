@@ -323,3 +323,44 @@ def test_ood_transfer_on_a_harmful_only_file_by_hand(planted, tmp_path):
     macro = table[(table["language"] == "__macro__") & (table["gate"] == "hrl_subspace") & (table["shot"] == 1)]
     per = langs[(langs["gate"] == "hrl_subspace") & (langs["shot"] == 1)].groupby("seed")["balanced_accuracy"].mean()
     assert macro.set_index("seed")["balanced_accuracy"].to_numpy() == pytest.approx(per.to_numpy())
+
+
+def test_compare_readouts_rows_by_hand_and_what_a_low_resource_source_adds():
+    """Catches: a direction baseline's threshold not the best mean F1 over the targets' val scores, oracle rows on
+    test scores, a subspace not the top singular vectors of the unit per-language directions, a zero-shot row with
+    a k-shot threshold. Reference: numpy and sklearn metrics; planted geometry (low-resource harm on an axis only a
+    low-resource source carries)."""
+    acts = _tiered()
+    table = ls.analyses.compare_readouts(acts, 5, targets=["sw", "yo"], budgets=(4,), seeds=(0,), ranks=(1, 3),
+                                         direction_groups=("hrl",), subspace_groups=("hrl", "all_loo"),
+                                         model="m", progress=False)
+    rows = table[~table["language"].str.startswith("__")]
+    assert {"source_direction", "target_only_direction", "source_direction_budget_threshold", "random_direction",
+            "direction_bank_logistic", "full_space_logistic", "pca_subspace_logistic", "subspace_constrained_direction",
+            "subspace_logistic", "subspace_logistic_threshold_oracle"} <= set(rows["method"])
+    frame, x = acts.prompts.frame, acts.acts[:, 0, 0].double().numpy()
+    y = (frame["subset"] == "harmful").to_numpy()
+
+    def part(lang, split):
+        m = ((frame["language"] == lang) & (frame["split"] == split)).to_numpy()
+        return x[m], y[m].astype(int)
+
+    high = [part(lang, "train") for lang in ("en", "de", "fr")]
+    hx, hy = np.concatenate([p[0] for p in high]), np.concatenate([p[1] for p in high])
+    v = hx[hy == 1].mean(0) - hx[hy == 0].mean(0)
+    v /= np.linalg.norm(v)
+    fit = {lang: (part(lang, "val")[0] @ v, part(lang, "val")[1]) for lang in ("sw", "yo")}
+    t = M.global_threshold(fit)
+    got = rows[(rows["method"] == "source_direction") & (rows["split"] == "test")].set_index("language")
+    tx, ty = part("sw", "test")
+    assert got.loc["sw", "threshold"] == pytest.approx(t, abs=1e-6)
+    assert got.loc["sw", "auc"] == pytest.approx(roc_auc_score(ty, tx @ v))
+    assert got.loc["sw", "f1"] == pytest.approx(f1_score(ty, tx @ v > t))
+    oracle = rows[(rows["method"] == "target_only_direction_threshold_oracle") & (rows["split"] == "test")]
+    assert oracle["threshold_scope"].eq("language_oracle").all() and len(oracle) == 2
+
+    gate = rows[(rows["method"] == "subspace_logistic") & (rows["split"] == "test") & (rows["language"] == "sw")
+                & (rows["budget"] == 0)].set_index(["group", "rank"])["auc"]
+    assert gate["all_loo", 3] > gate["hrl", 3] + 0.1  # yo's direction brings sw's harm axis into the subspace
+    zero = rows[(rows["budget"] == 0) & (rows["method"] == "subspace_logistic")]
+    assert zero["threshold_source"].eq("source_train").all() and zero["threshold_scope"].eq("global").all()
