@@ -356,6 +356,15 @@ def test_compare_readouts_rows_by_hand_and_what_a_low_resource_source_adds():
     assert got.loc["sw", "threshold"] == pytest.approx(t, abs=1e-6)
     assert got.loc["sw", "auc"] == pytest.approx(roc_auc_score(ty, tx @ v))
     assert got.loc["sw", "f1"] == pytest.approx(f1_score(ty, tx @ v > t))
+    fit = {}
+    for lang in ("sw", "yo"):  # the k-shot direction, its threshold from every target's val scores (released default)
+        trx, tr_y = part(lang, "train")
+        h, n = np.flatnonzero(tr_y == 1), np.flatnonzero(tr_y == 0)
+        hi, ni = draw_balanced(len(h), len(n), 4, M.stable_seed(0, 0, "m", lang, 4, "target"))
+        u = trx[h[hi.numpy()]].mean(0) - trx[n[ni.numpy()]].mean(0)
+        fit[lang] = (part(lang, "val")[0] @ (u / np.linalg.norm(u)), part(lang, "val")[1])
+    local = rows[(rows["method"] == "target_only_direction") & (rows["split"] == "test")]
+    assert local["threshold"].to_numpy() == pytest.approx([M.global_threshold(fit)] * 2, abs=1e-6)
     oracle = rows[(rows["method"] == "target_only_direction_threshold_oracle") & (rows["split"] == "test")]
     assert oracle["threshold_scope"].eq("language_oracle").all() and len(oracle) == 2
 
