@@ -23,8 +23,9 @@ def test_notebook_is_stripped(path):
 
 
 # notebook 3 routes nine methods' generations (75 s at the small settings) and notebook 4 is a template whose
-# parts have their own tests (25 s): both run with -m slow; 1 and 2 run by default
-RUNS = [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith(("03_", "04_")) else p for p in NOTEBOOKS]
+# parts have their own tests (25 s): both run with -m slow; 1 and 2 run by default; 5 has its own test below
+RUNS = [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith(("03_", "04_")) else p for p in NOTEBOOKS
+        if not p.stem.startswith("05_")]
 
 
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: p.stem)
@@ -57,3 +58,28 @@ def test_the_committed_notebooks_are_what_the_generator_writes(tmp_path):
     assert written == [p.name for p in NOTEBOOKS]
     for path in NOTEBOOKS:
         assert (tmp_path / path.name).read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), path.name
+
+
+@pytest.mark.slow
+def test_the_papers_analyses_notebook_runs_on_the_natural_set_and_every_figure_draws(tmp_path, monkeypatch):
+    """Notebook 5 on the organism and the built-in natural set at small settings (its README settings read
+    PolyRefuse), exported to HTML as a reader would, every figure drawn in headless Chromium."""
+    import re
+
+    from helpers import rendered_dom
+    from nbconvert import HTMLExporter
+
+    for name, value in {"LOWRES_NB_MODEL": "organism", "LOWRES_NB_DATA": "natural", "LOWRES_NB_N": "8",
+                        "LOWRES_NB_SEEDS": "2", "LOWRES_NB_BUDGETS": "1,2", "LOWRES_NB_TOKENS": "4",
+                        "LOWRES_NB_SWEEP_N": "2", "TQDM_DISABLE": "1", "LOWRES_NB_ASSERT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    path = next(p for p in NOTEBOOKS if p.stem.startswith("05_"))
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors[0] if errors else None
+    page = tmp_path / "05.html"
+    page.write_text(HTMLExporter().from_notebook_node(nb)[0], encoding="utf-8")
+    dom = rendered_dom(page)
+    figures = re.findall(r'class="plotly-graph-div', dom)
+    assert len(figures) >= 5 and dom.count('class="main-svg"') >= len(figures)  # every figure drew its plot

@@ -10,6 +10,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notebook_05 import CELLS as ANALYSES  # noqa: E402
+
 SETTINGS = '''import os
 
 import lowres_safety as ls
@@ -323,6 +326,7 @@ NOTEBOOKS = {
         "`fn(activation, hook) -> activation`, and swap `refusal_score` for `ls.generate` + "
         "`evaluation.refusal_rates` when first-token scores are not enough.",
     ],
+    "05_the_papers_analyses.ipynb": ANALYSES,
 }
 
 
