@@ -42,7 +42,9 @@ NOTEBOOKS = {
         "layer by layer.",
         SETTINGS,
         "import lowres_safety as ls\nfrom lowres_safety import directions, plots, probing\n\n"
-        "model = ls.load_model(MODEL)\nprompts = ls.data.load_builtin(LANGUAGES, n_per_class=N_PER_CLASS)\n"
+        "model = ls.load_model(MODEL)\n"
+        "# the natural set: harmful and ordinary requests written independently (the main job's data)\n"
+        "prompts = ls.data.load_builtin(LANGUAGES, name='natural', split='train', n_per_class=N_PER_CLASS)\n"
         "print(ls.models.model_id(model), len(prompts), 'prompts')\nls.show_tokens(model, prompts.texts[0]).tail(8)",
         "The table above shows where `t_inst` (last instruction token) and `t_post_inst` (last token of the chat "
         "template, where the answer starts) fall. Extraction keeps only those two positions at every layer.",
@@ -67,6 +69,20 @@ NOTEBOOKS = {
         "plots.projection_distributions(probing.projections(acts, v, best, 't_post_inst'))",
         "Both clouds sitting lower for the low-resource tier, still apart, is the picture of a *calibration* "
         "problem: a threshold set on English would call most of them harmless.",
+        "**Harm or form?** An AUROC on prompts whose classes differ in form (length, punctuation, template) can "
+        "come from the form alone. The form controls score, per language, the token count alone, a "
+        "cross-validated probe on form features, the direction, and the direction with form partialled out; "
+        "the phrase-matched twins (the same topic and form, harmful or not) are the form-free check.",
+        "from lowres_safety import form\n"
+        "controls = form.form_controls(acts, v, best, model.tokenizer)\n"
+        "display(controls.pivot_table(index='language', columns='control', values='auroc').round(2))\n"
+        "twins = ls.data.load_builtin(LANGUAGES, name='twins', n_per_class=N_PER_CLASS)\n"
+        "twin_acts = ls.extract(model, twins, [best], ('t_post_inst',), cache=True)\n"
+        "li = acts.layer_index(best)\n"
+        "on_twins = form.form_controls(twin_acts, v[li:li + 1], best, model.tokenizer)\n"
+        "display(on_twins[on_twins.control == 'direction'].set_index('language')[['auroc', 'auroc_low', 'auroc_high']]\n"
+        "        .round(2).rename(columns=lambda c: 'twins ' + c))\n"
+        "plots.form_controls(controls)",
         "per_lang = directions.per_language(acts)\ncos = directions.cosine_matrix(per_lang, acts.layers, acts.positions)\n"
         "plots.cosine_by_layer(cos, reference='en', position='t_post_inst')",
         "plots.transfer_heatmap(probing.transfer_matrix(acts, best))",

@@ -83,15 +83,18 @@ def price_here(model, work: Work, prompt_words: int = 48) -> float:
     """Seconds on this machine, from the model's own generation timed here.
 
     One batch of ``work.batch_size`` prompts of about ``prompt_words`` words is generated
-    for 1 and for 5 new tokens; the difference gives a decoding step, the first a prefill
-    token (a few seconds). Hooks and longer answers' attention add to it, so it is a floor.
+    for 1 and for 5 new tokens, with a no-op hook on every block's output (the steering
+    methods hook most layers, and each hook is a Python call per step); the difference gives
+    a decoding step, the first a prefill token (a few seconds). Answers that run long and
+    the KL and utility passes add to it, so it is a floor.
     """
     from ..generation import generate  # the run's own loop: the bridge, its hooks machinery, the KV cache
 
     texts = [" ".join(["word"] * prompt_words)] * work.batch_size
+    hooks = [(f"blocks.{layer}.hook_resid_post", lambda act, hook: act) for layer in range(model.cfg.n_layers)]
 
     def seconds(new_tokens: int) -> float:
-        return _timed(lambda: generate(model, texts, [], max_new_tokens=new_tokens, batch_size=work.batch_size,
+        return _timed(lambda: generate(model, texts, hooks, max_new_tokens=new_tokens, batch_size=work.batch_size,
                                        stop_at_eos=False, progress=False), 1)
 
     prefill = seconds(1)
