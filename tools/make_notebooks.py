@@ -56,10 +56,10 @@ NOTEBOOKS = {
         "How to read it: a line near 1 at the middle layers means the representation transfers to that "
         "language; a line that stays near 0.5 everywhere is a *representation* failure. The high-resource "
         "lines are in-sample (the direction was fitted on them), so they should sit high; the others are the "
-        "test. On the shipped organism and the 24 built-in questions they do not all pass it: at 12 per class "
-        "Hindi stays near 0.5 and Swahili and Yoruba between 0.5 and 0.8, because the organism's rule was "
-        "built on PolyRefuse's prompts, not on these. Notebook 2 checks the diagnosis on PolyRefuse, where the "
-        "construction says which languages should separate.",
+        "test. On the shipped organism and the natural set at 12 per class, Swahili reaches about 0.8 at the "
+        "best layer and Arabic, Hindi and Yoruba 0.65-0.72: below the high-resource languages, because the "
+        "organism's rule was built on PolyRefuse's prompts, not on these. Notebook 2 checks the diagnosis on "
+        "PolyRefuse, where the construction says which languages should separate.",
         "pooled = sep[(sep.direction == 'pooled_high') & (sep.position == 't_post_inst')]\n"
         "best = int(pooled.groupby('layer').auroc.mean().idxmax())\n"
         "at_best = pooled[pooled.layer == best].set_index('language').auroc\n"
@@ -77,12 +77,17 @@ NOTEBOOKS = {
         "controls = form.form_controls(acts, v, best, model.tokenizer)\n"
         "display(controls.pivot_table(index='language', columns='control', values='auroc').round(2))\n"
         "twins = ls.data.load_builtin(LANGUAGES, name='twins', n_per_class=N_PER_CLASS)\n"
-        "twin_acts = ls.extract(model, twins, [best], ('t_post_inst',), cache=True)\n"
+        "twin_acts = ls.extract(model, twins, [best], acts.positions, cache=True)\n"
         "li = acts.layer_index(best)\n"
         "on_twins = form.form_controls(twin_acts, v[li:li + 1], best, model.tokenizer)\n"
         "display(on_twins[on_twins.control == 'direction'].set_index('language')[['auroc', 'auroc_low', 'auroc_high']]\n"
         "        .round(2).rename(columns=lambda c: 'twins ' + c))\n"
         "plots.form_controls(controls)",
+        "Reading it: the natural set was written with its classes matched in form, and on it (12 per class) the "
+        "token count alone sits near chance (0.45-0.64) and the form probe below that, so the direction's AUROC "
+        "is not the prompts' form; partialling form out moves it little except in Yoruba (about 0.65 to 0.45, "
+        "inside wide intervals). On the twins, where harm is the only difference, English separates clearly "
+        "(about 0.9) and the other languages' intervals still reach 0.5 at this size: more prompts decide it.",
         "per_lang = directions.per_language(acts)\ncos = directions.cosine_matrix(per_lang, acts.layers, acts.positions)\n"
         "plots.cosine_by_layer(cos, reference='en', position='t_post_inst')",
         "plots.transfer_heatmap(probing.transfer_matrix(acts, best))",
