@@ -145,8 +145,9 @@ def test_load_mc_reads_a_global_mmlu_download(tmp_path):
     got = load_mc(root)
     assert got.groupby("language").size().to_dict() == {"ar": 2, "sw": 3}  # dev is another split
     assert list(got["answer"]) == ["B", "C", "D", "D", "A"] and list(got["subject"][:2]) == ["anatomy", "virology"]
-    assert list(got.columns) == ["sample_id", "language", "subject", "question", "option_a", "option_b", "option_c",
-                                 "option_d", "answer"]
+    assert list(got["subject_category"][:3]) == ["STEM", "STEM", ""]  # Global-MMLU's own column, kept where present
+    assert list(got.columns) == ["sample_id", "language", "subject", "subject_category", "question", "option_a",
+                                 "option_b", "option_c", "option_d", "answer"]
     assert len(load_mc(root, split=None)) == 6
 
 
