@@ -22,9 +22,10 @@ def test_notebook_is_stripped(path):
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
-# notebook 3 routes nine methods' generations (75 s at the small settings) and notebook 4 is a template whose
-# parts have their own tests (25 s): both run with -m slow; 1 and 2 run by default; 5 has its own test below
-RUNS = [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith(("03_", "04_")) else p for p in NOTEBOOKS
+# notebook 2 checks the diagnosis against both organisms on PolyRefuse (100 s at the small settings), notebook 3
+# routes nine methods' generations (75 s) and notebook 4 is a template whose parts have their own tests (25 s):
+# they run with -m slow; 1 runs by default; 5 has its own (slow) test below
+RUNS = [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith(("02_", "03_", "04_")) else p for p in NOTEBOOKS
         if not p.stem.startswith("05_")]
 
 
