@@ -320,6 +320,9 @@ def test_ood_transfer_on_a_harmful_only_file_by_hand(planted, tmp_path):
     by_cat = cats[cats["language"] == "en"].set_index("category")["auc"]
     assert by_cat["weapons"] > by_cat["fraud"]  # the planted category strengths
 
+    apart = ls.analyses.ood_transfer(source, targets, 5, rank=3, seeds=(0,), exclude_shots=True, progress=False)
+    shot = apart[(apart["shot"] == 1) & (apart["evaluation_group"] == "language") & (apart["language"] != "__macro__")]
+    assert set(shot["n_harmful"]) == {11} and set(shot["n_harmless"]) == {11}  # the drawn pair left out
     macro = table[(table["language"] == "__macro__") & (table["gate"] == "hrl_subspace") & (table["shot"] == 1)]
     per = langs[(langs["gate"] == "hrl_subspace") & (langs["shot"] == 1)].groupby("seed")["balanced_accuracy"].mean()
     assert macro.set_index("seed")["balanced_accuracy"].to_numpy() == pytest.approx(per.to_numpy())

@@ -88,7 +88,8 @@ def ood_transfer(source: ActivationSet, targets: ActivationSet, layer: int, *, r
     def score(lang: str, fn, drawn: ActivationSet | None) -> tuple[np.ndarray, ActivationSet]:
         scored = targets.where(language=lang)
         if exclude_shots and drawn is not None:
-            scored = scored.where(id=[i for i in scored.prompts.frame["id"] if i not in set(drawn.prompts.frame["id"])])
+            used = set(drawn.prompts.frame["id"])
+            scored = scored.where(id=[i for i in scored.prompts.frame["id"] if i not in used])
         with torch.no_grad():
             return np.asarray(fn(scored)), scored
 
