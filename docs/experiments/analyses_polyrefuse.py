@@ -1,10 +1,11 @@
 """The paper's analyses (``ls.analyses``) on the organism and PolyRefuse: the figures issue 29's note reports.
 
     python docs/experiments/analyses_polyrefuse.py --data ../shared/data/Multilingual-Refusal \
-        --model organism --seeds 10 --budgets 1,4,16,64 --out runs/analyses-polyrefuse
+        --model organism --seeds 10 --budgets 1,4,16,64 --n-train 100 --n-eval 64 --out runs/analyses-polyrefuse
 
-Activations at the organism's rule layer (the gate layer), every PolyRefuse train, val and
-test prompt of the languages present. Writes ``recoverability.csv``, ``rank_sweep.csv``,
+Activations at the organism's rule layer (the gate layer), PolyRefuse train, val and test
+prompts of the languages present (all of them, or ``--n-train`` / ``--n-eval`` per class,
+seeded). Writes ``recoverability.csv``, ``rank_sweep.csv``,
 ``readouts.csv`` and ``tables.md`` (with each analysis's wall time), and prints the tables.
 """
 
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--model", default="organism")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budgets", default="1,4,16,64")
+    parser.add_argument("--n-train", type=int, default=None, help="train prompts per class and language (all)")
+    parser.add_argument("--n-eval", type=int, default=None, help="val and test prompts per class and language (all)")
     parser.add_argument("--out", default="runs/analyses-polyrefuse")
     args = parser.parse_args()
     out = Path(args.out)
@@ -34,8 +37,9 @@ def main() -> None:
     t = time.perf_counter()
     model = ls.load_model(args.model)
     layer = preset_for(ls.models.model_id(model)).gate_layer
-    prompts = ls.PromptSet(pd.concat([ls.data.load_polyrefuse(args.data, split=s).frame for s in ("train", "val", "test")],
-                                     ignore_index=True), "PolyRefuse train + val + test")
+    sizes = {"train": args.n_train, "val": args.n_eval, "test": args.n_eval}
+    prompts = ls.PromptSet(pd.concat([ls.data.load_polyrefuse(args.data, split=s, n_per_class=n, seed=0).frame
+                                      for s, n in sizes.items()], ignore_index=True), "PolyRefuse train + val + test")
     acts = ls.extract(model, prompts, [layer], ("t_post_inst",), cache=True)
     high = ls.in_tier(prompts.languages, "high")
     lines = [f"model {ls.models.model_id(model)}, layer {layer}, {len(prompts)} prompts "
