@@ -133,7 +133,7 @@ def test_rank_sweep_refits_on_source_plus_shots_and_shares_one_threshold(planted
     """Catches: the budget's examples not drawn by the released rule, a gate not refitted on source + shots, a
     threshold per language where the released scope is global, ranks above the source count kept.
     Reference: the gate's own fit and recalibration called by hand with the released draw; sklearn metrics."""
-    from lowres_safety.analyses.rank import _shots
+    from lowres_safety.analyses.recoverability import draw_shots
 
     table = ls.analyses.rank_sweep(planted, 5, source_languages=SOURCE, ranks=(1, 3, 5), budgets=(0, 4),
                                    seeds=(0, 1), model="m", progress=False)
@@ -146,7 +146,7 @@ def test_rank_sweep_refits_on_source_plus_shots_and_shares_one_threshold(planted
     logits, shots_of = {}, {}
     for lang in TARGETS:
         draw = M.stable_seed(0, 1, "m", lang, 4, "hrl", 3, "subspace_logistic")
-        shots_of[lang] = _shots(fit.where(language=lang), 4, draw)
+        shots_of[lang] = draw_shots(fit.where(language=lang), 4, draw)
         reseeded = ls.Gate(rank=3, seed=draw).fit(fit.where(language=SOURCE), 5, "t_post_inst", SOURCE)
         reseeded.seed = draw
         logits[lang] = reseeded.recalibrate(shots_of[lang], 4, seed=draw)
@@ -276,7 +276,7 @@ def test_ood_transfer_on_a_harmful_only_file_by_hand(planted, tmp_path):
     Reference: thresholds by brute force written here, the released draw rebuilt, sklearn metrics."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from lowres_safety.analyses.ood import _one_each
+    from lowres_safety.analyses.recoverability import draw_shots
 
     targets = _ood_set(tmp_path)
     train = planted.where(split="train", language=SOURCE).prompts.frame
@@ -295,7 +295,7 @@ def test_ood_transfer_on_a_harmful_only_file_by_hand(planted, tmp_path):
 
     fit = {}
     for lang in ("en", "sw"):
-        drawn = _one_each(targets.where(language=lang), M.stable_seed(0, 1, "m", lang, "v_hrl"))
+        drawn = draw_shots(targets.where(language=lang), 1, M.stable_seed(0, 1, "m", lang, "v_hrl"))
         fit[lang] = (drawn.acts[:, 0, 0].numpy() @ u, drawn.prompts.labels)
     grid = M.candidates(np.concatenate([s for s, _ in fit.values()]))
     mean_f1 = [np.mean([f1_score(y, s > t, zero_division=0) for s, y in fit.values()]) for t in grid]

@@ -24,7 +24,7 @@ from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_s
 
 from ..data import tier_of
 
-__all__ = ["RATES", "binary_metrics", "candidates", "global_threshold", "language_thresholds", "macro_rows",
+__all__ = ["COUNTS", "RATES", "binary_metrics", "candidates", "global_threshold", "language_thresholds", "macro_rows",
            "stable_seed"]
 
 #: The rates of a row (averaged in macro rows); the counts beside them are summed.

@@ -39,18 +39,10 @@ from tqdm.auto import tqdm
 from .. import directions as dirs
 from ..activations import ActivationSet
 from ..gate import Gate, balanced_f1_threshold
-from .metrics import binary_metrics, global_threshold, stable_seed
-from .recoverability import draw_balanced
+from .metrics import COUNTS, RATES, binary_metrics, global_threshold, stable_seed
+from .recoverability import draw_shots
 
 __all__ = ["ood_transfer"]
-
-
-def _one_each(pool: ActivationSet, seed: int) -> ActivationSet:
-    y = pool.prompts.labels
-    harmful, harmless = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    hi, ni = draw_balanced(len(harmful), len(harmless), 1, seed)
-    ids = pool.prompts.frame["id"].to_numpy()
-    return pool.where(id=[ids[harmful[int(hi[0])]], ids[harmless[int(ni[0])]]])
 
 
 def _rows(scores: np.ndarray, target: ActivationSet, threshold: float, meta: dict) -> list[dict]:
@@ -116,7 +108,7 @@ def ood_transfer(source: ActivationSet, targets: ActivationSet, layer: int, *, r
             fitted, fit_scores, drawn = {}, {}, {}
             for lang in languages:
                 draw = stable_seed(0, s, model, lang, tag)
-                drawn[lang] = _one_each(shots.where(language=lang), draw)
+                drawn[lang] = draw_shots(shots.where(language=lang), 1, draw)
                 fitted[lang] = fit(drawn[lang], draw)
                 fit_scores[lang] = (np.asarray(fitted[lang](drawn[lang])), drawn[lang].prompts.labels)
             threshold = global_threshold(fit_scores)  # 1 + 1 examples: balanced F1 is plain F1
@@ -132,8 +124,6 @@ def ood_transfer(source: ActivationSet, targets: ActivationSet, layer: int, *, r
 def _macro(rows: list[dict], meta: dict) -> dict:
     """The unweighted mean over the languages' rows (categories left out), counts summed."""
     frame = pd.DataFrame([r for r in rows if r["evaluation_group"] == "language"])
-    rates = ["auc", "average_precision", "precision", "recall", "f1", "accuracy", "balanced_accuracy"]
-    counts = ["tp", "fp", "tn", "fn", "n_harmful", "n_harmless"]
     return {**meta, "language": "__macro__", "evaluation_group": "language", "category": None,
-            "threshold": frame["threshold"].iloc[0], **frame[rates].mean().to_dict(),
-            **frame[counts].sum().astype(int).to_dict()}
+            "threshold": frame["threshold"].iloc[0], **frame[list(RATES)].mean().to_dict(),
+            **frame[list(COUNTS)].sum().astype(int).to_dict()}

@@ -30,7 +30,7 @@ from ..activations import ActivationSet
 from ..data import tier_of
 from ..gate import Gate
 from .metrics import binary_metrics, global_threshold, language_thresholds, macro_rows, stable_seed
-from .recoverability import draw_balanced
+from .recoverability import draw_shots
 
 __all__ = ["RANKS", "THRESHOLD_SCOPES", "rank_sweep"]
 
@@ -38,14 +38,6 @@ __all__ = ["RANKS", "THRESHOLD_SCOPES", "rank_sweep"]
 RANKS = (1, 2, 3, 5, 8, 10)
 #: Threshold rules by name: fit scores per language -> threshold per language.
 THRESHOLD_SCOPES = {"global": lambda fit: dict.fromkeys(fit, global_threshold(fit)), "language": language_thresholds}
-
-
-def _shots(target: ActivationSet, k: int, seed: int) -> ActivationSet:
-    y = target.prompts.labels
-    harmful, harmless = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    hi, ni = draw_balanced(len(harmful), len(harmless), k, seed)
-    ids = target.prompts.frame["id"].to_numpy()
-    return target.where(id=ids[np.concatenate([harmful[hi.numpy()], harmless[ni.numpy()]])].tolist())
 
 
 def rank_sweep(acts: ActivationSet, layer: int, *, source_languages: Sequence[str],
@@ -83,7 +75,7 @@ def rank_sweep(acts: ActivationSet, layer: int, *, source_languages: Sequence[st
                 fit_scores[lang] = (base.raw_logits(source).numpy(), source.prompts.labels)
                 continue
             draw = stable_seed(0, s, model, lang, k, "hrl", r, "subspace_logistic")
-            shots = _shots(pool, k, draw)
+            shots = draw_shots(pool, k, draw)
             reseeded = copy.copy(base)
             reseeded.seed = draw
             gates[lang] = reseeded.recalibrate(shots, k, seed=draw)

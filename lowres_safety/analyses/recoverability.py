@@ -42,7 +42,7 @@ from ..activations import ActivationSet
 from ..data import tier_of
 from .metrics import binary_metrics, language_thresholds, macro_rows, stable_seed
 
-__all__ = ["READOUTS", "draw_balanced", "recoverability"]
+__all__ = ["READOUTS", "draw_balanced", "draw_shots", "recoverability"]
 
 #: (readout, control) pairs in the order of the released rows.
 READOUTS = (("hrl_direction", "none"), ("full_local_mean_difference", "reference"),
@@ -56,6 +56,15 @@ def draw_balanced(n_harmful: int, n_harmless: int, k: int, seed: int) -> tuple[T
         raise ValueError(f"{k} per class requested from {n_harmful} harmful and {n_harmless} harmless prompts")
     g = torch.Generator().manual_seed(int(seed))
     return torch.randperm(n_harmful, generator=g)[:k], torch.randperm(n_harmless, generator=g)[:k]
+
+
+def draw_shots(pool: ActivationSet, k: int, seed: int) -> ActivationSet:
+    """k harmful and k harmless prompts of ``pool`` drawn by :func:`draw_balanced`."""
+    y = pool.prompts.labels
+    harmful, harmless = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    hi, ni = draw_balanced(len(harmful), len(harmless), k, seed)
+    ids = pool.prompts.frame["id"].to_numpy()
+    return pool.where(id=ids[np.concatenate([harmful[hi.numpy()], harmless[ni.numpy()]])].tolist())
 
 
 def _standardised(x_fit: Tensor, *rest: Tensor) -> list[Tensor]:
