@@ -162,9 +162,10 @@ def test_rank_sweep_refits_on_source_plus_shots_and_shares_one_threshold(planted
     assert base.rank_ == 3
 
 
-def _tiered(seed: int = 0) -> ActivationSet:
+def _tiered(seed: int = 0, noise: float = 1.0) -> ActivationSet:
     """High en de fr (harm 1.0 along axis 0, overlapping), mid ar ko (the same), low sw yo: harm mostly along axis 5, which only a
-    low-resource source can add to the subspace. Train 24 + 14, val and test 12 + 12 per language."""
+    low-resource source can add to the subspace. Train 24 + 14, val and test 12 + 12 per language; Gaussian noise
+    of sd ``noise``."""
     g = np.random.default_rng(seed)
     rows, xs = [], []
     for lang in ["en", "de", "fr", "ar", "ko", "sw", "yo"]:
@@ -172,7 +173,7 @@ def _tiered(seed: int = 0) -> ActivationSet:
         for split, n in (("train", 24), ("val", 12), ("test", 12)):
             for c in (1, 0):
                 for i in range(n if c or split != "train" else 14):  # train 24 + 14, unbalanced as PolyRefuse's
-                    xs.append(g.normal(size=D) + c * harm)
+                    xs.append(noise * g.normal(size=D) + c * harm)
                     rows.append({"id": f"{lang}-{split}-{c}-{i}", "text": "x", "language": lang,
                                  "subset": "harmful" if c else "harmless", "split": split, "source_id": f"{c}-{i}"})
     x = torch.tensor(np.array(xs), dtype=torch.float32)[:, None, None, :]
@@ -376,3 +377,55 @@ def test_compare_readouts_rows_by_hand_and_what_a_low_resource_source_adds():
     assert gate["all_loo", 3] > gate["hrl", 3] + 0.1  # yo's direction brings sw's harm axis into the subspace
     zero = rows[(rows["budget"] == 0) & (rows["method"] == "subspace_logistic")]
     assert zero["threshold_source"].eq("source_train").all() and zero["threshold_scope"].eq("global").all()
+
+
+def test_residual_memory_basis_by_hand():
+    """Catches: residuals not taken off the base, a zero residual kept, memory rank 0 widening. Reference: bases
+    written out by hand (and orthonormality)."""
+    from lowres_safety.analyses.readouts import residual_memory_basis
+
+    e = np.eye(4)
+    base = e[:, :1]
+    assert residual_memory_basis(base, np.array([[1.0, 2, 0, 0], [1, 0, 0, 0]]), 0) is base
+    one = residual_memory_basis(base, np.array([[1.0, 2, 0, 0], [1, 0, 0, 0]]), 2)  # the second residual is zero
+    assert one.shape == (4, 2) and abs(one[:, 1] @ e[1]) == pytest.approx(1.0)
+    two = residual_memory_basis(base, np.array([[3.0, 2, 0, 0], [0.5, 0, 1, 0]]), 2)
+    assert two.shape == (4, 3) and two.T @ two == pytest.approx(np.eye(3), abs=1e-12)
+    assert np.abs(two[3]) == pytest.approx(np.zeros(3), abs=1e-12)  # nothing outside the span of e0, e1, e2
+    assert two[:, 1:] @ (two[:, 1:].T @ e[0]) == pytest.approx(np.zeros(4), abs=1e-12)
+
+
+def test_target_refit_and_residual_memory_bring_the_targets_own_axis():
+    """Catches: the target's direction not appended to the source directions before the SVD (or appended without
+    normalising), memory rows for leave-one-out groups. Reference:
+    the rank-1 refit basis by numpy SVD (a rank-1 readout's AUC is the projection's); planted geometry: the
+    targets' harm lies on an axis no high-resource source carries."""
+    acts = _tiered(noise=0.4)
+    table = ls.analyses.compare_readouts(acts, 5, targets=["sw", "yo"], budgets=(8,), seeds=(0,), ranks=(1, 2),
+                                         direction_groups=(), subspace_groups=("hrl", "all_loo"), matched_groups=(),
+                                         target_refit=True, memory_ranks=(1,), model="m", progress=False)
+    test = table[(table["split"] == "test") & (table["threshold_scope"] == "global") & (table["budget"] == 8)
+                 & (table["group"] == "hrl")]
+    auc = test.set_index(["method", "rank", "language"])["auc"]
+    refit = "subspace_logistic_refit_target_direction"
+    for lang in ("sw", "yo"):
+        assert auc[refit, 2, lang] > auc["subspace_logistic", 2, lang] + 0.1
+        assert auc["subspace_logistic_residual_memory", 2, lang] > auc["subspace_logistic", 1, lang] + 0.1
+    frame, x = acts.prompts.frame, acts.acts[:, 0, 0].double().numpy()
+    bank = []
+    for lang in ("en", "de", "fr"):
+        m = ((frame["language"] == lang) & (frame["split"] == "train")).to_numpy()
+        u = x[m & (frame["subset"] == "harmful").to_numpy()].mean(0) - x[m & (frame["subset"] == "harmless").to_numpy()].mean(0)
+        bank.append(u / np.linalg.norm(u))
+    m = ((frame["language"] == "sw") & (frame["split"] == "train")).to_numpy()
+    tx, ty = x[m], (frame["subset"][m] == "harmful").to_numpy()
+    h, n = np.flatnonzero(ty), np.flatnonzero(~ty)
+    hi, ni = draw_balanced(len(h), len(n), 8, M.stable_seed(0, 0, "m", "sw", 8, "hrl", 1, refit))
+    u = tx[h[hi.numpy()]].mean(0) - tx[n[ni.numpy()]].mean(0)
+    b = np.linalg.svd(np.vstack([*bank, u / np.linalg.norm(u)]))[2][0]
+    m = ((frame["language"] == "sw") & (frame["split"] == "test")).to_numpy()
+    projected = roc_auc_score((frame["subset"][m] == "harmful").to_numpy(), x[m] @ b)
+    assert auc[refit, 1, "sw"] == pytest.approx(max(projected, 1 - projected), abs=1e-6)
+    memory = table[table["method"] == "subspace_logistic_residual_memory"]
+    assert set(memory["group"]) == {"hrl"} and set(memory["base_rank"]) == {1, 2} and set(memory["memory_rank"]) == {1}
+    assert set(memory["rank"]) == {2, 3} and {"__macro__", "__macro_low__"} <= set(memory["language"])

@@ -21,7 +21,12 @@ Every readout is scored on each target's val and test prompts; k + k target trai
   source group): the released logistic probe (standardised, class-balanced, 80 AdamW steps,
   :data:`lowres_safety.gate.READOUTS` ``"paper"``) fitted on the source prompts (budget 0,
   threshold from the source logits) or refitted on the source plus the k + k examples;
-- ``subspace_constrained_direction``: the k-shot difference of means projected on the gate's subspace.
+- ``subspace_constrained_direction``: the k-shot difference of means projected on the gate's subspace;
+- off by default, as released: ``subspace_logistic_refit_target_direction`` (``target_refit``: the
+  gate's basis refitted with the target's k-shot direction appended to the source directions)
+  and ``subspace_logistic_residual_memory`` (``memory_ranks``: one readout for every target on the
+  gate's basis widened by the targets' k-shot directions' residuals, :func:`residual_memory_basis`;
+  ``rank`` is the widened width, ``base_rank`` and ``memory_rank`` its parts; not for ``*_loo`` groups).
 
 Thresholds (``threshold_source``): ``"validation"`` (the released config's default: one
 threshold for every target, the best mean F1 over their val scores) or ``"target_budget"``
@@ -47,7 +52,7 @@ from ..gate import READOUTS
 from .metrics import binary_metrics, global_threshold, language_thresholds, macro_rows, stable_seed
 from .recoverability import draw_balanced
 
-__all__ = ["GROUPS", "THRESHOLD_SOURCES", "compare_readouts", "source_languages"]
+__all__ = ["GROUPS", "THRESHOLD_SOURCES", "compare_readouts", "residual_memory_basis", "source_languages"]
 
 Matrix = np.ndarray  # [prompts, d_model] activations at the layer and position
 
@@ -123,7 +128,8 @@ def compare_readouts(acts: ActivationSet, layer: int, *, targets: Sequence[str] 
                      budgets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64), seeds: Sequence[int] = range(10),
                      ranks: Sequence[int] = (1, 2, 3, 5, 8, 10), direction_groups: Sequence[str] = ("hrl", "mrl",
                      "lrl_loo", "hrl_mrl"), subspace_groups: Sequence[str] = GROUPS, matched_groups: Sequence[str] = ("hrl",),
-                     random_subspaces: bool = False, threshold_source: str = "validation",
+                     random_subspaces: bool = False, target_refit: bool = False, memory_ranks: Sequence[int] = (),
+                     threshold_source: str = "validation",
                      position: str = "t_post_inst", model: str = "", progress: bool = True) -> pd.DataFrame:
     """The released readout comparison: one row per method × group × rank × budget × seed × threshold scope × split
     × target, plus macro rows (``__macro__``, ``__macro_<tier>__``) per group of the rest.
@@ -156,8 +162,7 @@ def compare_readouts(acts: ActivationSet, layer: int, *, targets: Sequence[str] 
                     x, y = data.parts[lang, split]
                     out.append({**meta, "method": method, "threshold_scope": scope, "split": split, "language": lang,
                                 "threshold": thresholds[lang], **binary_metrics(score(x), y, thresholds[lang])})
-            rows.append(macro_rows(pd.DataFrame(out), ["method", "group", "rank", "budget", "seed", "threshold_scope",
-                                                       "split"]))
+            rows.append(macro_rows(pd.DataFrame(out), [*meta, "threshold_scope", "split"]))
 
     def fit_scores(lang: str, score, shots) -> tuple:
         """The threshold's fit scores for one target: val, or the k-shot examples (in-sample for refitted ones)."""
@@ -251,6 +256,15 @@ def compare_readouts(acts: ActivationSet, layer: int, *, targets: Sequence[str] 
                     meta = {"group": group, "rank": r, "budget": k, "seed": s}
                     emit({"method": "subspace_constrained_direction", **meta}, scorers, fit, False)
                     emit({"method": "subspace_logistic", **meta}, gate_scorers, gate_fit, False)
+                    if target_refit:
+                        emit({"method": "subspace_logistic_refit_target_direction", **meta},
+                             *_refit_target_direction(data, languages, targets, group, r, k, s, model, fit_scores),
+                             False)
+                    for m in memory_ranks if "loo" not in group else ():
+                        width, shots, score = _residual_memory(data, languages, targets, group, r, k, s, model, m)
+                        emit({"method": "subspace_logistic_residual_memory", **meta, "rank": width, "base_rank": r,
+                              "memory_rank": m}, dict.fromkeys(targets, score),
+                             {lang: fit_scores(lang, score, shots[lang]) for lang in targets}, False)
     for group in subspace_groups:  # the gate zero-shot: fitted on the group's sources, source-train threshold
         for r in ranks:
             scorers, fit = {}, {}
@@ -297,3 +311,50 @@ def _feature_maps(data: _Data, languages, group: str, ranks, random_subspaces: b
                    else stable_seed(0, seed, model, group, r, "random_subspace_basis"))
             basis = _random_basis(data.width, r, tag)
             yield ("random_subspace_logistic", r), lambda lang, basis=basis: (lambda x: x @ basis)
+
+
+def _refit_target_direction(data: _Data, languages, targets, group: str, r: int, k: int, s: int, model: str,
+                            fit_scores) -> tuple[dict, dict]:
+    """``subspace_logistic_refit_target_direction`` (``probe_evaluation.target_refit_subspace_basis``): the gate's
+    basis refitted on the source directions plus the target's own k-shot direction, the readout on source + shots."""
+    scorers, fit = {}, {}
+    for lang in targets:
+        src = source_languages(group, languages, lang)
+        draw = stable_seed(0, s, model, lang, k, group, r, "subspace_logistic_refit_target_direction")
+        shots = data.shots(lang, k, draw)
+        basis = _top_right(np.vstack([data.bank(src), _unit(_dom(*shots))]), r)
+        sx, sy = data.stack(src)
+        probe = _logistic(np.concatenate([sx, shots[0]]) @ basis, np.r_[sy, shots[1]], draw)
+        scorers[lang] = lambda x, basis=basis, probe=probe: probe(x @ basis)
+        fit[lang] = fit_scores(lang, scorers[lang], shots)
+    return scorers, fit
+
+
+def residual_memory_basis(base: np.ndarray, directions: np.ndarray, memory_rank: int, eps: float = 1e-8
+                          ) -> np.ndarray:
+    """``probe_evaluation.residual_memory_subspace_basis``: ``base`` [d, r] plus the top ``memory_rank`` right singular
+    vectors of the rows of ``directions`` less their part in ``base``, orthonormalised against it: [d, r + m]."""
+    residuals = directions - (directions @ base) @ base.T
+    residuals = residuals[np.linalg.norm(residuals, axis=1) > eps]
+    if memory_rank == 0 or not len(residuals):
+        return base
+    width = min(memory_rank, *residuals.shape)
+    extra = _top_right(residuals, width)
+    extra = np.linalg.qr(extra - base @ (base.T @ extra))[0][:, :width]
+    return np.hstack([base, extra])
+
+
+def _residual_memory(data: _Data, languages, targets, group: str, r: int, k: int, s: int, model: str, m: int):
+    """``subspace_logistic_residual_memory``: one readout for every target, on the gate's basis widened by the
+    targets' k-shot directions (:func:`residual_memory_basis`), fitted on the source plus every target's shots.
+    Returns (basis width, shots per target, the scorer)."""
+    src = source_languages(group, languages, targets[0])
+    shots = {lang: data.shots(lang, k, stable_seed(0, s, model, lang, k, group, r, "subspace_logistic_residual_memory"))
+             for lang in targets}
+    basis = residual_memory_basis(_top_right(data.bank(src), r), np.stack([_unit(_dom(*x)) for x in shots.values()]),
+                                  m)
+    sx, sy = data.stack(src)
+    fx = np.concatenate([sx, *(x for x, _ in shots.values())]) @ basis
+    probe = _logistic(fx, np.concatenate([sy, *(y for _, y in shots.values())]),
+                      stable_seed(0, s, model, k, group, r, m, "subspace_logistic_residual_memory"))
+    return basis.shape[1], shots, lambda x: probe(x @ basis)
