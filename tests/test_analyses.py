@@ -212,7 +212,8 @@ def test_subspace_transfer_plans_rows_and_what_an_added_language_brings():
 
 def test_every_analysis_figure_draws_in_a_browser(planted, tmp_path):
     """Catches: a figure that fails on its analysis's own table, lacks a title, axis labels or its caption, or does
-    not draw in Chromium."""
+    not draw in Chromium; the readout and OOD figures plotting other than the seeds' mean (reference: pandas on the
+    table)."""
     from helpers import check_report_renders
 
     from lowres_safety.pipelines.report import Section, write_html
@@ -226,8 +227,28 @@ def test_every_analysis_figure_draws_in_a_browser(planted, tmp_path):
                              "tier": ["high", "high", "low", "low"], "refusal": [50.0, 90.0, 10.0, 40.0], "n": 4})
     ablation = pd.DataFrame({"source": ["none", "en", "en"], "layer": [-1, 0, 1], "language": "en", "tier": "high",
                              "refusal": [80.0, 30.0, 60.0], "n": 4})
+    readouts = ls.analyses.compare_readouts(_tiered(noise=0.4), 5, targets=["sw", "yo"], budgets=(2, 4), seeds=(0, 1),
+                                            ranks=(1, 2), direction_groups=("hrl",), subspace_groups=("hrl",),
+                                            random_subspaces=True, memory_ranks=(1,), progress=False)
+    ood = ls.analyses.ood_transfer(planted.where(language=SOURCE, split="train"), _ood_set(tmp_path), 5, rank=2,
+                                   seeds=(0, 1), progress=False)
+    utility = pd.DataFrame({"subject_category": ["ALL", "STEM", "ALL", "STEM"], "method": ["none", "none", "gate", "gate"],
+                            "k": [0, 0, 4, 4], "accuracy": [50.0, 40.0, 48.0, 41.0]})
+    curves = ls.plots.readout_curves(readouts, rank=2)
+    gate = next(t for t in curves.data if t.name == "subspace_logistic")
+    macro = readouts[(readouts.language == "__macro__") & (readouts.split == "test") & (readouts.group == "hrl")
+                     & (readouts.method == "subspace_logistic") & (readouts["rank"] == 2)
+                     & (readouts.threshold_scope == "global")]
+    assert list(gate.y) == pytest.approx(macro.groupby("budget").balanced_accuracy.mean().to_list())
+    assert {"subspace_logistic_residual_memory m=1", "pca_subspace_logistic", "random_subspace_logistic",
+            "target_only_direction"} <= {t.name for t in curves.data}
+    bars = ls.plots.ood_bars(ood)
+    one = next(t for t in bars.data if t.name == "hrl_subspace 1-shot")
+    rows = ood[(ood.gate == "hrl_subspace") & (ood.shot == 1) & (ood.evaluation_group == "language")]
+    assert list(one.y) == pytest.approx(rows.groupby("language", sort=False).balanced_accuracy.mean().to_list())
     figures = [ls.plots.fewshot_curves(rec), ls.plots.rank_curves(ranks), ls.plots.subspace_transfer_heatmap(transfer),
-               ls.plots.strength_curves(strength), ls.plots.ablation_curves(ablation)]
+               ls.plots.strength_curves(strength), ls.plots.ablation_curves(ablation), curves, bars,
+               ls.plots.ood_category_heatmap(ood), ls.plots.utility_by_category(utility)]
     for fig in figures:
         layout = fig.layout
         assert layout.title.text and layout.xaxis.title.text and (layout.yaxis.title.text or fig.data[0].type == "heatmap")

@@ -12,12 +12,23 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .analyses import ablation_curves, fewshot_curves, rank_curves, strength_curves, subspace_transfer_heatmap
+from .analyses import (
+    ablation_curves,
+    fewshot_curves,
+    ood_bars,
+    ood_category_heatmap,
+    rank_curves,
+    readout_curves,
+    strength_curves,
+    subspace_transfer_heatmap,
+    utility_by_category,
+)
 from .colours import TIER_COLOURS, TIER_ORDER, language_colours
 
 __all__ = ["TIER_COLOURS", "TIER_ORDER", "ablation_curves", "cosine_heatmap", "fewshot_curves", "language_colours",
-           "projection_distributions", "rank_curves", "refusal_by_language", "refusal_tradeoff", "selectivity_bars",
-           "separability", "strength_curves", "subspace_transfer_heatmap"]
+           "ood_bars", "ood_category_heatmap", "projection_distributions", "rank_curves", "readout_curves",
+           "refusal_by_language", "refusal_tradeoff", "selectivity_bars", "separability", "strength_curves",
+           "subspace_transfer_heatmap", "utility_by_category"]
 
 def separability(sep: pd.DataFrame, *, metric: str = "auroc", direction: str | None = None,
                  position: str | None = None) -> go.Figure:

@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 from ..analyses.sweeps import peak_strengths, tier_means
 from .colours import TIER_ORDER
 
-__all__ = ["ablation_curves", "fewshot_curves", "rank_curves", "strength_curves", "subspace_transfer_heatmap"]
+__all__ = ["ablation_curves", "fewshot_curves", "ood_bars", "ood_category_heatmap", "rank_curves", "readout_curves",
+           "strength_curves", "subspace_transfer_heatmap", "utility_by_category"]
 
 _TIER_COLOUR = {"high": "#2171b5", "mid": "#f16913", "low": "#cb181d"}
 
@@ -102,3 +103,69 @@ def ablation_curves(table: pd.DataFrame) -> go.Figure:
                       yaxis_title="harmful prompts refused (%)")
     return _captioned(fig, "Where a line drops lowest is where the model reads the direction it refuses through;<br>"
                            "two sources dropping at the same layers means they are one direction there.")
+
+
+def readout_curves(table: pd.DataFrame, *, metric: str = "balanced_accuracy", language: str = "__macro__",
+                   rank: int | None = None, group: str = "hrl", split: str = "test") -> go.Figure:
+    """The readout comparison (:func:`analyses.compare_readouts`): metric by examples per class, one line per readout,
+    the subspace readouts at one ``rank`` (default: the largest the gate has), global thresholds."""
+    frame = _rows(table, language, "readout comparison")
+    frame = frame[(frame["split"] == split) & (frame["threshold_scope"] == "global")
+                  & frame["group"].isin([group, "target"])]
+    rank = int(frame.loc[frame["method"] == "subspace_logistic", "rank"].max()) if rank is None else rank
+    if "memory_rank" in frame:  # a widened gate: its base rank is the rank compared, its memory rank in its name
+        memory = frame["memory_rank"].notna()
+        frame = frame.assign(rank=frame["rank"].mask(memory, frame["base_rank"]), method=frame["method"].mask(
+            memory, frame["method"] + " m=" + frame["memory_rank"].astype("Int64").astype(str)))
+    frame = frame[frame["rank"].isna() | (frame["rank"] == rank)]
+    mean = frame.groupby(["method", "budget"])[metric].agg(["mean", "sem"]).reset_index()
+    mean["budget"] = mean["budget"].astype(str)
+    fig = px.line(mean, x="budget", y="mean", color="method", error_y="sem", markers=True,
+                  labels={"mean": metric, "budget": "examples per class"},
+                  category_orders={"budget": [str(b) for b in sorted(frame["budget"].unique())]})
+    fig.update_layout(title=f"Which readout recovers the target languages? ({language}, {split} {metric}, rank {rank}, "
+                            f"sources {group})", xaxis_title="examples per class (0: the source fit alone)",
+                      yaxis_title=f"{split} {metric} (mean over seeds)")
+    return _captioned(fig, "subspace_logistic is the gate; pca_ and random_subspace_logistic are subspaces of the same "
+                           "rank not built from the harm directions.<br>If the gate's line sits above theirs, the "
+                           "high-resource subspace is special; if they overlap, any subspace of that rank would do.")
+
+
+def ood_bars(table: pd.DataFrame, *, metric: str = "balanced_accuracy") -> go.Figure:
+    """The gate on another data set (:func:`analyses.ood_transfer`): per language, each gate zero- and one-shot."""
+    frame = table[table["evaluation_group"] == "language"].assign(
+        gate=lambda f: f["gate"] + " " + f["shot"].astype(str) + "-shot")
+    mean = frame.groupby(["language", "gate"], sort=False)[metric].agg(["mean", "sem"]).reset_index()
+    fig = px.bar(mean, x="language", y="mean", color="gate", error_y="sem", barmode="group",
+                 labels={"mean": metric})
+    fig.update_layout(title=f"The source gate on another data set ({metric})", xaxis_title="language",
+                      yaxis_title=f"{metric} (mean over seeds)")
+    return _captioned(fig, "0-shot: the gate as fitted on the source languages; 1-shot: re-set (v_hrl) or refitted "
+                           "(hrl_subspace) with one example per class.<br>0.5 is chance; bars are the standard error "
+                           "over seeds.")
+
+
+def ood_category_heatmap(table: pd.DataFrame, *, metric: str = "balanced_accuracy", gate: str = "hrl_subspace",
+                         shot: int = 1) -> go.Figure:
+    """The gate on another data set by harm category (the released IndoSafety heatmap): category × language."""
+    frame = table[(table["evaluation_group"] == "category") & (table["gate"] == gate) & (table["shot"] == shot)]
+    if frame.empty:
+        raise ValueError("no category rows: the data set's prompts carry no category")
+    grid = frame.pivot_table(index="category", columns="language", values=metric)
+    fig = px.imshow(grid, color_continuous_scale="RdBu", zmin=0.0, zmax=1.0, text_auto=".2f",
+                    labels={"color": metric, "x": "language", "y": "category"})
+    fig.update_layout(title=f"The gate by harm category ({gate}, {shot}-shot, {metric}, mean over seeds)")
+    return _captioned(fig, "Each cell scores a category's harmful prompts against all of the language's harmless "
+                           "ones at the gate's threshold.<br>A red row is a kind of harm the source gate misses in "
+                           "every language; a red column, a language it misses.")
+
+
+def utility_by_category(table: pd.DataFrame, *, metric: str = "accuracy") -> go.Figure:
+    """Utility as released (:func:`utility.mc_summary` rows with ``method``): metric per subject category."""
+    frame = table.assign(method=table["method"] + (" k=" + table["k"].astype(str) if "k" in table else ""))
+    mean = frame.groupby(["subject_category", "method"], sort=False)[metric].mean().reset_index()
+    fig = px.bar(mean, x="subject_category", y=metric, color="method", barmode="group")
+    fig.update_layout(title=f"Utility by subject category ({metric}, mean over languages)",
+                      xaxis_title="subject category (ALL: every item)", yaxis_title=metric)
+    return _captioned(fig, "A method whose bars drop below no intervention's costs utility there;<br>the gate should "
+                           "match no intervention on harmless questions, since it routes them to ablation.")
