@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import check_report_renders
 
@@ -49,8 +50,17 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
     assert page.index("The verdict") < page.index("1. Is the harmfulness representation there?")
     for heading in ("1. Is the harmfulness representation there?", "1b. Harm or form?", "1c. The twins",
                     "2. Is it acted on?", "3. How big is the gap", "4–6. Where does it break? (not run)",
-                    "lowres-safety diagnose --full", "7. Can a few examples fix it?"):
+                    "lowres-safety diagnose --full", "7. Can a few examples fix it?",
+                    "8.1 How few target examples does a readout need?", "8.2 The gate by subspace rank",
+                    "8.3 What does one added language bring?", "8.4 Does the gate work on another data set?"):
         assert heading in page
+    # the paper's analyses: on the natural set's train, val and test prompts, sources en, the twins as the OOD set
+    assert results["paper_analyses"]["tables"] == [f"analyses/{name}.csv" for name in (
+        "recoverability", "rank_sweep", "subspace_transfer", "ood")]
+    recovered = pd.read_csv(out / "analyses" / "recoverability.csv")
+    assert set(recovered["language"]) == {"sw", "__macro__", "__macro_low__"} and set(recovered["budget"]) == {1, 2}
+    assert set(pd.read_csv(out / "analyses" / "ood.csv")["language"]) == {"en", "sw", "__macro__"}
+    assert "paper_analyses_s" in results["timing"]
 
 
 def test_diagnose_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
@@ -89,7 +99,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     load_mc_demo(["en", "sw"]).groupby("language").head(2).to_csv(mc, sep="\t", index=False)
     args = ["steer", "--languages", "en,sw", "--source-languages", "en,de", "--k", "0,1", "--n-per-class", "2",
             "--max-new-tokens", "3", "--layer", "2", "--n-select", "2", "--out", str(out), "--mc", str(mc),
-            "--model", str(tiny_folder)]
+            "--model", str(tiny_folder), "--sweeps"]
     assert main(args) == 0
     results = json.loads((out / "steer.json").read_text())
     rows = results["rows"]
@@ -118,6 +128,12 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
             assert r["kl"] > 0
     page = (out / "report.html").read_text()
     assert "Plotly.newPlot" in page and "Which direction does the model act through?" in page
+    assert "Refusal as the steering strength grows" in page and "Where does ablation remove refusal?" in page
+    assert results["paper_analyses"]["tables"] == ["analyses/strength.csv", "analyses/ablation.csv"]
+    strength = pd.read_csv(out / "analyses" / "strength.csv")
+    assert sorted(set(strength["strength"])) == list(ls.analyses.sweeps.STRENGTHS[::2]) and set(strength["n"]) == {2}
+    ablation = pd.read_csv(out / "analyses" / "ablation.csv")
+    assert set(ablation["layer"]) == {-1, 0, 4, 8, 12, 16, 20} and set(ablation["source"]) == {"none", "en", "hrl_pooled"}
     check_report_renders(out / "report.html")
     assert len(results["selection"]["table"]) == 24 and {"selection_s", "transfer_s"} <= set(results["timing"])
     transfer = {(r["source"], r["target"]) for r in results["interventional_transfer"]}

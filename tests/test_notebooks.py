@@ -83,4 +83,4 @@ def test_the_papers_analyses_notebook_runs_on_the_natural_set_and_every_figure_d
     page.write_text(HTMLExporter().from_notebook_node(nb)[0], encoding="utf-8")
     dom = rendered_dom(page)
     figures = re.findall(r'class="plotly-graph-div', dom)
-    assert len(figures) >= 5 and dom.count('class="main-svg"') >= len(figures)  # every figure drew its plot
+    assert len(figures) >= 7 and dom.count('class="main-svg"') >= len(figures)  # every figure drew its plot

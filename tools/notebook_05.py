@@ -26,20 +26,12 @@ CELLS = [
     "refusal as the steering strength grows, where ablation removes refusal, and utility as released. Each "
     "function's docstring names the released script it follows and where it differs.",
     ANALYSES_SETTINGS,
-    "import pandas as pd\nfrom lowres_safety import analyses, plots\n\n"
+    "from lowres_safety import analyses, plots\n\n"
     "model = ls.load_model(MODEL)\n"
     "layer = ls.presets.preset_for(ls.models.model_id(model)).gate_layer if ls.presets.preset_for(\n"
     "    ls.models.model_id(model)) else model.cfg.n_layers // 2\n"
-    "if ON_POLYREFUSE:\n"
-    "    parts = [ls.data.load_polyrefuse(POLYREFUSE, split=split, n_per_class=N_PER_CLASS, seed=0)\n"
-    "             for split in ('train', 'val', 'test')]\n"
-    "else:   # the natural set has train and test halves: a quarter of train becomes val\n"
-    "    train = ls.data.load_builtin(name='natural', split='train', n_per_class=N_PER_CLASS)\n"
-    "    test = ls.data.load_builtin(name='natural', split='test', n_per_class=N_PER_CLASS)\n"
-    "    frame = train.frame.copy()\n"
-    "    frame.loc[frame.groupby(['language', 'subset']).cumcount() % 4 == 0, 'split'] = 'val'\n"
-    "    parts = [ls.PromptSet(frame, train.origin + ' (a quarter as val)'), test]\n"
-    "prompts = ls.PromptSet(pd.concat([p.frame for p in parts], ignore_index=True), 'analyses')\n"
+    "# train, val and test prompts: PolyRefuse's splits, or the natural set's halves with a quarter of train as val\n"
+    "prompts = ls.data.analysis_splits(POLYREFUSE if ON_POLYREFUSE else 'natural', n_per_class=N_PER_CLASS)\n"
     "acts = ls.extract(model, prompts, [layer], ('t_post_inst',), cache=True)\n"
     "high = ls.in_tier(prompts.languages, 'high')\n"
     "print(ls.models.model_id(model), 'layer', layer, len(prompts), 'prompts;', prompts.languages)",
@@ -61,7 +53,8 @@ CELLS = [
     "                     & readouts.method.isin(['subspace_logistic', 'pca_subspace_logistic',\n"
     "                                             'random_subspace_logistic'])]\n"
     "answer = same_rank.groupby(['rank', 'budget', 'method']).balanced_accuracy.mean().unstack('method').round(3)\n"
-    "answer",
+    "display(answer)\n"
+    "plots.readout_curves(readouts)",
     "ls.claim('every readout scored on every target', set(readouts.method) >= {'subspace_logistic', "
     "'pca_subspace_logistic', 'random_subspace_logistic', 'full_space_logistic'})",
     "**3. The gate by rank** (the released ranks 1, 2, 3, 5, 8, 10, as far as there are source languages).",
@@ -82,7 +75,8 @@ CELLS = [
     "twin_acts = ls.extract(model, twins, [layer], ('t_post_inst',), cache=True)\n"
     "ood = analyses.ood_transfer(acts.where(split='train', language=high), twin_acts, layer,\n"
     "                            rank=min(10, len(high)), seeds=SEEDS)\n"
-    "ood[ood.language == '__macro__'].groupby(['gate', 'shot']).balanced_accuracy.agg(['mean', 'std']).round(3)",
+    "display(ood[ood.language == '__macro__'].groupby(['gate', 'shot']).balanced_accuracy.agg(['mean', 'std']).round(3))\n"
+    "plots.ood_bars(ood)",
     "**6. Refusal as the steering strength grows** (generated text; the released λ grid, every second value here).",
     "v = ls.directions.pc1_of_directions(acts.where(split='train'), high, layer)\n"
     "chosen = prompts.where(split='test', subset='harmful', language=[high[0], *[l for l in prompts.languages\n"
@@ -103,5 +97,7 @@ CELLS = [
     "gate = ls.Gate(seed=0).fit(acts.where(split='train', language=high), layer, 't_post_inst', high)\n"
     "mc_prompts = ls.generation.as_prompt_set([ls.utility.mc_prompt(r) for r in items.to_dict('records')])\n"
     "fired = gate.predict(ls.extract(model, mc_prompts, [layer], ('t_post_inst',))).numpy()\n"
-    "ls.utility.mc_summary(ls.utility.mc_scores(model, items), fired).round(3)",
+    "utility = ls.utility.mc_summary(ls.utility.mc_scores(model, items), fired).assign(method='none')\n"
+    "display(utility.round(3))\n"
+    "plots.utility_by_category(utility)",
 ]

@@ -28,7 +28,8 @@ def diagnose_config(args, checked: checks.Checked) -> DiagnoseConfig:
     return DiagnoseConfig(model=args.model, data=args.data, languages=_languages(args.languages),
                           n_per_class=args.n_per_class, split=args.split, seed=args.seed, cache=not args.no_cache,
                           max_new_tokens=args.max_new_tokens, analysis_per_class=args.analysis_per_class,
-                          judge=args.judge, form_control=args.form_control, full=args.full, files=checked.files,
+                          judge=args.judge, form_control=args.form_control, full=args.full,
+                          analyses=not args.no_analyses, files=checked.files,
                           tiers=checked.tiers)
 
 
@@ -46,7 +47,7 @@ def steer_config(args, checked: checks.Checked, given: set[str] | None = None) -
                "scope": "scope", "ablation": "ablation", "recalibration": "recalibration",
                "calibrate_on": "calibrate_on", "adapted_from": "adapted_from", "adasteer_vectors": "adasteer_vectors",
                "cast_data": "cast_data",
-               "n_select": "n_select", "mc": "mc", "judge": "judge"}
+               "n_select": "n_select", "mc": "mc", "judge": "judge", "sweeps": "sweeps"}
     values = {field: getattr(args, dest) for field, dest in options.items()}
     values.update(languages=_languages(args.languages), source_languages=_languages(args.source_languages),
                   ks=checks.parse_ints("--k", args.k),

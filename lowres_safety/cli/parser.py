@@ -48,7 +48,11 @@ def _diagnose(sub) -> None:
                    help="prompts per class and language, or 'all' (default 20)")
     d.add_argument("--full", action="store_true",
                    help="also where it breaks (report sections 4-6: dose-response, logit attribution, direction "
-                   "selection, interventional transfer); many forward passes per prompt, most of a run's time")
+                   "selection, interventional transfer; many forward passes per prompt, most of a run's time) and "
+                   "the readout comparison of section 8")
+    d.add_argument("--no-analyses", action="store_true",
+                   help="skip the paper's representation analyses (report section 8: recoverability, rank sweep, "
+                   "subspace transfer, the gate on the twins; --full adds the readout comparison)")
     d.add_argument("--form-control", action="store_true",
                    help="base the failure type on the AUROC with the prompts' form partialled out (both are shown)")
     d.add_argument("--split", default="train", help="PolyRefuse split: train, val or test")
@@ -92,6 +96,10 @@ def _steer(sub) -> None:
                    help="reference-language prompts per class for the report's direction selection (default 8)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/steer", help="output folder for steer.json, completions.csv, report.html")
+    s.add_argument("--sweeps", action="store_true",
+                   help="add the released generation sweeps to the report: harmful refusal as lambda grows (every "
+                   "second value of 0-3) and with the directional ablation at every fourth layer (slow: about 25 "
+                   "generations of each harmful prompt)")
     s.add_argument("--mc", default="builtin", help="multiple-choice items for mc_accuracy: a file or folder in "
                    "Global-MMLU's layout (question, option_a..option_d, answer, language) or 'builtin' (default: "
                    "24 questions in each of en de fr zh ar hi sw yo)")

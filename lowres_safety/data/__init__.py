@@ -7,12 +7,14 @@
 | :mod:`~lowres_safety.data.loaders` | PolyRefuse in its upstream layout, the built-in demo set |
 | :mod:`~lowres_safety.data.prompt_files` | your own files: long or wide CSV/TSV/JSON/JSONL |
 | :mod:`~lowres_safety.data.parallel` | checks that translations are row-parallel to English |
+| :mod:`~lowres_safety.data.splits` | train, val and test prompts in one set, for the paper's analyses |
 """
 
-from . import loaders, parallel, prompt_files, prompts, tiers
+from . import loaders, parallel, prompt_files, prompts, splits, tiers
 from .loaders import BUILTIN_SETS, SPLITS, is_builtin, is_polyrefuse, load, load_builtin, load_polyrefuse, read_wide_resource
 from .prompt_files import FileOptions, load_prompts, open_prompts
 from .prompts import COLUMNS, SUBSETS, PromptSet, language_seed, sample_sources
+from .splits import analysis_splits, has_analysis_splits
 from .tiers import PAPER_TIERS, TIERS, check_tiers, current_tiers, extra_tiers, in_tier, tier, tier_of
 
 __all__ = [
@@ -23,10 +25,12 @@ __all__ = [
     "SUBSETS",
     "TIERS",
     "FileOptions",
+    "analysis_splits",
     "PromptSet",
     "check_tiers",
     "current_tiers",
     "extra_tiers",
+    "has_analysis_splits",
     "in_tier",
     "is_builtin",
     "is_polyrefuse",
@@ -42,6 +46,7 @@ __all__ = [
     "prompts",
     "read_wide_resource",
     "sample_sources",
+    "splits",
     "tier",
     "tier_of",
     "tiers",

@@ -197,7 +197,9 @@ class DiagnoseConfig(RunConfig):
 
     The default data are the natural set's train half (20 + 20 per language, 10 languages),
     with the twins scored beside them as the form-matched check. ``full`` adds the sections
-    that take many forward passes per prompt (report sections 4–6).
+    that take many forward passes per prompt (report sections 4–6) and the readout comparison;
+    ``analyses`` the paper's representation analyses (section 8: seconds, on the data's train,
+    val and test prompts; PolyRefuse and the natural set have them).
     """
 
     data: str = "natural"  # the project's natural requests (train half): see RunConfig.data for the others
@@ -207,6 +209,7 @@ class DiagnoseConfig(RunConfig):
     cache: bool = True  # read and write the activation cache
     form_control: bool = False  # the failure type from the form-controlled AUROC (both are reported)
     full: bool = False  # also where it breaks: dose-response, attribution, direction selection, causal transfer
+    analyses: bool = True  # the paper's representation analyses (section 8), where the data have train and test
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,8 @@ class SteerConfig(RunConfig):
     prompts with the same meaning. ``cast_data`` is CAST's own data folder
     (IBM/activation-steering ``docs/demo-data``), which the released zero-shot CAST run
     trains and tunes on; without it k = 0 CAST is fitted on the source prompts. ``mc`` is a multiple-choice file or
-    folder in Global-MMLU's layout, or "builtin".
+    folder in Global-MMLU's layout, or "builtin". ``sweeps`` adds the released generation sweeps
+    (refusal by λ and by ablated layer: many generations of every harmful prompt).
     """
 
     split: str = "test"
@@ -249,6 +253,7 @@ class SteerConfig(RunConfig):
     cast_data: str | None = None  # CAST's demo-data folder, for the k = 0 row
     n_select: int = 8
     mc: str = "builtin"
+    sweeps: bool = False  # the released generation sweeps (λ, ablated layer) on the scored harmful prompts
 
     _SPLITS = ("val", "test")
     _SEQUENCES = ("languages", "source_languages", "ks", "seeds")

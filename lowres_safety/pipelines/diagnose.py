@@ -19,13 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 from .. import judges
-from ..data import extra_tiers, load_builtin, tier_of
+from ..data import extra_tiers, has_analysis_splits, load_builtin, tier_of
 from ..data.prompt_files import describe_origins, open_prompts, origin_table
 from ..models import load_model, model_id
 from ..organisms.ground_truth import for_model
-from . import diagnosis, diagnosis_report
+from . import analyses_report, diagnosis, diagnosis_report
 from .config import DiagnoseConfig
-from .report import records, write_html, write_json
+from .report import Section, records, write_html, write_json
 
 __all__ = ["DiagnoseResult", "diagnose"]
 
@@ -39,6 +39,7 @@ class DiagnoseResult:
     results: dict  # the JSON of results.json (config included)
     header: str  # the report's first paragraph
     timing: dict[str, float] = field(default_factory=dict)
+    paper: analyses_report.PaperAnalyses | None = None  # the paper's representation analyses (section 8)
 
     @property
     def gap(self) -> pd.DataFrame:
@@ -58,15 +59,28 @@ class DiagnoseResult:
         return self.found.completions
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``results.json``, ``report.html`` and ``completions.csv`` into ``folder`` (atomically each)."""
+        """Write ``results.json``, ``report.html``, ``completions.csv`` and the paper's analyses' tables
+        (``analyses/<name>.csv``) into ``folder`` (atomically each)."""
         folder = Path(folder)
         t = time.perf_counter()
         write_html(folder / "report.html", "lowres_safety diagnosis",
-                   diagnosis_report.sections(self.found, self.config.max_new_tokens), self.header)
+                   diagnosis_report.sections(self.found, self.config.max_new_tokens) + self._paper_sections(),
+                   self.header)
+        if self.paper is not None:
+            self.paper.save(folder)  # analyses/<name>.csv
         self.found.completions.to_csv(folder / "completions.csv", index=False)
         self.results["timing"] = {**self.timing, "report_s": time.perf_counter() - t}
         write_json(folder / "results.json", self.results)
         return folder
+
+
+    def _paper_sections(self) -> list:
+        if self.paper is not None:
+            return analyses_report.sections(self.paper, number=8)
+        if not self.config.analyses:
+            return []
+        return [Section("8. The paper's analyses (not run)", f"They fit on train prompts and score on test prompts; "
+                        f"{self.config.data!r} has one split. PolyRefuse folders and the natural set have both.")]
 
 
 def diagnose(config: DiagnoseConfig | None = None, *, progress: bool = True) -> DiagnoseResult:
@@ -95,6 +109,12 @@ def _diagnose(config: DiagnoseConfig, progress: bool) -> DiagnoseResult:
                               judge=judges.resolve(config.judge, logit=logit), logit=logit, progress=progress,
                               form_control=config.form_control, controls=twins, truth=for_model(config.model),
                               full=config.full)
+    t = time.perf_counter()
+    paper = (analyses_report.representation(model, config.data, prompts.languages, found.gate_layer,
+                                            n_per_class=config.n_per_class, seed=config.seed, twins=twins,
+                                            full=config.full, progress=progress)
+             if config.analyses and has_analysis_splits(config.data) else None)
+    paper_s = time.perf_counter() - t
     results = {
         "config": config.to_dict(),
         "model": model_id(model),
@@ -107,10 +127,12 @@ def _diagnose(config: DiagnoseConfig, progress: bool) -> DiagnoseResult:
         "origins": records(origin_table(prompts)),
         **diagnosis.results(found),
         "max_new_tokens": config.max_new_tokens,
+        **({"paper_analyses": {"about": paper.about, "tables": [f"analyses/{n}.csv" for n in paper.tables]}}
+           if paper is not None else {}),
     }
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(config.data)}</b>, "
               f"{len(prompts)} prompts, seed {config.seed}. Prompts: {html.escape(describe_origins(prompts))}. "
               "Regenerate with <code>lowres-safety diagnose --config results.json</code> (the run's settings are "
               "its <code>config</code>).</p>")
-    timing = {"load_model_s": load_s, **found.timing, "total_s": time.perf_counter() - t0}
-    return DiagnoseResult(config, found, results, header, timing)
+    timing = {"load_model_s": load_s, **found.timing, "paper_analyses_s": paper_s, "total_s": time.perf_counter() - t0}
+    return DiagnoseResult(config, found, results, header, timing, paper)

@@ -33,7 +33,7 @@ from ..methods import Target
 from ..methods.adasteer import ADAPTED_K
 from ..models import load_model, model_id
 from ..presets import preset_for
-from . import causal_report, estimate, steer_prompts, steering
+from . import analyses_report, causal_report, estimate, steer_prompts, steering
 from .config import PAPER, SteerConfig
 from .estimate import clock
 from .memo import CompletionMemo
@@ -61,6 +61,7 @@ class SteerResult:
     results: dict
     header: str
     fix: Fix | None = None  # the gate routing as fitted: every target's recalibrated gates, portable
+    paper: analyses_report.PaperAnalyses | None = None  # the released generation sweeps (``sweeps``)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -78,7 +79,7 @@ class SteerResult:
             "with the file that sets it; 'same' is empty where only a path could be compared. Estimated cost "
             f"before the run (pipelines/estimate.py): {costs}.",
             table=settings_table(c, r["source"]))
-        return [self.section(), settings]
+        return [self.section(), settings, *(analyses_report.sections(self.paper) if self.paper is not None else [])]
 
     def section(self) -> Section:
         """The report section of the steer table (means over seeds, with their spread, when there are several)."""
@@ -113,12 +114,15 @@ class SteerResult:
         )
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``steer.json``, ``completions.csv``, ``report.html`` and the fitted fix (``fix/``) into ``folder``."""
+        """Write ``steer.json``, ``completions.csv``, ``report.html``, the fitted fix (``fix/``) and the sweeps' tables
+        (``analyses/<name>.csv``) into ``folder``."""
         folder = Path(folder)
         if self.fix is not None:
             self.fix.save(folder / "fix")  # ls.load_fix(folder / "fix").hooks(model, language)
         write_json(folder / "steer.json", self.results)
         self.completions.to_csv(folder / "completions.csv", index=False)
+        if self.paper is not None:
+            self.paper.save(folder)  # analyses/<name>.csv
         write_html(folder / "report.html", "lowres_safety steering",
                    [*self.sections(), *causal_report.sections(self.causal)], self.header)
         return folder
@@ -171,6 +175,12 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
                   gate_layer=fitted.layer, n_select=c.n_select, seed=seeds[0])
     timing.update(found.timing)
     timing["generated_answers"] = shared["memo"].generated
+    t = time.perf_counter()
+    paper = (analyses_report.steering_sweeps(model, eval_prompts.where(subset="harmful"), fit_acts.where(language=source),
+                                             source, fitted.layer, judge=shared["memo"].judge,
+                                             max_new_tokens=c.max_new_tokens, batch_size=c.batch_size)
+             if c.sweeps else None)
+    timing["sweeps_s"] = time.perf_counter() - t
     results = {**settings, "layer": fitted.layer, "seeds": list(seeds), "config": c.to_dict(),
                "model": model_id(model), "alpha": fitted.alpha, "gate": repr(fitted.gate),
                "preset": preset.source if preset else None, "logit_learned_on": logit.learned_on,
@@ -181,13 +191,15 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
                                for what, e in estimates.items()},
                "selection": {"table": records(found.selection), "chosen_layer": found.chosen_layer,
                              "note": found.selection_note},
-               "interventional_transfer": records(found.transfer), "timing": timing}
+               "interventional_transfer": records(found.transfer), "timing": timing,
+               **({"paper_analyses": {"about": paper.about, "tables": [f"analyses/{n}.csv" for n in paper.tables]}}
+                  if paper is not None else {})}
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(c.data)}</b>, "
               f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}. "
               f"Evaluation prompts: {html.escape(describe_origins(eval_prompts))}. "
               "Completions are in completions.csv; regenerate with <code>lowres-safety steer --config steer.json"
               "</code>.</p>")
-    return SteerResult(c, table, completions, found, results, header, fix)
+    return SteerResult(c, table, completions, found, results, header, fix, paper)
 
 
 def _one_seed(model, c: SteerConfig, seed: int, fit_prompts, eval_prompts, languages, source, preset, mc_items,
