@@ -96,7 +96,8 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     """The whole steer command on a tiny model from a folder; the organism's numbers are in the README."""
     out = tmp_path / "steer"
     mc = tmp_path / "mc.tsv"  # two built-in questions per language keep the utility column cheap here
-    load_mc_demo(["en", "sw"]).groupby("language").head(2).to_csv(mc, sep="\t", index=False)
+    load_mc_demo(["en", "sw"]).groupby("language").head(2).assign(subject_category=["STEM", "Other"] * 2).to_csv(
+        mc, sep="\t", index=False)
     args = ["steer", "--languages", "en,sw", "--source-languages", "en,de", "--k", "0,1", "--n-per-class", "2",
             "--max-new-tokens", "3", "--layer", "2", "--n-select", "2", "--out", str(out), "--mc", str(mc),
             "--model", str(tiny_folder), "--sweeps"]
@@ -106,7 +107,8 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     assert results["strength"] == 1.0 and results["alpha"] > 0
     keys = {"language", "tier", "method", "k", "harmful_refusal", "harmless_refusal", "selectivity", "kl", "kl_ablated",
             "mc_accuracy", "gate_balanced_accuracy", "cast_layer", "cast_threshold", "cast_comparator", "cast_tuned_on",
-            "adapted_from", "seed", "mc_margin", "mc_entropy", "mc_gate_fire_rate"}
+            "adapted_from", "seed", "mc_margin", "mc_entropy", "mc_gate_fire_rate", "mc_accuracy[Other]",
+            "mc_accuracy[STEM]"}
     assert all(set(r) == keys for r in rows)
     assert {(r["method"], r["k"]) for r in rows} == {("none", 0), ("ablation", 0), ("addition", 0), ("adasteer", 0),
                                                      ("adasteer", 32), ("cast", 0), ("cast", 32), ("gate", 0),
@@ -114,7 +116,8 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
     assert results["ablation"] == "gate_layer" and results["recalibration"] == "paper"
     for r in rows:
         assert r["selectivity"] == r["harmful_refusal"] - r["harmless_refusal"]
-        assert r["mc_accuracy"] in (0.0, 50.0, 100.0)  # two items in each language
+        assert r["mc_accuracy"] in (0.0, 50.0, 100.0)  # two items in each language, one per category
+        assert r["mc_accuracy"] == (r["mc_accuracy[STEM]"] + r["mc_accuracy[Other]"]) / 2
         assert (r["gate_balanced_accuracy"] is None) == (r["method"] != "gate")
         assert (r["mc_gate_fire_rate"] is None) == (r["method"] != "gate") and r["mc_entropy"] <= np.log(4) + 1e-9
         assert (r["cast_layer"] is None) == (r["method"] != "cast")
@@ -128,7 +131,8 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
             assert r["kl"] > 0
     page = (out / "report.html").read_text()
     assert "Plotly.newPlot" in page and "Which direction does the model act through?" in page
-    assert "Refusal as the steering strength grows" in page and "Where does ablation remove refusal?" in page
+    assert "Utility by subject category" in page and "Refusal as the steering strength grows" in page
+    assert "Where does ablation remove refusal?" in page
     assert results["paper_analyses"]["tables"] == ["analyses/strength.csv", "analyses/ablation.csv"]
     strength = pd.read_csv(out / "analyses" / "strength.csv")
     assert sorted(set(strength["strength"])) == list(ls.analyses.sweeps.STRENGTHS[::2]) and set(strength["n"]) == {2}

@@ -196,12 +196,17 @@ def test_steer_rows_carry_mc_accuracy_per_language_and_method(tiny, tmp_path):
     prompts = load_builtin(["en", "de", "sw"], n_per_class=2)
     acts = extract(tiny, prompts, "all", ("t_post_inst",), cache=False, progress=False)
     fitted = steering.fit_methods(tiny, acts, ["en", "de"], layer=1, methods=(NoIntervention, AnswersC))
-    mc = pd.concat([items("CCAB", "de"), items("CDDD", "en")])  # sw has no items
+    mc = pd.concat([items("CCAB", "de").assign(subject_category=["STEM", "STEM", "Humanities", "Humanities"]),
+                    items("CDDD", "en")])  # sw has no items
     held = prompts.where(language=["de", "sw"])
     table, _ = steering.evaluate(tiny, fitted, held, acts.where(language=["de", "sw"]),
                                  acts.where(language=["de", "sw"]), ks=(0,), max_new_tokens=1, mc=mc)
     got = table.set_index(["language", "method"])["mc_accuracy"]
     assert got[("de", "answers_c")] == 50.0
+    by = table.set_index(["language", "method"])  # items C, C right and A, B wrong under "answer C"
+    assert by.loc[("de", "answers_c"), "mc_accuracy[STEM]"] == 100.0
+    assert by.loc[("de", "answers_c"), "mc_accuracy[Humanities]"] == 0.0
+    assert math.isnan(by.loc[("sw", "answers_c"), "mc_accuracy[STEM]"])
     assert got[("de", "none")] == mc_accuracy(tiny, items("CCAB", "de"))
     assert math.isnan(got[("sw", "none")]) and math.isnan(got[("sw", "answers_c")])
     assert list(table.columns[:9]) == ["language", "tier", "method", "k", "harmful_refusal", "harmless_refusal",

@@ -79,7 +79,23 @@ class SteerResult:
             "with the file that sets it; 'same' is empty where only a path could be compared. Estimated cost "
             f"before the run (pipelines/estimate.py): {costs}.",
             table=settings_table(c, r["source"]))
-        return [self.section(), settings, *(analyses_report.sections(self.paper) if self.paper is not None else [])]
+        return [self.section(), settings, *self._utility_section(),
+                *(analyses_report.sections(self.paper) if self.paper is not None else [])]
+
+    def _utility_section(self) -> list[Section]:
+        """Accuracy per subject category, where the multiple-choice items carry one (Global-MMLU's do)."""
+        columns = [c for c in self.summary.columns if c.startswith("mc_accuracy[")]
+        if not columns:
+            return []
+        long = self.summary.melt(id_vars=["language", "method", "k"], value_vars=columns, var_name="subject_category",
+                                 value_name="accuracy").dropna(subset=["accuracy"])
+        long["subject_category"] = long["subject_category"].str.removeprefix("mc_accuracy[").str.removesuffix("]")
+        return [Section("Utility by subject category",
+                        "mc_accuracy per subject category of the multiple-choice items, as the released utility script "
+                        "summarises Global-MMLU (subject_category_summaries); the steer table has one column each.",
+                        ((plots.utility_by_category(long), "Mean over the languages with items."),),
+                        long.pivot_table(index=["method", "k"], columns="subject_category", values="accuracy",
+                                         sort=False).round(1).reset_index())]
 
     def section(self) -> Section:
         """The report section of the steer table (means over seeds, with their spread, when there are several)."""

@@ -35,7 +35,7 @@ from ..probing import choose_layer
 from ..utility import mc_prompt, mc_scores, mc_summary
 from .memo import CompletionMemo, kl_mean
 
-__all__ = ["FittedMethods", "config_key", "evaluate", "fit_methods"]
+__all__ = ["FittedMethods", "category_column", "config_key", "evaluate", "fit_methods"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def evaluate(model, fitted: FittedMethods, eval_prompts: PromptSet, eval_acts: A
     ``mc`` are multiple-choice items (:func:`utility.load_mc`): each row then also has
     ``mc_accuracy``, the % of that language's items answered right under the method's
     hooks (NaN where ``mc`` has none in that language), ``mc_margin`` and ``mc_entropy``
-    (:func:`utility.mc_summary`) and, for the gate, ``mc_gate_fire_rate``.
+    (:func:`utility.mc_summary`), for the gate ``mc_gate_fire_rate``, and where the items carry a
+    ``subject_category`` (Global-MMLU's), ``mc_accuracy[<category>]`` per category.
     ``tune`` are prompts a method may tune on per target (adapted CAST: the targets' val split).
     ``memo`` keeps each prompt's answer per intervention (:class:`CompletionMemo`; one is
     made here when None): the gate's budgets share its two arms with each other and with
@@ -189,10 +190,18 @@ def _mc_columns(model, items: pd.DataFrame, language: str, method, target: Targe
         prompts = as_prompt_set([mc_prompt(row) for row in own.to_dict("records")])
         at = extract(model, prompts, [gate.layer_], (gate.position_,), progress=False)
         fired = gate.predict(at).numpy()
-    every = mc_summary(scores, fired).iloc[0]
+    summary = mc_summary(scores, fired)
+    every = summary.iloc[0]
     return {"mc_accuracy": float(every["accuracy"]), "mc_margin": float(every["mean_margin"]),
             "mc_entropy": float(every["mean_entropy"]),
-            **({"mc_gate_fire_rate": float(every["gate_fire_rate"])} if fired is not None else {})}
+            **({"mc_gate_fire_rate": float(every["gate_fire_rate"])} if fired is not None else {}),
+            **{category_column(c): float(a) for c, a in zip(summary["subject_category"][1:], summary["accuracy"][1:],
+                                                            strict=True)}}
+
+
+def category_column(category: str) -> str:
+    """The steer table's column of one subject category's accuracy: ``mc_accuracy[STEM]``."""
+    return f"mc_accuracy[{category}]"
 
 
 def config_key(config: dict) -> str:
