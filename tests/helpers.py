@@ -60,6 +60,14 @@ def build_hf(family: str = "qwen2", vocab_size: int = 49152, seed: int = 0, **ov
     return AutoModelForCausalLM.from_config(cls(**cfg)).eval()
 
 
+def save_chat_model(folder, family: str = "qwen2", **overrides):
+    """A tiny random chat model and its tokenizer saved as a local folder: what ``--model PATH`` loads."""
+    tok = build_tokenizer(family)
+    build_hf(family, vocab_size=len(tok), **overrides).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def build_model(family: str = "qwen2", *, seed: int = 0, keep_reference: bool = False, **overrides):
     """Tiny random bridge; with ``keep_reference`` also an untouched copy of the HF model."""
     tok = build_tokenizer(family)

@@ -3,7 +3,7 @@ hold against the library calls on the same activations, and their sections."""
 
 import pandas as pd
 import pytest
-from helpers import build_hf, build_tokenizer, check_report_renders
+from helpers import check_report_renders, save_chat_model
 
 import lowres_safety as ls
 from lowres_safety import analyses
@@ -14,11 +14,7 @@ from lowres_safety.pipelines.report import write_html
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny random chat model (mechanics, not numbers), 8 layers so the ablation sweep has two of them."""
-    folder = tmp_path_factory.mktemp("tiny-chat")
-    tok = build_tokenizer("qwen2")
-    build_hf("qwen2", vocab_size=len(tok), num_hidden_layers=8).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return ls.load_model(str(folder))
+    return ls.load_model(str(save_chat_model(tmp_path_factory.mktemp("tiny-chat"), num_hidden_layers=8)))
 
 
 def test_the_natural_set_gives_every_fourth_train_prompt_to_val():

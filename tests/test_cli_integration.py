@@ -83,13 +83,9 @@ def test_english_direction_separates_polyrefuse_english(default_model, polyrefus
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A tiny random chat model saved as a local folder: what ``--model PATH`` loads (mechanics, not numbers)."""
-    from helpers import build_hf, build_tokenizer
+    from helpers import save_chat_model
 
-    folder = tmp_path_factory.mktemp("tiny-chat")
-    tok = build_tokenizer("qwen2")
-    build_hf("qwen2", vocab_size=len(tok), num_hidden_layers=24).save_pretrained(folder)  # CAST: blocks 15-23
-    tok.save_pretrained(folder)
-    return folder
+    return save_chat_model(tmp_path_factory.mktemp("tiny-chat"), num_hidden_layers=24)  # CAST: blocks 15-23
 
 
 def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, tiny_folder):

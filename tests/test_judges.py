@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import build_hf, build_model, build_tokenizer
+from helpers import build_model, build_tokenizer, save_chat_model
 
 from lowres_safety import cli
 from lowres_safety import hooks as H
@@ -213,9 +213,7 @@ def test_other_split_is_val_for_test_and_none_without_polyrefuse(polyrefuse_root
 @pytest.fixture(scope="module")
 def lm_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm")
-    tok = build_tokenizer("qwen2")
-    build_hf("qwen2", vocab_size=len(tok)).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    save_chat_model(folder)
     return folder
 
 

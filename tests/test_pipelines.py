@@ -5,7 +5,7 @@ import re
 from typing import get_args
 
 import pytest
-from helpers import build_hf, build_tokenizer
+from helpers import save_chat_model
 
 import lowres_safety as ls
 from lowres_safety.cli import main
@@ -17,11 +17,7 @@ from lowres_safety.pipelines.config import Ablation, AdaptedFrom, CalibrateOn, R
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny random chat model saved as a local folder (mechanics, not numbers)."""
-    folder = tmp_path_factory.mktemp("tiny-chat")
-    tok = build_tokenizer("llama")
-    build_hf("llama", vocab_size=len(tok), num_hidden_layers=4).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return str(save_chat_model(tmp_path_factory.mktemp("tiny-chat"), "llama", num_hidden_layers=4))
 
 
 @pytest.mark.parametrize("config", [
