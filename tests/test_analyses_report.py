@@ -18,32 +18,34 @@ def tiny(tmp_path_factory):
 
 
 def test_the_natural_set_gives_every_fourth_train_prompt_to_val():
-    """Catches: val taken from test, not every fourth per language and class, prompts lost or repeated. Reference:
-    the natural set's halves, counted by hand."""
+    """Catches: val taken from test, not every fourth train prompt per language and class, a split sampled past what
+    it has, prompts in two splits. Reference: the natural set's halves, counted by hand (20 + 20 per half)."""
     p = ls.data.analysis_splits("natural", ["en", "sw"], n_per_class=8)
     counts = p.frame.groupby(["language", "subset", "split"]).size()
-    assert counts.xs("train", level="split").eq(6).all() and counts.xs("val", level="split").eq(2).all()
+    assert counts.xs("train", level="split").eq(8).all() and counts.xs("val", level="split").eq(5).all()
     assert counts.xs("test", level="split").eq(8).all()
-    train = ls.data.load_builtin(["en", "sw"], name="natural", split="train", n_per_class=8).frame
-    ordered = train.groupby(["language", "subset"])["id"].apply(list)
-    val = p.frame[p.frame["split"] == "val"].groupby(["language", "subset"])["id"].apply(list)
-    assert all(val[key] == ids[::4] for key, ids in ordered.items())
-    test = set(ls.data.load_builtin(["en", "sw"], name="natural", split="test", n_per_class=8).frame["id"])
-    assert set(p.frame.loc[p.frame["split"] == "test", "id"]) == test
+    train = ls.data.load_builtin(["en", "sw"], name="natural", split="train").frame
+    every_fourth = set(train.groupby(["language", "subset"]).nth(slice(None, None, 4))["id"])
+    assert set(p.frame.loc[p.frame["split"] == "val", "id"]) == every_fourth
+    assert set(p.frame.loc[p.frame["split"] == "train", "id"]) <= set(train["id"]) - every_fourth
+    test = set(ls.data.load_builtin(["en", "sw"], name="natural", split="test").frame["id"])
+    assert set(p.frame.loc[p.frame["split"] == "test", "id"]) <= test
+    assert p.frame["id"].is_unique
     with pytest.raises(ValueError, match="need train and test prompts"):
         ls.data.analysis_splits("twins")
 
 
 def test_polyrefuse_keeps_its_splits_and_drops_a_split_a_language_lacks_a_class_of(polyrefuse_root):
-    """Catches: a language kept in a split where one class has no file (PolyRefuse's zh test has no harmless one).
-    Reference: the folder's files."""
+    """Catches: a language kept in a split where one class has no file (PolyRefuse's zh test has no harmless one),
+    a split asked for more prompts than it has (val: 39 harmful a language). Reference: the folder's files."""
     files = {path.name for path in (polyrefuse_root / "PolyRefuse").glob("*.json")}
-    p = ls.data.analysis_splits(polyrefuse_root, ["en", "zh", "yo"], n_per_class=3)
+    p = ls.data.analysis_splits(polyrefuse_root, ["en", "zh", "yo"], n_per_class=50)
     for split in ("val", "test"):
         has = {lang for lang in ("zh", "yo") if {f"harmful_{split}_translated_{lang}.json",
                                                  f"harmless_{split}_translated_{lang}.json"} <= files}
         assert set(p.where(split=split).languages) - {"en"} == has
-    assert p.frame.groupby(["language", "split", "subset"]).size().eq(3).all()
+    counts = p.frame.groupby(["split", "subset"])["language"].value_counts()
+    assert counts["val", "harmful"].eq(39).all() and counts.drop(("val", "harmful")).eq(50).all()  # val has 39
 
 
 def test_the_report_tables_are_the_library_calls_on_the_same_activations(tiny, tmp_path):
@@ -53,7 +55,8 @@ def test_the_report_tables_are_the_library_calls_on_the_same_activations(tiny, t
     twins = ls.data.load_builtin(name="twins")
     found = analyses_report.representation(tiny, "natural", languages, 3, n_per_class=8, seeds=(0, 1),
                                            budgets=(1, 2), twins=twins, full=True, progress=False)
-    acts = ls.extract(tiny, ls.data.analysis_splits("natural", languages, n_per_class=8), [3], ("t_post_inst",))
+    acts = ls.extract(tiny, ls.data.analysis_splits("natural", languages, n_per_class=8), [3], ("t_post_inst",),
+                      cache=True)  # the activations the report read, not a rerun batched otherwise
     name = ls.models.model_id(tiny)
     expected = {
         "recoverability": analyses.recoverability(acts, 3, source_languages=["en", "de"], budgets=(1, 2),
