@@ -58,7 +58,7 @@ def test_diagnose_writes_results_and_an_offline_report(tmp_path):
     assert results["paper_analyses"]["tables"] == [f"analyses/{name}.csv" for name in (
         "recoverability", "rank_sweep", "subspace_transfer", "ood")]
     recovered = pd.read_csv(out / "analyses" / "recoverability.csv")
-    assert set(recovered["language"]) == {"sw", "__macro__", "__macro_low__"} and set(recovered["budget"]) == {1, 2}
+    assert set(recovered["language"]) == {"sw", "__macro__", "__macro_low__"} and set(recovered["budget"]) == {1, 2, 4}
     assert set(pd.read_csv(out / "analyses" / "ood.csv")["language"]) == {"en", "sw", "__macro__"}
     assert "paper_analyses_s" in results["timing"]
 
