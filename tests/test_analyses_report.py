@@ -81,13 +81,15 @@ def test_the_report_tables_are_the_library_calls_on_the_same_activations(tiny, t
     assert sorted(p.name for p in saved.iterdir()) == sorted(f"{k}.csv" for k in found.tables)
 
 
-def test_the_sweeps_are_the_released_sweeps_with_the_source_pc1(tiny):
-    """Catches: another direction, λ grid, layer stride or ablation sources than the section says. Reference: the
-    sweeps called directly with the pc1 of the source directions."""
+def test_the_sweeps_are_the_released_sweeps_with_the_source_pc1(tiny, tmp_path, monkeypatch):
+    """Catches: another direction, λ grid, layer stride or ablation sources than the section says; a rerun that
+    generates again what a stopped one finished. Reference: the sweeps called directly with the pc1 of the source
+    directions."""
     prompts = ls.data.load_builtin(["en", "sw"], name="twins", n_per_class=2)
     fit = ls.extract(tiny, ls.data.load_builtin(["en", "de"], name="natural", split="train", n_per_class=4), "all",
                      ("t_post_inst",))
-    found = analyses_report.steering_sweeps(tiny, prompts, fit, ["en", "de"], 5, max_new_tokens=2, progress=False)
+    found = analyses_report.steering_sweeps(tiny, prompts, fit, ["en", "de"], 5, max_new_tokens=2, store=tmp_path,
+                                            progress=False)
     v = ls.directions.pc1_of_directions(fit, ["en", "de"], 5)
     strength = analyses.strength_sweep(tiny, prompts, v, 5, strengths=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
                                        max_new_tokens=2, progress=False)
@@ -95,6 +97,21 @@ def test_the_sweeps_are_the_released_sweeps_with_the_source_pc1(tiny):
                                        max_new_tokens=2, progress=False)
     pd.testing.assert_frame_equal(found.tables["strength"], strength)
     pd.testing.assert_frame_equal(found.tables["ablation"], ablation)
+    (tmp_path / "ablation" / "block-en-4.json").unlink()  # as if stopped before its last run
+
+    def generate_once(*args, **kwargs):  # only the missing run may generate
+        monkeypatch.setattr(analyses.sweeps, "generate", forbidden)
+        return real(*args, **kwargs)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("generated again")
+
+    real = analyses.sweeps.generate
+    monkeypatch.setattr(analyses.sweeps, "generate", generate_once)
+    again = analyses_report.steering_sweeps(tiny, prompts, fit, ["en", "de"], 5, max_new_tokens=2, store=tmp_path,
+                                            progress=False)
+    for name in ("strength", "ablation"):
+        pd.testing.assert_frame_equal(again.tables[name], found.tables[name])
     assert [s.title for s in analyses_report.sections(found)] == [
         "Refusal as the steering strength grows (released strength sweep)",
         "Where does ablation remove refusal? (released directional ablation, per layer)"]

@@ -148,6 +148,7 @@ def test_steer_writes_rows_for_every_method_and_resumes(tmp_path, monkeypatch, t
         raise AssertionError("generated again")
 
     monkeypatch.setattr(memo, "generate", no_generation)
+    monkeypatch.setattr(ls.analyses.sweeps, "generate", no_generation)  # the sweeps' steps are kept too
     assert main(args) == 0
     assert json.loads((out / "steer.json").read_text())["rows"] == rows
     monkeypatch.undo()

@@ -19,7 +19,9 @@ The released runs judge with GPT-4o-mini; any judge of :mod:`~lowres_safety.judg
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import hooks as H
+from .._runtime.files import atomic_write_text
 from ..activations import ActivationSet
 from ..data import PromptSet
 from ..evaluation import refusal_rates
@@ -45,6 +48,18 @@ def _refusal(model, prompts: PromptSet, hooks, judge, max_new_tokens: int, batch
     return refusal_rates(completions, judge, by=("language",)).rename(columns={"rate": "refusal"})
 
 
+def _kept(store: str | Path | None, name: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """One finished step's rows: read from ``store`` where a run before wrote them, else computed and written."""
+    if store is None:
+        return compute()
+    path = Path(store) / f"{name}.json"
+    if path.exists():
+        return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+    rows = compute()
+    atomic_write_text(path, json.dumps(rows.to_dict(orient="records"), ensure_ascii=False))
+    return rows
+
+
 def _harmful(prompts: PromptSet) -> PromptSet:
     harmful = prompts.where(subset="harmful")
     if len(harmful) == 0:
@@ -54,14 +69,18 @@ def _harmful(prompts: PromptSet) -> PromptSet:
 
 def strength_sweep(model, prompts: PromptSet, direction: torch.Tensor, layer: int, *,
                    strengths: Sequence[float] = STRENGTHS, judge=None, max_new_tokens: int = 128,
-                   batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+                   batch_size: int = 16, store: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Refusal (%) of the harmful ``prompts`` with λ·v̂ added at ``blocks.{layer}.hook_resid_post`` from the last
-    prompt token on: one row per λ × language (``strength``, ``language``, ``tier``, ``refusal``, ``n``)."""
+    prompt token on: one row per λ × language (``strength``, ``language``, ``tier``, ``refusal``, ``n``).
+
+    ``store``: a folder that keeps each finished λ, so an interrupted sweep resumes (one folder per
+    sweep: nothing in it says which model, prompts or direction its rows came from)."""
     harmful = _harmful(prompts)
     rows = []
     for lam in tqdm(strengths, desc="strength sweep", unit="λ", disable=not progress):
         hooks = H.add(direction, float(lam), layer, scope="from_last") if lam else []
-        rows.append(_refusal(model, harmful, hooks, judge, max_new_tokens, batch_size).assign(strength=float(lam)))
+        rows.append(_kept(store, f"strength-{float(lam):g}", lambda hooks=hooks, lam=lam: _refusal(
+            model, harmful, hooks, judge, max_new_tokens, batch_size).assign(strength=float(lam))))
     return pd.concat(rows, ignore_index=True)[["strength", "language", "tier", "refusal", "n"]]
 
 
@@ -80,27 +99,30 @@ def peak_strengths(table: pd.DataFrame) -> pd.DataFrame:
 def ablation_sweep(model, prompts: PromptSet, acts: ActivationSet, *, layers: Sequence[int] | None = None,
                    sources: Sequence[str] = ("en", "hrl_pooled"), anchored: bool = False,
                    layer_range: tuple[int, int] = LAYER_RANGE, judge=None, max_new_tokens: int = 128,
-                   batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+                   batch_size: int = 16, store: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Refusal (%) of the harmful ``prompts`` under the released directional ablation, per layer and source.
 
     ``anchored=False`` (the per-layer sweep): for each layer L, block L alone, direction from L.
     ``anchored=True`` (the anchor-layer sweep): the blocks of ``layer_range`` (clipped to the
     model), direction from each layer L. ``acts`` are the fit activations the directions come
     from (``t_post_inst`` at every swept layer). Rows: ``source``, ``layer``, ``language``,
-    ``tier``, ``refusal``, ``n``, plus the unablated model as ``layer = -1``.
+    ``tier``, ``refusal``, ``n``, plus the unablated model as ``layer = -1``. ``store`` keeps each
+    finished run, as in :func:`strength_sweep`.
     """
     harmful = _harmful(prompts)
     layers = list(range(model.cfg.n_layers) if layers is None else layers)
     fixed = tuple(range(layer_range[0], min(layer_range[1], model.cfg.n_layers)))
     if anchored and not fixed:
         raise ValueError(f"the layer range {layer_range} holds no layer of this {model.cfg.n_layers}-layer model")
-    rows = [_refusal(model, harmful, [], judge, max_new_tokens, batch_size).assign(source="none", layer=-1)]
+    rows = [_kept(store, "none", lambda: _refusal(model, harmful, [], judge, max_new_tokens, batch_size).assign(
+        source="none", layer=-1))]
     plan = [(s, layer) for s in sources for layer in layers]
     for source, layer in tqdm(plan, desc="ablation sweep", unit="run", disable=not progress):
         v = source_direction(acts, source, layer)
         if v is None:
             raise ValueError("the sweeps ablate one direction for every language; 'per_language' is not swept")
         hooks = H.ablate(v, fixed if anchored else [layer], sites=("hook_resid_post",))
-        rows.append(_refusal(model, harmful, hooks, judge, max_new_tokens, batch_size).assign(source=source,
-                                                                                              layer=layer))
+        name = f"{'anchored' if anchored else 'block'}-{source}-{layer}"
+        rows.append(_kept(store, name, lambda hooks=hooks, source=source, layer=layer: _refusal(
+            model, harmful, hooks, judge, max_new_tokens, batch_size).assign(source=source, layer=layer)))
     return pd.concat(rows, ignore_index=True)[["source", "layer", "language", "tier", "refusal", "n"]]

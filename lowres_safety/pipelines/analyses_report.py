@@ -87,18 +87,19 @@ def representation(model, data, languages: Sequence[str], layer: int, *, n_per_c
 
 def steering_sweeps(model, prompts: PromptSet, fit_acts: ActivationSet, source: Sequence[str], layer: int, *,
                     judge=None, max_new_tokens: int = 24, batch_size: int = 16, every: int = 4,
-                    progress: bool = True) -> PaperAnalyses:
+                    store: str | Path | None = None, progress: bool = True) -> PaperAnalyses:
     """The released generation sweeps on the harmful ``prompts``: λ·v̂ added at ``layer`` (v̂ the pc1 of the
     source languages' directions; every second λ of the released grid) and the released directional ablation at
     every ``every``-th layer (English's and the pooled high-resource direction). ``fit_acts``: the source
-    prompts at every layer (``t_post_inst``)."""
+    prompts at every layer (``t_post_inst``). ``store``: a folder keeping each finished step (resumes a rerun)."""
     v = pc1_of_directions(fit_acts, list(source), layer)
     common = {"judge": judge, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "progress": progress}
     sources = tuple(dict.fromkeys(["en" if "en" in source else source[0], "hrl_pooled"]))
+    kept = (lambda name: Path(store) / name) if store is not None else (lambda name: None)
     tables = {"strength": analyses.strength_sweep(model, prompts, v, layer, strengths=analyses.sweeps.STRENGTHS[::2],
-                                                  **common),
+                                                  store=kept("strength"), **common),
               "ablation": analyses.ablation_sweep(model, prompts, fit_acts, layers=range(0, model.cfg.n_layers, every),
-                                                  sources=sources, **common)}
+                                                  sources=sources, store=kept("ablation"), **common)}
     n = len(prompts.where(subset="harmful"))
     return PaperAnalyses(layer, f"{n} harmful prompts, {max_new_tokens} new tokens, layer {layer}", tables)
 

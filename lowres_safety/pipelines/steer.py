@@ -194,7 +194,8 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
     t = time.perf_counter()
     paper = (analyses_report.steering_sweeps(model, eval_prompts.where(subset="harmful"), fit_acts.where(language=source),
                                              source, fitted.layer, judge=shared["memo"].judge,
-                                             max_new_tokens=c.max_new_tokens, batch_size=c.batch_size)
+                                             max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
+                                             store=_sweeps_folder(workdir, settings, fitted.layer))
              if c.sweeps else None)
     timing["sweeps_s"] = time.perf_counter() - t
     results = {**settings, "layer": fitted.layer, "seeds": list(seeds), "config": c.to_dict(),
@@ -257,6 +258,11 @@ def _one_seed(model, c: SteerConfig, seed: int, fit_prompts, eval_prompts, langu
         tune=steer_prompts.tuning_prompts(c.data, languages, eval_prompts) if c.adapted_from == "pooled" else None)
     return {"table": table, "completions": completions, "fitted": fitted, "fit_acts": fit_acts, "eval_acts": eval_acts,
             "calib_acts": calib_acts, "logit": shared["logit"], "setup_s": setup_s}
+
+
+def _sweeps_folder(workdir, settings: dict, layer: int) -> Path | None:
+    """Where ``--sweeps`` keeps its finished steps: named by the settings, as the rows' parts are."""
+    return Path(workdir) / f".sweeps-{steering.config_key({**settings, 'layer': layer})}" if workdir else None
 
 
 def _reference(source: list[str]) -> str:
