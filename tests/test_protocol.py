@@ -77,6 +77,11 @@ def test_the_estimates_counts_and_gpu_price_by_hand():
     by_hand = (160 / 4) * 16 * (weights / gpu["bandwidth"] + gpu["step_overhead_s"]) \
         + 2 * gpu["params"] * shared.prefill_tokens / gpu["flops"]
     assert seconds == pytest.approx(by_hand)
+    swept = estimate.steer_work(n_eval=8, eval_tokens=10.0, n_fit=100, fit_tokens=20.0, n_source_fit=60,
+                                n_languages=2, n_seeds=2, shared_across_seeds=True, new_tokens=16, batch_size=4,
+                                sweep_runs=3)  # 3 generations of each language's 4 harmful prompts
+    assert swept.decode_rows == shared.decode_rows + 3 * 2 * 4
+    assert swept.prefill_tokens == shared.prefill_tokens + 3 * 2 * 4 * 10
 
 
 def test_seed_summary_is_the_mean_and_spread_over_seeds():

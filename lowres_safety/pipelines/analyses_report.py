@@ -23,7 +23,7 @@ from ..directions import pc1_of_directions
 from ..models import model_id
 from .report import Section
 
-__all__ = ["PaperAnalyses", "representation", "sections", "steering_sweeps"]
+__all__ = ["PaperAnalyses", "representation", "sections", "steering_sweeps", "sweep_runs"]
 
 #: Budgets (examples per class) of the released recoverability and rank sweeps; those above a target's train
 #: prompts are skipped.
@@ -83,6 +83,12 @@ def representation(model, data, languages: Sequence[str], layer: int, *, n_per_c
     about = (f"{prompts.origin}: {', '.join(f'{n} {s}' for s, n in counts.items())} prompts; sources {', '.join(high)} "
              f"(train), layer {layer}, seeds {len(list(seeds))}")
     return PaperAnalyses(layer, about, tables)
+
+
+def sweep_runs(n_layers: int, every: int = 4) -> int:
+    """Generations of each harmful prompt :func:`steering_sweeps` runs: 7 strengths, two ablation sources at every
+    ``every``-th layer, and the unablated model."""
+    return len(analyses.sweeps.STRENGTHS[::2]) + 2 * len(range(0, n_layers, every)) + 1
 
 
 def steering_sweeps(model, prompts: PromptSet, fit_acts: ActivationSet, source: Sequence[str], layer: int, *,

@@ -59,7 +59,7 @@ class Estimate:
 
 def steer_work(*, n_eval: int, eval_tokens: float, n_fit: int, fit_tokens: float, n_source_fit: int,
                n_languages: int, n_seeds: int, shared_across_seeds: bool, new_tokens: int, batch_size: int,
-               mc_items: int = 0) -> Work:
+               mc_items: int = 0, sweep_runs: int = 0) -> Work:
     """The forward work of a steer run.
 
     ``n_eval`` evaluation prompts per language (both classes), ``n_fit`` fit prompts in
@@ -67,15 +67,18 @@ def steer_work(*, n_eval: int, eval_tokens: float, n_fit: int, fit_tokens: float
     pools them twice), mean prompt lengths in tokens. Per language: no intervention,
     ablation, addition, the gate's ablation arm and AdaSteer and CAST at k = 0 (once, when
     the fit does not change with the seed), AdaSteer and CAST at k = 32 (per seed).
+    ``sweep_runs``: generations of every harmful prompt the ``--sweeps`` add (once, not per seed).
     """
     shared, per_seed = 6, 2
     arms = n_languages * (shared * (1 if shared_across_seeds else n_seeds) + per_seed * n_seeds)
-    answers = arms * n_eval
+    swept = sweep_runs * n_languages * (n_eval // 2)
+    answers = arms * n_eval + swept
     kl = arms * n_eval // 2 + n_languages * n_eval // 2  # harmless first-token passes, plus the unhooked reference
     fits = n_seeds if not shared_across_seeds else 1
     prefill = (answers + kl) * eval_tokens + fits * (n_fit + 2 * n_source_fit) * fit_tokens
     prefill += n_languages * n_eval * eval_tokens + arms * mc_items * eval_tokens
-    detail = {"arms": arms, "answers": answers, "kl_passes": kl, "fit_passes": fits * (n_fit + 2 * n_source_fit)}
+    detail = {"arms": arms, "answers": answers, "kl_passes": kl, "fit_passes": fits * (n_fit + 2 * n_source_fit),
+              **({"sweep_answers": swept} if swept else {})}
     return Work(int(prefill), int(answers), int(new_tokens), int(batch_size), detail)
 
 

@@ -297,7 +297,8 @@ def _estimates(model, c: SteerConfig, fit_prompts, eval_prompts, languages, sour
             "n_seeds": len(c.run_seeds), "new_tokens": c.max_new_tokens, "batch_size": c.batch_size, "mc_items": n_mc}
     here = estimate.steer_work(n_eval=n_eval, n_fit=len(fit_prompts),
                                n_source_fit=len(fit_prompts.where(language=source)),
-                               shared_across_seeds=c.n_fit is None, **base)
+                               shared_across_seeds=c.n_fit is None,
+                               sweep_runs=analyses_report.sweep_runs(model.cfg.n_layers) if c.sweeps else 0, **base)
     out = {"this run": here}
     full_eval, full_fit = steer_prompts.split_sizes(c.data, languages, source, c.split, c.files)
     if (full_eval, full_fit) != (n_eval, len(fit_prompts)) or c.max_new_tokens != PAPER["max_new_tokens"]:
