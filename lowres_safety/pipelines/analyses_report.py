@@ -28,6 +28,8 @@ __all__ = ["PaperAnalyses", "representation", "sections", "steering_sweeps", "sw
 #: Budgets (examples per class) of the released recoverability and rank sweeps; those above a target's train
 #: prompts are skipped.
 BUDGETS = (1, 2, 4, 8, 16, 32, 64)
+#: The report's strength sweep: every second λ of the released grid.
+SWEEP_STRENGTHS = analyses.sweeps.STRENGTHS[::2]
 
 
 @dataclass
@@ -37,6 +39,10 @@ class PaperAnalyses:
     layer: int
     about: str  # the prompts and settings, one sentence for the report
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """What a results file says of them: where they were computed and the files :meth:`save` writes."""
+        return {"about": self.about, "tables": [f"analyses/{name}.csv" for name in self.tables]}
 
     def save(self, folder: str | Path) -> Path:
         """Each table as ``<folder>/analyses/<name>.csv``."""
@@ -85,10 +91,19 @@ def representation(model, data, languages: Sequence[str], layer: int, *, n_per_c
     return PaperAnalyses(layer, about, tables)
 
 
-def sweep_runs(n_layers: int, every: int = 4) -> int:
-    """Generations of each harmful prompt :func:`steering_sweeps` runs: 7 strengths, two ablation sources at every
-    ``every``-th layer, and the unablated model."""
-    return len(analyses.sweeps.STRENGTHS[::2]) + 2 * len(range(0, n_layers, every)) + 1
+def _sweep_layers(n_layers: int, every: int) -> range:
+    return range(0, n_layers, every)
+
+
+def _sweep_sources(source: Sequence[str]) -> tuple[str, ...]:
+    """English's direction (else the first source's) and the pooled high-resource one."""
+    return tuple(dict.fromkeys(["en" if "en" in source else source[0], "hrl_pooled"]))
+
+
+def sweep_runs(n_layers: int, source: Sequence[str] = ("en",), every: int = 4) -> int:
+    """Generations of each harmful prompt :func:`steering_sweeps` runs: the strengths, each ablation source at
+    every ``every``-th layer, and the unablated model."""
+    return len(SWEEP_STRENGTHS) + len(_sweep_sources(source)) * len(_sweep_layers(n_layers, every)) + 1
 
 
 def steering_sweeps(model, prompts: PromptSet, fit_acts: ActivationSet, source: Sequence[str], layer: int, *,
@@ -100,12 +115,12 @@ def steering_sweeps(model, prompts: PromptSet, fit_acts: ActivationSet, source: 
     prompts at every layer (``t_post_inst``). ``store``: a folder keeping each finished step (resumes a rerun)."""
     v = pc1_of_directions(fit_acts, list(source), layer)
     common = {"judge": judge, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "progress": progress}
-    sources = tuple(dict.fromkeys(["en" if "en" in source else source[0], "hrl_pooled"]))
     kept = (lambda name: Path(store) / name) if store is not None else (lambda name: None)
-    tables = {"strength": analyses.strength_sweep(model, prompts, v, layer, strengths=analyses.sweeps.STRENGTHS[::2],
+    tables = {"strength": analyses.strength_sweep(model, prompts, v, layer, strengths=SWEEP_STRENGTHS,
                                                   store=kept("strength"), **common),
-              "ablation": analyses.ablation_sweep(model, prompts, fit_acts, layers=range(0, model.cfg.n_layers, every),
-                                                  sources=sources, store=kept("ablation"), **common)}
+              "ablation": analyses.ablation_sweep(model, prompts, fit_acts,
+                                                  layers=_sweep_layers(model.cfg.n_layers, every),
+                                                  sources=_sweep_sources(source), store=kept("ablation"), **common)}
     n = len(prompts.where(subset="harmful"))
     return PaperAnalyses(layer, f"{n} harmful prompts, {max_new_tokens} new tokens, layer {layer}", tables)
 

@@ -73,7 +73,6 @@ class DiagnoseResult:
         write_json(folder / "results.json", self.results)
         return folder
 
-
     def _paper_sections(self) -> list:
         if self.paper is not None:
             return analyses_report.sections(self.paper, number=8)
@@ -127,8 +126,7 @@ def _diagnose(config: DiagnoseConfig, progress: bool) -> DiagnoseResult:
         "origins": records(origin_table(prompts)),
         **diagnosis.results(found),
         "max_new_tokens": config.max_new_tokens,
-        **({"paper_analyses": {"about": paper.about, "tables": [f"analyses/{n}.csv" for n in paper.tables]}}
-           if paper is not None else {}),
+        **({"paper_analyses": paper.summary()} if paper is not None else {}),
     }
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(config.data)}</b>, "
               f"{len(prompts)} prompts, seed {config.seed}. Prompts: {html.escape(describe_origins(prompts))}. "

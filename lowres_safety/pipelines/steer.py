@@ -84,12 +84,12 @@ class SteerResult:
 
     def _utility_section(self) -> list[Section]:
         """Accuracy per subject category, where the multiple-choice items carry one (Global-MMLU's do)."""
-        columns = [c for c in self.summary.columns if c.startswith("mc_accuracy[")]
+        columns = {c: steering.category_of(c) for c in self.summary.columns if steering.category_of(c)}
         if not columns:
             return []
-        long = self.summary.melt(id_vars=["language", "method", "k"], value_vars=columns, var_name="subject_category",
-                                 value_name="accuracy").dropna(subset=["accuracy"])
-        long["subject_category"] = long["subject_category"].str.removeprefix("mc_accuracy[").str.removesuffix("]")
+        long = (self.summary.rename(columns=columns)
+                .melt(id_vars=["language", "method", "k"], value_vars=list(columns.values()),
+                      var_name="subject_category", value_name="accuracy").dropna(subset=["accuracy"]))
         return [Section("Utility by subject category",
                         "mc_accuracy per subject category of the multiple-choice items, as the released utility script "
                         "summarises Global-MMLU (subject_category_summaries); the steer table has one column each.",
@@ -209,8 +209,7 @@ def _steer(c: SteerConfig, workdir: str | Path | None) -> SteerResult:
                "selection": {"table": records(found.selection), "chosen_layer": found.chosen_layer,
                              "note": found.selection_note},
                "interventional_transfer": records(found.transfer), "timing": timing,
-               **({"paper_analyses": {"about": paper.about, "tables": [f"analyses/{n}.csv" for n in paper.tables]}}
-                  if paper is not None else {})}
+               **({"paper_analyses": paper.summary()} if paper is not None else {})}
     header = (f"<p>Model <b>{html.escape(results['model'])}</b>, data <b>{html.escape(c.data)}</b>, "
               f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}. "
               f"Evaluation prompts: {html.escape(describe_origins(eval_prompts))}. "
@@ -298,7 +297,8 @@ def _estimates(model, c: SteerConfig, fit_prompts, eval_prompts, languages, sour
     here = estimate.steer_work(n_eval=n_eval, n_fit=len(fit_prompts),
                                n_source_fit=len(fit_prompts.where(language=source)),
                                shared_across_seeds=c.n_fit is None,
-                               sweep_runs=analyses_report.sweep_runs(model.cfg.n_layers) if c.sweeps else 0, **base)
+                               sweep_runs=analyses_report.sweep_runs(model.cfg.n_layers, source) if c.sweeps else 0,
+                               **base)
     out = {"this run": here}
     full_eval, full_fit = steer_prompts.split_sizes(c.data, languages, source, c.split, c.files)
     if (full_eval, full_fit) != (n_eval, len(fit_prompts)) or c.max_new_tokens != PAPER["max_new_tokens"]:

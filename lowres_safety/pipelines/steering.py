@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from ..probing import choose_layer
 from ..utility import mc_prompt, mc_scores, mc_summary
 from .memo import CompletionMemo, kl_mean
 
-__all__ = ["FittedMethods", "category_column", "config_key", "evaluate", "fit_methods"]
+__all__ = ["FittedMethods", "category_column", "category_of", "config_key", "evaluate", "fit_methods"]
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,12 @@ def _mc_columns(model, items: pd.DataFrame, language: str, method, target: Targe
 def category_column(category: str) -> str:
     """The steer table's column of one subject category's accuracy: ``mc_accuracy[STEM]``."""
     return f"mc_accuracy[{category}]"
+
+
+def category_of(column: str) -> str | None:
+    """The subject category a :func:`category_column` holds (``STEM``), or None for any other column."""
+    return column.removeprefix("mc_accuracy[").removesuffix("]") if re.fullmatch(r"mc_accuracy\[.*\]", column) \
+        else None
 
 
 def config_key(config: dict) -> str:
